@@ -1,0 +1,223 @@
+"""The one training loop every manifex model uses.
+
+A model describes a training step as a function of the minibatch indices
+(``step_fn(idx) -> loss``); :func:`train` owns everything around it: shuffling on the device,
+the optimiser step, learning-rate schedule, gradient clipping, mixed precision on CUDA,
+the progress bar, loss history and checkpoint callbacks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from scanpy import logging as logg
+
+__all__ = ["DeviceData", "TrainHistory", "cosine_with_warmup", "train"]
+
+
+class DeviceData:
+    """A data matrix kept on the training device, sliced into dense minibatches.
+
+    Dense input is copied to the device once. Sparse input stays sparse there and only the rows
+    of a minibatch are densified, so memory is never O(cells × genes) dense.
+    """
+
+    def __init__(self, x: np.ndarray | sp.spmatrix, device: torch.device):
+        self.shape = x.shape
+        self.device = device
+        self.sparse = sp.issparse(x)
+        if self.sparse:
+            coo = sp.coo_matrix(x, dtype=np.float32)
+            idx = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+            self.data = torch.sparse_coo_tensor(
+                idx, torch.from_numpy(coo.data), size=x.shape, device=device
+            ).coalesce()
+        else:
+            self.data = torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        if self.sparse:
+            return torch.index_select(self.data, 0, idx).to_dense()
+        return self.data[idx]
+
+    def batches(self, batch_size: int) -> Iterable[torch.Tensor]:
+        """Consecutive dense minibatches in the original order (for inference)."""
+        n = self.shape[0]
+        for start in range(0, n, batch_size):
+            idx = torch.arange(start, min(n, start + batch_size), device=self.device)
+            yield self[idx]
+
+
+@dataclass
+class TrainHistory:
+    """Loss per epoch (mean over its steps) plus bookkeeping."""
+
+    loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    n_steps: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "loss": np.asarray(self.loss, dtype=np.float64),
+            "lr": np.asarray(self.lr, dtype=np.float64),
+            "n_steps": int(self.n_steps),
+            "seconds": float(self.seconds),
+        }
+
+
+def cosine_with_warmup(n_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:
+    """Learning-rate multiplier: linear warm-up then cosine decay to zero over ``n_steps``."""
+
+    def f(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = (step - warmup_steps) / max(1, n_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+    return f
+
+
+def step_decay(n_steps: int, n_drops: int = 10, factor: float = 0.5) -> Callable[[int], float]:
+    """Learning-rate multiplier that is multiplied by ``factor`` ``n_drops`` times, evenly spaced."""
+    every = max(1, n_steps // n_drops)
+    return lambda step: factor ** (step // every)
+
+
+def _amp_context(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast(device_type="cuda", dtype=dtype), dtype
+    return torch.autocast(device_type="cpu", enabled=False), None
+
+
+def train(
+    step_fn: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    modules: Sequence[torch.nn.Module],
+    optimizer: torch.optim.Optimizer,
+    n: int,
+    batch_size: int,
+    n_steps: int,
+    device: torch.device,
+    generator: torch.Generator,
+    lr_lambda: Callable[[int], float] | None = None,
+    grad_clip_value: float | None = None,
+    grad_clip_norm: float | None = None,
+    amp: bool = True,
+    progress: bool = True,
+    desc: str = "training",
+    history: TrainHistory | None = None,
+    callback: Callable[[int, TrainHistory], None] | None = None,
+    callback_every: int | None = None,
+    start_step: int = 0,
+) -> TrainHistory:
+    """Run ``n_steps`` optimiser steps of ``step_fn`` over shuffled minibatches.
+
+    Parameters
+    ----------
+    step_fn
+        Receives a 1-d tensor of row indices (on ``device``) and returns the scalar loss. It runs
+        inside an autocast context on CUDA when ``amp`` is true; losses should upcast to float32.
+    modules
+        Modules put into training mode before the loop and evaluation mode after it.
+    optimizer
+        A ready optimiser over the trainable parameters.
+    n, batch_size
+        Data size and minibatch size. Each epoch is a fresh permutation drawn on the device with
+        ``generator``; a last batch smaller than ``batch_size`` is dropped when ``n > batch_size``
+        (BatchNorm and contrastive losses dislike tiny batches).
+    n_steps
+        Total optimiser steps (the budget), independent of the number of epochs.
+    lr_lambda
+        Multiplier of each parameter group's initial learning rate, as a function of the step.
+    grad_clip_value, grad_clip_norm
+        Clip gradients by value / by global norm before each step.
+    amp
+        Mixed precision on CUDA (bfloat16 where supported, else float16 with loss scaling).
+        Ignored on CPU and MPS.
+    progress
+        Show a tqdm progress bar with the running loss.
+    callback, callback_every
+        ``callback(step, history)`` is called every ``callback_every`` steps (e.g. checkpoints).
+    start_step
+        Resume a run at this step (the schedule continues from there).
+    """
+    from tqdm.auto import tqdm
+
+    history = history if history is not None else TrainHistory()
+    ctx_dtype = _amp_context(device, amp)[1]
+    scaler = torch.amp.GradScaler("cuda") if ctx_dtype == torch.float16 else None
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    for m in modules:
+        m.train()
+    drop_last = n > batch_size
+    per_epoch = max(1, n // batch_size) if drop_last else 1
+    t0 = time.perf_counter()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    epoch_losses: list[torch.Tensor] = []
+    bar = tqdm(total=n_steps, initial=start_step, desc=desc, disable=not progress, leave=False)
+    step = start_step
+    try:
+        while step < n_steps:
+            perm = torch.randperm(n, device=generator.device, generator=generator).to(device)
+            for b in range(per_epoch):
+                if step >= n_steps:
+                    break
+                idx = perm[b * batch_size : (b + 1) * batch_size]
+                if lr_lambda is not None:
+                    mult = lr_lambda(step)
+                    for g, lr0 in zip(optimizer.param_groups, base_lrs):
+                        g["lr"] = lr0 * mult
+                optimizer.zero_grad(set_to_none=True)
+                ctx, _ = _amp_context(device, amp)
+                with ctx:
+                    loss = step_fn(idx)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"{desc}: the loss became {loss.item()} at step {step}; try a lower learning "
+                        "rate, or check the input for extreme values."
+                    )
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                else:
+                    loss.backward()
+                if grad_clip_value is not None:
+                    torch.nn.utils.clip_grad_value_(params, grad_clip_value)
+                if grad_clip_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, grad_clip_norm)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                epoch_losses.append(loss.detach())
+                step += 1
+                bar.update(1)
+                if callback is not None and callback_every and step % callback_every == 0:
+                    callback(step, history)
+            # one host sync per epoch, not per step
+            if epoch_losses:
+                mean_loss = torch.stack(epoch_losses).float().mean().item()
+                history.loss.append(mean_loss)
+                history.lr.append(float(optimizer.param_groups[0]["lr"]))
+                bar.set_postfix(loss=f"{mean_loss:.4g}")
+                epoch_losses = []
+    finally:
+        bar.close()
+        for m in modules:
+            m.eval()
+    history.n_steps = step
+    history.seconds += time.perf_counter() - t0
+    logg.debug(f"{desc}: {step - start_step} steps in {history.seconds:.1f}s on {device}")
+    return history

@@ -1,0 +1,5 @@
+"""Loss functions: the DLME kernel loss and the Cauchy InfoNCE of t-SimCNE."""
+
+from .dlme import dlme_loss, fuzzy_union, squared_distances, t_kernel
+
+__all__ = ["dlme_loss", "fuzzy_union", "squared_distances", "t_kernel"]

@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import LabelEncoder, StandardScaler
+
+
+def _labels(labels: Any, n: int) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.shape[0] != n:
+        raise ValueError(f"`labels` must be 1-d with {n} entries, got shape {y.shape}.")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise ValueError("`labels` contains NaN.")
+    return LabelEncoder().fit_transform(y.astype(str) if y.dtype.kind not in "iub" else y)
+
+
+def _emb(embedding: Any) -> np.ndarray:
+    e = np.asarray(embedding, dtype=np.float64)
+    if e.ndim != 2 or e.shape[0] < 2:
+        raise ValueError(f"`embedding` must be 2-d with at least 2 rows, got shape {e.shape}.")
+    if not np.isfinite(e).all():
+        raise ValueError("`embedding` contains NaN or infinite values.")
+    return e
+
+
+def _cv(y: np.ndarray, n_splits: int, random_state: int) -> StratifiedKFold:
+    smallest = np.bincount(y).min()
+    splits = int(min(n_splits, max(2, smallest)))
+    return StratifiedKFold(n_splits=splits, shuffle=True, random_state=random_state)
+
+
+def _cv_labels(y: np.ndarray, n_splits: int) -> np.ndarray:
+    """Drop nothing, but classes with a single member cannot be stratified: merge-safe mask."""
+    counts = np.bincount(y)
+    return counts[y] >= 2
+
+
+def knn_accuracy(
+    embedding: Any, labels: Any, *, k: int = 15, n_splits: int = 5, random_state: int = 0
+) -> float:
+    """Mean accuracy of a k-nearest-neighbour classifier under stratified k-fold CV.
+
+    Classes with fewer than two members are left out (they cannot be stratified).
+    """
+    e, y = _emb(embedding), _labels(labels, np.shape(embedding)[0])
+    keep = _cv_labels(y, n_splits)
+    e, y = e[keep], LabelEncoder().fit_transform(y[keep])
+    clf = KNeighborsClassifier(n_neighbors=min(k, len(y) - 1))
+    return float(cross_val_score(clf, e, y, cv=_cv(y, n_splits, random_state)).mean())
+
+
+def linear_accuracy(embedding: Any, labels: Any, *, n_splits: int = 5, random_state: int = 0) -> float:
+    """Mean accuracy of a standardised multinomial logistic regression under stratified CV."""
+    from sklearn.linear_model import LogisticRegression
+
+    e, y = _emb(embedding), _labels(labels, np.shape(embedding)[0])
+    keep = _cv_labels(y, n_splits)
+    e, y = e[keep], LabelEncoder().fit_transform(y[keep])
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    return float(cross_val_score(clf, e, y, cv=_cv(y, n_splits, random_state)).mean())
+
+
+def clustering_accuracy(labels_true: Any, labels_pred: Any) -> float:
+    """Best one-to-one matching accuracy between two labelings (Hungarian algorithm)."""
+    from scipy.optimize import linear_sum_assignment
+
+    t = LabelEncoder().fit_transform(np.asarray(labels_true).astype(str))
+    p = LabelEncoder().fit_transform(np.asarray(labels_pred).astype(str))
+    if t.shape != p.shape:
+        raise ValueError("`labels_true` and `labels_pred` must have the same length.")
+    w = np.zeros((p.max() + 1, t.max() + 1), dtype=np.int64)
+    np.add.at(w, (p, t), 1)
+    rows, cols = linear_sum_assignment(-w)
+    return float(w[rows, cols].sum() / t.size)
+
+
+def cluster_scores(
+    embedding: Any,
+    labels: Any,
+    *,
+    method: Literal["kmeans", "gmm"] = "kmeans",
+    n_clusters: int | None = None,
+    random_state: int = 0,
+    labels_pred: Any = None,
+) -> dict[str, float]:
+    """ACC (Hungarian), NMI and ARI of k-means / GMM clusters with k = number of classes.
+
+    Pass ``labels_pred`` to score a given clustering instead (e.g. N2D's or Leiden's).
+    """
+    e, y = _emb(embedding), _labels(labels, np.shape(embedding)[0])
+    if labels_pred is None:
+        k = n_clusters or len(np.unique(y))
+        if method == "kmeans":
+            from sklearn.cluster import KMeans
+
+            labels_pred = KMeans(k, n_init=10, random_state=random_state).fit_predict(e)
+        elif method == "gmm":
+            from sklearn.mixture import GaussianMixture
+
+            labels_pred = GaussianMixture(k, n_init=3, random_state=random_state).fit(e).predict(e)
+        else:
+            raise ValueError(f"`method` must be 'kmeans' or 'gmm', got {method!r}.")
+    return {
+        "acc": clustering_accuracy(y, labels_pred),
+        "nmi": float(normalized_mutual_info_score(y, labels_pred)),
+        "ari": float(adjusted_rand_score(y, labels_pred)),
+    }
+
+
+def trustworthiness(
+    X: Any,
+    embedding: Any,
+    *,
+    k: int = 15,
+    n_samples: int | None = 10_000,
+    random_state: int = 0,
+    chunk_size: int = 1024,
+) -> float:
+    """Trustworthiness of ``embedding`` with respect to ``X`` (Venna & Kaski), in chunks.
+
+    ``T = 1 − 2 / (m k (2n − 3k − 1)) Σ_i Σ_{j ∈ U_k(i)} (r(i, j) − k)`` where ``U_k(i)`` are
+    the embedding neighbours of ``i`` that are not among its k input neighbours and ``r`` the
+    rank in the input space. Memory is O(chunk × n); rows are subsampled to ``n_samples``
+    (``m``) on large data (``None`` = all rows), which is exact in expectation.
+    """
+    import torch
+
+    e = _emb(embedding)
+    x = X.toarray() if sp.issparse(X) else np.asarray(X, dtype=np.float64)
+    n = e.shape[0]
+    if x.shape[0] != n:
+        raise ValueError(f"`X` has {x.shape[0]} rows but `embedding` has {n}.")
+    if not 1 <= k < n / 2:
+        raise ValueError(f"`k` must be in [1, n/2), got {k} for n={n}.")
+    rows = np.arange(n)
+    if n_samples is not None and n > n_samples:
+        rows = np.sort(np.random.default_rng(random_state).choice(n, n_samples, replace=False))
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    et = torch.as_tensor(e, dtype=torch.float32)
+    total = 0.0
+    for start in range(0, rows.size, chunk_size):
+        r = torch.as_tensor(rows[start : start + chunk_size])
+        dx = torch.cdist(xt[r], xt)
+        de = torch.cdist(et[r], et)
+        ar = torch.arange(r.numel())
+        dx[ar, r] = float("inf")
+        de[ar, r] = float("inf")
+        # rank of every point in the input space (1 = nearest)
+        order = dx.argsort(dim=1)
+        ranks = torch.empty_like(order)
+        ranks.scatter_(1, order, torch.arange(1, n + 1).expand(r.numel(), n))
+        nn_e = de.topk(k, dim=1, largest=False).indices
+        rk = ranks.gather(1, nn_e)
+        total += float((rk - k).clamp_min(0).sum())
+    m = rows.size
+    return float(1.0 - 2.0 / (m * k * (2.0 * n - 3.0 * k - 1.0)) * total)
+
+
+def evaluate_embedding(
+    embedding: Any,
+    labels: Any,
+    *,
+    X: Any = None,
+    k: int = 15,
+    n_splits: int = 5,
+    cluster_method: Literal["kmeans", "gmm"] = "kmeans",
+    random_state: int = 0,
+) -> dict[str, float]:
+    """All of DESIGN §5 in one call.
+
+    Returns ``knn_acc``, ``linear_acc``, ``acc``, ``nmi``, ``ari``, ``trust`` (when ``X`` is
+    given) and ``mean`` of those six.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from manifex.metrics import evaluate_embedding
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat([0, 1], 50)
+    >>> e = rng.normal(size=(100, 2)) + 10 * y[:, None]
+    >>> round(evaluate_embedding(e, y)["knn_acc"], 2)
+    1.0
+    """
+    out = {
+        "knn_acc": knn_accuracy(embedding, labels, k=k, n_splits=n_splits, random_state=random_state),
+        "linear_acc": linear_accuracy(embedding, labels, n_splits=n_splits, random_state=random_state),
+    }
+    out.update(cluster_scores(embedding, labels, method=cluster_method, random_state=random_state))
+    if X is not None:
+        out["trust"] = trustworthiness(X, embedding, k=k, random_state=random_state)
+    out["mean"] = float(np.mean([v for v in out.values()]))
+    return out

@@ -1,0 +1,59 @@
+"""Fully connected networks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+__all__ = ["MLP", "mlp_block"]
+
+
+def mlp_block(d_in: int, d_out: int, *, batchnorm: bool = True, activation: str = "leaky_relu") -> nn.Sequential:
+    """Linear (+ BatchNorm) + activation."""
+    layers: list[nn.Module] = [nn.Linear(d_in, d_out)]
+    if batchnorm:
+        layers.append(nn.BatchNorm1d(d_out))
+    if activation == "leaky_relu":
+        layers.append(nn.LeakyReLU(0.1))
+    elif activation == "relu":
+        layers.append(nn.ReLU())
+    elif activation != "none":
+        raise ValueError(f"Unknown activation {activation!r}.")
+    return nn.Sequential(*layers)
+
+
+class MLP(nn.Sequential):
+    """A stack of :func:`mlp_block` layers, optionally ending in a plain linear layer.
+
+    Parameters
+    ----------
+    d_in
+        Input width.
+    hidden
+        Widths of the blocks (Linear + BatchNorm + activation each).
+    d_out
+        If given, a final plain ``Linear(hidden[-1], d_out)`` without normalisation or activation.
+    batchnorm, activation
+        Passed to every block.
+    """
+
+    def __init__(
+        self,
+        d_in: int,
+        hidden: Sequence[int],
+        d_out: int | None = None,
+        *,
+        batchnorm: bool = True,
+        activation: str = "leaky_relu",
+    ):
+        layers: list[nn.Module] = []
+        d = d_in
+        for h in hidden:
+            layers.append(mlp_block(d, h, batchnorm=batchnorm, activation=activation))
+            d = h
+        if d_out is not None:
+            layers.append(nn.Linear(d, d_out))
+        super().__init__(*layers)
+        self.d_in = d_in
+        self.d_out = d_out if d_out is not None else d

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from anndata import AnnData
+
+from ..models.dlme import DLME
+from ._utils import run_embedding
+
+
+def dlme(
+    adata: AnnData,
+    *,
+    use_rep: str | None = None,
+    layer: str | None = None,
+    n_components: int = 2,
+    n_neighbors: int = 15,
+    n_epochs: int | None = None,
+    n_steps: int | None = None,
+    preset: Literal["default", "fast", "paper"] = "default",
+    batch_size: int = 300,
+    augment: Any = "knn_mix",
+    device: str = "auto",
+    random_state: int = 0,
+    progress: bool = True,
+    key_added: str | None = None,
+    return_model: bool = False,
+    copy: bool = False,
+    **model_kwargs: Any,
+) -> AnnData | DLME | tuple[AnnData, DLME] | None:
+    """Embed cells with DLME (Deep Local-flatness Manifold Embedding).
+
+    Trains :class:`manifex.models.DLME` on the chosen representation and stores the 2-d map
+    where scanpy looks for embeddings, so ``sc.pl.embedding(adata, basis="dlme")`` works.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix (cells × genes), typically after normalisation, log1p, HVG
+        selection and PCA.
+    use_rep
+        ``obsm`` key to embed (e.g. ``"X_pca"``, ``"X_scVI"``) or ``"X"``. Default: ``X_pca``
+        when present, else ``X`` if it has ≤ 50 features, else a 50-component PCA of ``X``
+        computed on the fly (logged; its loadings are kept so queries are projected alike).
+    layer
+        Use ``adata.layers[layer]`` instead of ``X`` (sparse is fine: minibatches are densified).
+    n_components
+        Dimension of the embedding.
+    n_neighbors
+        K of the kNN graph behind the kNN-mix augmentation; larger values merge small groups.
+    n_epochs, n_steps, preset
+        Training budget. By default the number of optimiser steps scales with the number of
+        cells (:meth:`manifex.models.DLME.n_steps_for`); ``preset="paper"`` runs the reference's
+        1500 epochs, ``"fast"`` 100 epochs.
+    batch_size
+        Cells per step.
+    augment
+        ``"knn_mix"`` (reference), ``"default"``, ``"strong"`` or your own callables
+        (:mod:`manifex.augment`).
+    device
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+    random_state
+        Seed; the same seed on the same device gives the same embedding.
+    progress
+        Show a progress bar.
+    key_added
+        Results go to ``obsm["X_<key_added>"]`` and ``uns[key_added]``; default ``"dlme"``.
+    return_model
+        Also return the fitted model (to embed new cells with :func:`manifex.tl.embed`, or
+        ``model.save(path)``).
+    copy
+        Work on and return a copy of ``adata``.
+    **model_kwargs
+        Further :class:`manifex.models.DLME` parameters (``nu_y``, ``lr``, ``encoder_dims``, ...).
+
+    Returns
+    -------
+    Depending on ``copy`` and ``return_model``: ``None``, the AnnData copy, the model, or
+    ``(adata_copy, model)``. Writes
+
+    ``adata.obsm["X_dlme"]``
+        The embedding, ``(n_obs, n_components)``.
+    ``adata.uns["dlme"]``
+        ``params``, ``input``, ``loss`` per epoch, ``n_steps``, ``device`` and ``seconds``.
+
+    Examples
+    --------
+    >>> import scanpy as sc, manifex as mx
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> mx.tl.dlme(adata, n_steps=50, progress=False)
+    >>> adata.obsm["X_dlme"].shape
+    (700, 2)
+    """
+    model = DLME(
+        n_components=n_components,
+        n_neighbors=n_neighbors,
+        n_epochs=n_epochs,
+        n_steps=n_steps,
+        preset=preset,
+        batch_size=batch_size,
+        augment=augment,
+        device=device,
+        random_state=random_state,
+        progress=progress,
+        **model_kwargs,
+    )
+    return run_embedding(
+        adata,
+        model,
+        method="dlme",
+        use_rep=use_rep,
+        layer=layer,
+        key_added=key_added,
+        return_model=return_model,
+        copy=copy,
+        min_cells=max(20, n_neighbors + 1),
+    )
