@@ -6,7 +6,6 @@ Nothing here knows about AnnData; :mod:`manifex.tl` does the AnnData side.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -132,8 +131,3 @@ def as_2d_float(x: Any, *, name: str = "X", min_rows: int = 1) -> np.ndarray | s
         bad = int((~np.isfinite(data)).sum())
         raise ValueError(f"`{name}` contains {bad} NaN or infinite value(s); remove or impute them first.")
     return x
-
-
-def steps_for_epochs(n: int, batch_size: int, n_epochs: float) -> int:
-    """Number of optimiser steps that ``n_epochs`` passes over ``n`` samples take."""
-    return max(1, int(round(n_epochs * max(1, math.floor(n / batch_size)))))

@@ -11,7 +11,7 @@ import torch
 from scanpy import logging as logg
 
 from .._neighbors import knn_indices
-from .._train import DeviceData, TrainHistory, step_decay, train
+from .._train import DeviceData, step_decay, train
 from .._utils import as_2d_float, check_random_state, make_generator, resolve_device, seeded
 from ..augment.expression import AugmentContext, Compose, ExpressionAugmentation, expression_preset
 from ..losses.dlme import dlme_loss

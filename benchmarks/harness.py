@@ -1,0 +1,180 @@
+"""Shared benchmark harness: baselines, timing, scoring, tables and figures.
+
+Every benchmark script (``python -m benchmarks.<name>``) uses these helpers so methods and
+baselines are scored by the same protocol (:func:`manifex.metrics.evaluate_embedding`) in the
+same run, on the same machine.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+RESULTS = Path(__file__).parent / "results"
+METRIC_COLS = ["knn_acc", "linear_acc", "acc", "nmi", "ari", "trust", "mean"]
+
+
+def data_dir() -> str:
+    """``$MANIFEX_DATA_DIR``, else ``../shared/data`` next to the repository."""
+    env = os.environ.get("MANIFEX_DATA_DIR")
+    if env:
+        return env
+    return str(Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
+def machine() -> str:
+    """A one-line description of the machine and device used."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    dev = f"CUDA {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "CPU"
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, device {dev}"
+
+
+def git_rev() -> str:
+    try:
+        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
+    except Exception:
+        return "unknown"
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def umap_baseline(adata, *, use_rep: str = "X_pca", n_neighbors: int = 15, random_state: int = 0):
+    """scanpy's ``neighbors`` + ``umap`` on a copy. Returns (embedding, seconds)."""
+    import scanpy as sc
+
+    a = adata.copy()
+
+    def run():
+        sc.pp.neighbors(a, n_neighbors=n_neighbors, use_rep=use_rep, random_state=random_state)
+        sc.tl.umap(a, random_state=random_state)
+        return a.obsm["X_umap"]
+
+    return timed(run)
+
+
+def tsne_baseline(adata, *, use_rep: str = "X_pca", random_state: int = 0):
+    """scanpy's ``tl.tsne``. Returns (embedding, seconds)."""
+    import scanpy as sc
+
+    a = adata.copy()
+
+    def run():
+        sc.tl.tsne(a, use_rep=use_rep, random_state=random_state, n_jobs=os.cpu_count())
+        return a.obsm["X_tsne"]
+
+    return timed(run)
+
+
+def pca_baseline(x: np.ndarray, *, random_state: int = 0):
+    """First two principal components. Returns (embedding, seconds)."""
+    from sklearn.decomposition import PCA
+
+    return timed(lambda: PCA(2, random_state=random_state).fit_transform(np.asarray(x)))
+
+
+def score(embedding, labels, X=None, **kwargs) -> dict[str, float]:
+    from manifex.metrics import evaluate_embedding
+
+    return evaluate_embedding(embedding, labels, X=X, **kwargs)
+
+
+def summarize(rows: Sequence[dict[str, Any]], by: Sequence[str] = ("dataset", "method")) -> pd.DataFrame:
+    """Mean ± sd over seeds of every numeric column, grouped by ``by``."""
+    df = pd.DataFrame(rows)
+    num = [c for c in df.columns if c not in by and pd.api.types.is_numeric_dtype(df[c]) and c != "seed"]
+    g = df.groupby(list(by), sort=False)
+    mean, sd, cnt = g[num].mean(), g[num].std(ddof=1), g.size()
+    out = mean.copy().astype(object)
+    for c in num:
+        out[c] = [
+            f"{m:.3f}" + (f" ± {s:.3f}" if n > 1 and np.isfinite(s) else "") if np.isfinite(m) else ""
+            for m, s, n in zip(mean[c], sd[c], cnt)
+        ]
+    out["n_seeds"] = cnt
+    return out.reset_index()
+
+
+def write_markdown(
+    rows: Sequence[dict[str, Any]],
+    path: str | Path,
+    *,
+    title: str,
+    notes: str = "",
+    by: Sequence[str] = ("dataset", "method"),
+) -> pd.DataFrame:
+    """Write a markdown table (mean ± sd over seeds) with machine, commit and notes; also a CSV."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = summarize(rows, by)
+    pd.DataFrame(rows).to_csv(path.with_suffix(".csv"), index=False)
+    lines = [
+        f"# {title}",
+        "",
+        f"- machine: {machine()}",
+        f"- commit: {git_rev()}; date: {time.strftime('%Y-%m-%d %H:%M')}",
+        "",
+        table.to_markdown(index=False),
+        "",
+    ]
+    if notes:
+        lines += [notes.strip(), ""]
+    path.write_text("\n".join(lines))
+    return table
+
+
+def plot_maps(
+    maps: dict[str, tuple[np.ndarray, Any]],
+    path: str | Path,
+    *,
+    ncols: int | None = None,
+    s: float | None = None,
+    suptitle: str | None = None,
+) -> None:
+    """Side-by-side scatter plots ``{title: (embedding, labels)}`` coloured by label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(maps)
+    ncols = ncols or n
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.6 * nrows), squeeze=False)
+    for ax, (name, (emb, labels)) in zip(axes.ravel(), maps.items()):
+        cats = pd.Categorical(np.asarray(labels).astype(str))
+        cmap = plt.get_cmap("tab20" if len(cats.categories) > 10 else "tab10")
+        size = s if s is not None else max(0.5, min(8.0, 4000 / len(cats)))
+        ax.scatter(emb[:, 0], emb[:, 1], c=cats.codes, cmap=cmap, s=size, linewidths=0, rasterized=True,
+                   vmin=0, vmax=max(cmap.N - 1, 1))
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
