@@ -165,8 +165,17 @@ def plot_maps(
         cats = pd.Categorical(np.asarray(labels).astype(str))
         cmap = plt.get_cmap("tab20" if len(cats.categories) > 10 else "tab10")
         size = s if s is not None else max(0.5, min(8.0, 4000 / len(cats)))
-        ax.scatter(emb[:, 0], emb[:, 1], c=cats.codes, cmap=cmap, s=size, linewidths=0, rasterized=True,
-                   vmin=0, vmax=max(cmap.N - 1, 1))
+        ax.scatter(
+            emb[:, 0],
+            emb[:, 1],
+            c=cats.codes,
+            cmap=cmap,
+            s=size,
+            linewidths=0,
+            rasterized=True,
+            vmin=0,
+            vmax=max(cmap.N - 1, 1),
+        )
         ax.set_title(name, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])

@@ -34,7 +34,9 @@ def data_dir(path: str | os.PathLike | None = None) -> Path:
     """
     p = path if path is not None else os.environ.get(ENV_VAR)
     if p is None:
-        raise FileNotFoundError(f"No data directory: pass `data_dir` or set the {ENV_VAR} environment variable.")
+        raise FileNotFoundError(
+            f"No data directory: pass `data_dir` or set the {ENV_VAR} environment variable."
+        )
     p = Path(p).expanduser()
     if not p.is_dir():
         raise FileNotFoundError(f"Data directory {p} does not exist.")
@@ -158,18 +160,24 @@ def load_images(
     names = z["label_names"] if "label_names" in z else None
     obs = pd.DataFrame(index=[str(i) for i in range(len(labels))])
     if "split" in z:
-        split_names = np.asarray(z["split_names"]).astype(str) if "split_names" in z else np.array(["train", "test"])
+        split_names = (
+            np.asarray(z["split_names"]).astype(str) if "split_names" in z else np.array(["train", "test"])
+        )
         obs["split"] = pd.Categorical(split_names[z["split"]])
     sel = np.arange(len(labels))
     if split is not None:
         if "split" not in obs:
             raise ValueError(f"{name!r} has no train/test split.")
         if split not in set(obs["split"].astype(str)):
-            raise ValueError(f"`split` must be one of {sorted(set(obs['split'].astype(str)))}, got {split!r}.")
+            raise ValueError(
+                f"`split` must be one of {sorted(set(obs['split'].astype(str)))}, got {split!r}."
+            )
         sel = np.flatnonzero(obs["split"].astype(str).to_numpy() == split)
     if n is not None and n < sel.size:
         sel = np.sort(np.random.default_rng(random_state).choice(sel, n, replace=False))
-    adata = image_anndata(images[sel], labels[sel], label_names=names, obs=obs.iloc[sel].reset_index(drop=True))
+    adata = image_anndata(
+        images[sel], labels[sel], label_names=names, obs=obs.iloc[sel].reset_index(drop=True)
+    )
     adata.uns["dataset"] = name
     return adata
 

@@ -212,7 +212,9 @@ class DLME(BaseModel):
         n = x.shape[0]
         self._record_input(x, feature_names)
         self.scale_ = (
-            np.where(self.feature_std_ > 0, 1.0 / np.maximum(self.feature_std_, 1e-12), 1.0).astype(np.float32)
+            np.where(self.feature_std_ > 0, 1.0 / np.maximum(self.feature_std_, 1e-12), 1.0).astype(
+                np.float32
+            )
             if self.standardize
             else None
         )
@@ -226,9 +228,13 @@ class DLME(BaseModel):
         self.encoder_.to(device)
         self.projector_.to(device)
         data = DeviceData(x_in, device)
-        std = torch.as_tensor(self.feature_std_ * (self.scale_ if self.scale_ is not None else 1.0), device=device)
+        std = torch.as_tensor(
+            self.feature_std_ * (self.scale_ if self.scale_ is not None else 1.0), device=device
+        )
         gen = make_generator(seed, device)
-        ctx = AugmentContext(data=data, knn=torch.as_tensor(knn, device=device), feature_std=std, generator=gen)
+        ctx = AugmentContext(
+            data=data, knn=torch.as_tensor(knn, device=device), feature_std=std, generator=gen
+        )
         batch = min(self.batch_size, n)
         n_steps = self.n_steps_for(n)
         nu_z, nu_y, rate = self.nu_z, self.nu_y, self.aug_near_rate

@@ -9,7 +9,9 @@ from torch import nn
 __all__ = ["MLP", "mlp_block"]
 
 
-def mlp_block(d_in: int, d_out: int, *, batchnorm: bool = True, activation: str = "leaky_relu") -> nn.Sequential:
+def mlp_block(
+    d_in: int, d_out: int, *, batchnorm: bool = True, activation: str = "leaky_relu"
+) -> nn.Sequential:
     """Linear (+ BatchNorm) + activation."""
     layers: list[nn.Module] = [nn.Linear(d_in, d_out)]
     if batchnorm:

@@ -48,7 +48,9 @@ def dlme(adata: AnnData, *, key: str = "dlme", **kwargs: Any):
     return embedding(adata, key, **kwargs)
 
 
-def loss_curve(adata: AnnData, key: str = "dlme", *, ax: Any = None, log: bool = True, show: bool | None = None):
+def loss_curve(
+    adata: AnnData, key: str = "dlme", *, ax: Any = None, log: bool = True, show: bool | None = None
+):
     """Training loss per epoch from ``adata.uns[key]["loss"]``.
 
     Parameters
@@ -76,7 +78,11 @@ def loss_curve(adata: AnnData, key: str = "dlme", *, ax: Any = None, log: bool =
     if key not in adata.uns:
         raise KeyError(f"adata.uns has no {key!r}; run the matching mx.tl function first.")
     uns = adata.uns[key]
-    curves = {k[5:]: v for k, v in uns.items() if k.startswith("loss_")} if "loss" not in uns else {"": uns["loss"]}
+    curves = (
+        {k[5:]: v for k, v in uns.items() if k.startswith("loss_")}
+        if "loss" not in uns
+        else {"": uns["loss"]}
+    )
     if not curves or all(np.size(v) == 0 for v in curves.values()):
         raise KeyError(f"adata.uns[{key!r}] holds no loss history.")
     if ax is None:

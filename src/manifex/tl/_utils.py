@@ -34,7 +34,11 @@ class InputSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_uns(self) -> dict[str, Any]:
-        return {"source": self.source, "key": self.key if self.key is not None else "", "description": self.description}
+        return {
+            "source": self.source,
+            "key": self.key if self.key is not None else "",
+            "description": self.description,
+        }
 
 
 def check_adata(adata: Any, *, min_cells: int = MIN_CELLS, name: str = "adata") -> AnnData:
@@ -72,7 +76,11 @@ def get_input(
             raise TypeError(f"`use_rep` must be a string, got {type(use_rep).__name__}.")
         if use_rep == "X":
             x = as_2d_float(adata.X, name="adata.X")
-            return x, np.asarray(adata.var_names), InputSpec("X", None, np.asarray(adata.var_names), description="X")
+            return (
+                x,
+                np.asarray(adata.var_names),
+                InputSpec("X", None, np.asarray(adata.var_names), description="X"),
+            )
         if use_rep not in adata.obsm:
             raise KeyError(f"`use_rep`={use_rep!r} is not in adata.obsm (keys: {list(adata.obsm.keys())}).")
         rep = adata.obsm[use_rep]
@@ -90,7 +98,11 @@ def get_input(
         if layer not in adata.layers:
             raise KeyError(f"`layer`={layer!r} is not in adata.layers (keys: {list(adata.layers.keys())}).")
         x = as_2d_float(adata.layers[layer], name=f"adata.layers[{layer!r}]")
-        return x, np.asarray(adata.var_names), InputSpec("layer", layer, np.asarray(adata.var_names), description=f"layers[{layer!r}]")
+        return (
+            x,
+            np.asarray(adata.var_names),
+            InputSpec("layer", layer, np.asarray(adata.var_names), description=f"layers[{layer!r}]"),
+        )
     if "X_pca" in adata.obsm:
         x = as_2d_float(adata.obsm["X_pca"], name="adata.obsm['X_pca']")
         if n_pcs is not None:
@@ -103,12 +115,18 @@ def get_input(
     x = as_2d_float(adata.X, name="adata.X")
     if x.shape[1] <= N_PCS_AUTO or not auto_pca:
         logg.info("    using adata.X as input")
-        return x, np.asarray(adata.var_names), InputSpec("X", None, np.asarray(adata.var_names), description="X")
+        return (
+            x,
+            np.asarray(adata.var_names),
+            InputSpec("X", None, np.asarray(adata.var_names), description="X"),
+        )
     n_comps = min(n_pcs or N_PCS_AUTO, min(x.shape) - 1)
     logg.warning(f"no 'X_pca' in adata.obsm: computing a {n_comps}-component PCA of adata.X as input")
     comps, mean = _pca(x, n_comps, random_state)
     xp = _project(x, comps, mean)
-    spec = InputSpec("pca", None, np.asarray(adata.var_names), comps, mean, description=f"PCA({n_comps}) of X")
+    spec = InputSpec(
+        "pca", None, np.asarray(adata.var_names), comps, mean, description=f"PCA({n_comps}) of X"
+    )
     return xp, None, spec
 
 
@@ -195,7 +213,9 @@ def run_embedding(
         "seconds": float(seconds),
         **uns_extra,
     }
-    logg.info(f"    finished {method} in {seconds:.1f}s on {model.device_}: added obsm[{f'X_{key}'!r}], uns[{key!r}]")
+    logg.info(
+        f"    finished {method} in {seconds:.1f}s on {model.device_}: added obsm[{f'X_{key}'!r}], uns[{key!r}]"
+    )
 
     target = adata.copy() if copy else adata
     for k, v in obsm.items():
