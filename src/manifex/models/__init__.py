@@ -2,5 +2,6 @@
 
 from ._base import BaseModel, NotFittedError, load_model
 from .dlme import DLME
+from .n2d import N2D
 
-__all__ = ["DLME", "BaseModel", "NotFittedError", "load_model"]
+__all__ = ["DLME", "N2D", "BaseModel", "NotFittedError", "load_model"]

@@ -1,5 +1,6 @@
 """Tools: AnnData-facing entry points (results in ``obsm`` / ``obs`` / ``uns``)."""
 
 from ._dlme import dlme
+from ._n2d import n2d
 
-__all__ = ["dlme"]
+__all__ = ["dlme", "n2d"]
