@@ -36,7 +36,7 @@ class DeviceData:
             coo = sp.coo_matrix(x, dtype=np.float32)
             idx = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
             self.data = torch.sparse_coo_tensor(
-                idx, torch.from_numpy(coo.data), size=x.shape, device=device
+                idx, torch.from_numpy(coo.data), size=x.shape, device=device, check_invariants=False
             ).coalesce()
         else:
             self.data = torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)

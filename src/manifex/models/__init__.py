@@ -3,5 +3,6 @@
 from ._base import BaseModel, NotFittedError, load_model
 from .dlme import DLME
 from .n2d import N2D
+from .tsimcne import TSimCNE as TSimCNE
 
 __all__ = ["DLME", "N2D", "BaseModel", "NotFittedError", "load_model"]

@@ -1,5 +1,6 @@
 """Plotting: embedding wrappers over ``sc.pl.embedding`` and training curves."""
 
 from ._embedding import dlme, embedding, loss_curve
+from ._n2d import cluster_confusion, n2d
 
-__all__ = ["dlme", "embedding", "loss_curve"]
+__all__ = ["cluster_confusion", "dlme", "embedding", "loss_curve", "n2d"]

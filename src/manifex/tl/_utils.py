@@ -86,8 +86,10 @@ def get_input(
         rep = adata.obsm[use_rep]
         if isinstance(rep, pd.DataFrame):
             rep = rep.to_numpy()
-        if np.ndim(rep) != 2:
-            raise ValueError(f"adata.obsm[{use_rep!r}] must be 2-dimensional, got shape {np.shape(rep)}.")
+        if np.ndim(rep) != 2 or np.shape(rep)[1] < 2:
+            raise ValueError(
+                f"adata.obsm[{use_rep!r}] must be 2-dimensional (cells × ≥2 features), got shape {np.shape(rep)}."
+            )
         x = as_2d_float(rep, name=f"adata.obsm[{use_rep!r}]")
         if n_pcs is not None:
             x = x[:, :n_pcs]
@@ -183,7 +185,7 @@ def run_embedding(
     from dataclasses import asdict
 
     check_adata(adata, min_cells=min_cells)
-    key = key_added or method
+    key = method if key_added is None else key_added
     if not isinstance(key, str) or not key:
         raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
     if hasattr(model, "_validate_params"):

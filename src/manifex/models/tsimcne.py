@@ -1,0 +1,722 @@
+"""t-SimCNE: contrastive 2-d maps of images (Böhm, Berens & Kobak, ICLR 2023), and of expression data."""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from scanpy import logging as logg
+from torch import nn
+
+from .._neighbors import knn_indices
+from .._train import DeviceData, TrainHistory, cosine_with_warmup, train
+from .._utils import as_2d_float, check_random_state, make_generator, resolve_device, seeded
+from ..augment.expression import AugmentContext, Compose, expression_preset
+from ..augment.image import IMAGE_PRESETS, image_preset
+from ..losses.infonce import cauchy_infonce
+from ..nn.mlp import MLP
+from ..nn.resnet import make_backbone, projection_head
+from ._base import BaseModel
+
+__all__ = ["PRESETS", "TSimCNE", "prepare_images"]
+
+#: Training budgets: ``n_epochs`` = (stage 1, stage 2, stage 3) epochs and the batch size used
+#: when ``batch_size`` is not given. ``"quick"`` is a smoke-test / demo budget, ``"cpu"`` the
+#: documented CPU budget for small images (USPS, MNIST: see ``benchmarks/results/tsimcne.md``),
+#: ``"default"`` the cheaper budget of DESIGN §3.2, ``"paper"`` the full budget of the paper.
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"n_epochs": (20, 5, 10), "batch_size": 256},
+    "cpu": {"n_epochs": (100, 10, 30), "batch_size": 256},
+    "default": {"n_epochs": (400, 25, 75), "batch_size": 512},
+    "paper": {"n_epochs": (1000, 50, 450), "batch_size": 512},
+}
+
+MIN_IMAGE_SIZE = 8
+_STAGES = ("pretrain", "linear", "finetune")
+
+
+def prepare_images(images: Any, *, name: str = "images") -> tuple[np.ndarray, tuple[float, float]]:
+    """Validate an image array and return it as ``(n, C, H, W)`` uint8 plus its pixel range.
+
+    uint8 images are kept as they are (range 0–255). Other numeric images are mapped to 0–255:
+    values within [0, 1] as ``round(255 x)``, values within [0, 255] as they are (rounded), and
+    anything else linearly from its ``(min, max)``; the range is returned so queries are mapped
+    alike (see :func:`images_to_uint8`).
+
+    Raises
+    ------
+    TypeError
+        Non-numeric images.
+    ValueError
+        Wrong number of dimensions, images smaller than 8 px, or non-finite pixels.
+    """
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu().numpy()
+    x = np.asarray(images)
+    if x.dtype.kind not in "buif":
+        raise TypeError(f"`{name}` must hold numbers, got dtype {x.dtype}.")
+    if x.ndim not in (3, 4):
+        raise ValueError(
+            f"`{name}` must have shape (n, H, W) or (n, H, W, C), got {x.ndim} dimensions {x.shape}."
+        )
+    if x.shape[0] < 1:
+        raise ValueError(f"`{name}` holds no images.")
+    if min(x.shape[1], x.shape[2]) < MIN_IMAGE_SIZE:
+        raise ValueError(
+            f"`{name}` are {x.shape[1]}×{x.shape[2]} px; t-SimCNE needs at least "
+            f"{MIN_IMAGE_SIZE}×{MIN_IMAGE_SIZE} px."
+        )
+    if x.ndim == 4 and not 1 <= x.shape[3] <= 4:
+        raise ValueError(
+            f"`{name}` has {x.shape[3]} channels in its last axis; expected (n, H, W, C) with C ≤ 4."
+        )
+    if x.dtype == np.uint8:
+        rng = (0.0, 255.0)
+    else:
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            bad = int((~np.isfinite(x)).sum())
+            raise ValueError(f"`{name}` contains {bad} NaN or infinite pixel value(s).")
+        lo, hi = float(x.min()), float(x.max())
+        if lo >= 0.0 and hi <= 1.0 and x.dtype.kind == "f":
+            rng = (0.0, 1.0)
+        elif lo >= 0.0 and hi <= 255.0:
+            rng = (0.0, 255.0)
+        else:
+            rng = (lo, hi if hi > lo else lo + 1.0)
+    return images_to_uint8(x, rng), rng
+
+
+def images_to_uint8(x: np.ndarray, pixel_range: tuple[float, float]) -> np.ndarray:
+    """Map images of shape (n, H, W[, C]) with the given pixel range to ``(n, C, H, W)`` uint8."""
+    if x.ndim == 3:
+        x = x[:, :, :, None]
+    if x.dtype != np.uint8:
+        lo, hi = pixel_range
+        x = np.clip(np.rint((x.astype(np.float32) - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+class _Net(nn.Module):
+    """Backbone followed by the projection head."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Sequential):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+class TSimCNE(BaseModel):
+    """t-SimCNE: a contrastive network trained to output a 2-d map directly.
+
+    Two augmented views of each image are pulled together and all other images pushed apart
+    with an InfoNCE loss that uses the Cauchy similarity ``1 / (1 + d²)`` (a t-SNE-like kernel),
+    in three stages (DESIGN §3.2): (1) the whole network with a 128-d output, (2) a fresh linear
+    2-d output layer on the frozen network, (3) the whole network at ``lr / 1000``. SGD with
+    momentum 0.9, weight decay 5e-4, ``lr = 0.03 · batch_size / 256``, linear warm-up in stages 1
+    and 3, cosine decay in each stage, gradient clipping by value at 4.
+
+    **Images** (``X`` of shape ``(n, H, W)`` or ``(n, H, W, C)``, uint8 or float) are kept on the
+    training device as one uint8 tensor; each minibatch is converted to floats in [0, 1] and
+    augmented there (:mod:`manifex.augment.image`). The backbone is the CIFAR-style ResNet-18
+    (512-d features) from 32 px up, and a small ResNet (128-d features) below
+    (:func:`manifex.nn.make_backbone`).
+
+    **Expression data** (``X`` of shape ``(n, features)``, e.g. PCA coordinates) is a variant
+    not in the paper: the backbone is an MLP (``mlp_dims``) and the two views come from the
+    expression augmentations (kNN-mix toward a neighbour, feature dropout, Gaussian noise;
+    :func:`manifex.augment.expression_preset` ``"default"``).
+
+    Parameters
+    ----------
+    n_components
+        Dimension of the final map (2).
+    backbone
+        ``"auto"``, ``"small"``, ``"resnet18"`` (images), ``"mlp"`` (expression; chosen
+        automatically for 2-d input), or your own :class:`torch.nn.Module` mapping a batch to
+        ``(B, d)`` features.
+    pretrain_dim
+        Output dimension of stage 1 (128 in the paper).
+    head_hidden
+        Width of the head's hidden layer (1024 in the paper).
+    mlp_dims
+        Hidden widths of the MLP backbone for expression data.
+    augment
+        ``"auto"`` (images: ``"natural"`` for RGB, ``"digits"`` for other channel counts;
+        expression: ``"default"``), an image preset (``"natural"``, ``"digits"``,
+        ``"microscopy"``, ``"none"``), an expression preset (``"knn_mix"``, ``"default"``,
+        ``"strong"``), or a callable: ``aug(x, generator)`` for images (``x`` float in [0, 1],
+        ``(B, C, H, W)``), ``aug(x, idx, ctx)`` for expression data.
+    n_neighbors
+        Neighbours for the kNN-based expression augmentations.
+    batch_size
+        Images per step; ``None`` takes the preset's (512 for ``"default"`` and ``"paper"``,
+        as DESIGN §3.2 — the paper uses 1024 — and 256 for the CPU presets, which gives more
+        steps per epoch).
+    lr
+        Base learning rate; ``None`` → ``0.03 · batch_size / 256``.
+    momentum, weight_decay
+        SGD settings.
+    n_epochs
+        ``(stage 1, stage 2, stage 3)`` epochs; overrides ``preset``.
+    preset
+        ``"quick"`` (20, 5, 10), ``"cpu"`` (100, 10, 30), ``"default"`` (400, 25, 75) or
+        ``"paper"`` (1000, 50, 450) epochs; the CPU presets use batches of 256.
+    warmup_epochs
+        Linear warm-up in stages 1 and 3, at most 10% of the stage.
+    finetune_lr_factor
+        Stage 3 runs at ``lr × finetune_lr_factor`` (1/1000 in the paper).
+    grad_clip_value
+        Clip gradients by value.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+    amp
+        Mixed precision on CUDA.
+    random_state
+        Seed of weights, batching and augmentations. Same seed + same device → same map.
+    checkpoint
+        File to save training state to every ``checkpoint_every`` epochs. If it exists when
+        :meth:`fit` starts, training resumes from it (it must come from the same data and
+        parameters).
+    checkpoint_every
+        Epochs between checkpoints.
+    progress
+        Show a progress bar per stage.
+
+    Attributes
+    ----------
+    embedding_
+        The map of the training data, ``(n, n_components)``.
+    features_
+        Backbone features of the training data, ``(n, feature_dim_)`` (not saved by :meth:`save`).
+    history_
+        Per stage: loss per epoch, learning rate, steps, seconds, images/s and the time spent in
+        augmentation.
+
+    Examples
+    --------
+    >>> import numpy as np, manifex as mx
+    >>> from sklearn.datasets import load_digits
+    >>> images = load_digits().images.astype("float32") / 16  # (1797, 8, 8)
+    >>> model = mx.models.TSimCNE(n_epochs=(2, 1, 1), batch_size=256, progress=False)
+    >>> model.fit_transform(images).shape
+    (1797, 2)
+    """
+
+    _module_names: ClassVar[tuple[str, ...]] = ("net_",)
+    _state_names: ClassVar[tuple[str, ...]] = (
+        "history_",
+        "kind_",
+        "image_shape_",
+        "pixel_range_",
+        "backbone_name_",
+        "feature_dim_",
+    )
+
+    def __init__(
+        self,
+        n_components: int = 2,
+        *,
+        backbone: str | nn.Module = "auto",
+        pretrain_dim: int = 128,
+        head_hidden: int = 1024,
+        mlp_dims: Sequence[int] = (512, 512, 256),
+        augment: str | Callable = "auto",
+        n_neighbors: int = 15,
+        batch_size: int | None = None,
+        lr: float | None = None,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        n_epochs: Sequence[int] | None = None,
+        preset: str = "default",
+        warmup_epochs: int = 10,
+        finetune_lr_factor: float = 1e-3,
+        grad_clip_value: float | None = 4.0,
+        device: str | torch.device = "auto",
+        amp: bool = True,
+        random_state: int = 0,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int = 10,
+        progress: bool = True,
+    ):
+        self.n_components = n_components
+        self.backbone = backbone
+        self.pretrain_dim = pretrain_dim
+        self.head_hidden = head_hidden
+        self.mlp_dims = tuple(mlp_dims)
+        self.augment = augment
+        self.n_neighbors = n_neighbors
+        self.batch_size = batch_size
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.n_epochs = tuple(n_epochs) if n_epochs is not None else None
+        self.preset = preset
+        self.warmup_epochs = warmup_epochs
+        self.finetune_lr_factor = finetune_lr_factor
+        self.grad_clip_value = grad_clip_value
+        self.device = device
+        self.amp = amp
+        self.random_state = random_state
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
+        self.progress = progress
+        self.n_features_in_ = None
+
+    # ---- parameters -------------------------------------------------------------------------
+    def _validate_params(self) -> None:
+        def pos_int(name: str, v: Any, lo: int = 1) -> None:
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < lo:
+                raise ValueError(f"`{name}` must be an integer ≥ {lo}, got {v!r}.")
+
+        pos_int("n_components", self.n_components)
+        pos_int("pretrain_dim", self.pretrain_dim)
+        pos_int("head_hidden", self.head_hidden)
+        pos_int("n_neighbors", self.n_neighbors)
+        if self.batch_size is not None:
+            pos_int("batch_size", self.batch_size, 2)
+        if self.preset not in PRESETS:
+            raise ValueError(f"`preset` must be one of {sorted(PRESETS)}, got {self.preset!r}.")
+        pos_int("warmup_epochs", self.warmup_epochs, 0)
+        pos_int("checkpoint_every", self.checkpoint_every)
+        if self.n_epochs is not None:
+            if len(self.n_epochs) != 3:
+                raise ValueError(f"`n_epochs` must be (stage 1, stage 2, stage 3), got {self.n_epochs!r}.")
+            for i, e in enumerate(self.n_epochs):
+                pos_int(f"n_epochs[{i}]", e, 0)
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"`lr` must be positive, got {self.lr!r}.")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"`momentum` must be in [0, 1), got {self.momentum!r}.")
+        if self.weight_decay < 0:
+            raise ValueError(f"`weight_decay` must be non-negative, got {self.weight_decay!r}.")
+        if not self.finetune_lr_factor > 0:
+            raise ValueError(f"`finetune_lr_factor` must be positive, got {self.finetune_lr_factor!r}.")
+        if self.grad_clip_value is not None and not self.grad_clip_value > 0:
+            raise ValueError(f"`grad_clip_value` must be positive or None, got {self.grad_clip_value!r}.")
+        if not isinstance(self.backbone, nn.Module) and self.backbone not in {
+            "auto",
+            "small",
+            "resnet18",
+            "mlp",
+        }:
+            raise ValueError(
+                f"`backbone` must be 'auto', 'small', 'resnet18', 'mlp' or an nn.Module, got {self.backbone!r}."
+            )
+        if not (callable(self.augment) or isinstance(self.augment, str)):
+            raise TypeError("`augment` must be a preset name or a callable.")
+        check_random_state(self.random_state)
+
+    @property
+    def epochs(self) -> tuple[int, int, int]:
+        """The ``(stage 1, stage 2, stage 3)`` epochs this model trains for."""
+        return tuple(int(e) for e in (self.n_epochs or PRESETS[self.preset]["n_epochs"]))  # type: ignore[return-value]
+
+    @property
+    def effective_batch_size(self) -> int:
+        """``batch_size``, or the preset's when it is ``None``."""
+        return int(self.batch_size if self.batch_size is not None else PRESETS[self.preset]["batch_size"])
+
+    def _learning_rate(self, batch: int) -> float:
+        return float(self.lr) if self.lr is not None else 0.03 * batch / 256
+
+    # ---- modules ----------------------------------------------------------------------------
+    def _make_backbone(self) -> nn.Module:
+        if isinstance(self.backbone, nn.Module):
+            return copy.deepcopy(self.backbone)
+        if self.kind_ == "expression":
+            if self.backbone not in ("auto", "mlp"):
+                raise ValueError(f"Expression data needs backbone='mlp' (or 'auto'), got {self.backbone!r}.")
+            return MLP(self.n_features_in_, self.mlp_dims)
+        if self.backbone == "mlp":
+            raise ValueError("backbone='mlp' is for expression data; images need a convolutional backbone.")
+        h, w, c = self.image_shape_
+        return make_backbone(self.backbone, c, min(h, w))
+
+    def _feature_dim(self, backbone: nn.Module) -> int:
+        if getattr(backbone, "out_dim", None) is not None and not isinstance(backbone, MLP):
+            return int(backbone.out_dim)
+        if isinstance(backbone, MLP):
+            return int(backbone.d_out)
+        shape = (2, self.image_shape_[2], self.image_shape_[0], self.image_shape_[1])
+        was = backbone.training
+        backbone.eval()
+        with torch.no_grad():
+            out = backbone(torch.zeros(shape))
+        backbone.train(was)
+        if out.ndim != 2:
+            raise ValueError(f"A custom backbone must return (B, d) features, got shape {tuple(out.shape)}.")
+        return int(out.shape[1])
+
+    def _build_modules(self, out_dim: int | None = None) -> None:
+        """Build backbone + head; the head's output is ``out_dim`` (default: the final map)."""
+        backbone = self._make_backbone()
+        self.feature_dim_ = self._feature_dim(backbone)
+        head = projection_head(self.feature_dim_, self.head_hidden, out_dim or self.n_components)
+        self.net_ = _Net(backbone, head)
+
+    def _augmentation(self) -> Callable:
+        aug = self.augment
+        if callable(aug):
+            return aug
+        if self.kind_ == "expression":
+            name = "default" if aug == "auto" else aug
+            if name in IMAGE_PRESETS and name != "none":
+                raise ValueError(
+                    f"augment={aug!r} is an image preset; expression data needs an expression one."
+                )
+            return expression_preset(name)
+        c = self.image_shape_[2]
+        name = ("natural" if c == 3 else "digits") if aug == "auto" else aug
+        if name not in IMAGE_PRESETS:
+            raise ValueError(
+                f"Unknown image augmentation preset {aug!r}; choose one of {list(IMAGE_PRESETS)}."
+            )
+        return image_preset(name)
+
+    # ---- input ------------------------------------------------------------------------------
+    def _prepare_fit_input(self, X: Any, feature_names: Any):
+        if isinstance(X, torch.Tensor):
+            X = X.detach().cpu().numpy()
+        ndim = getattr(X, "ndim", None)
+        if ndim is None:
+            X = np.asarray(X)
+            ndim = X.ndim
+        if ndim == 2:
+            x = as_2d_float(X, name="X", min_rows=max(20, self.n_neighbors + 1))
+            self.kind_ = "expression"
+            self.image_shape_ = None
+            self.pixel_range_ = None
+            self._record_input(x, feature_names)
+            return x
+        u8, rng = prepare_images(X, name="X")
+        if u8.shape[0] < 2:
+            raise ValueError("t-SimCNE needs at least 2 images.")
+        self.kind_ = "image"
+        _, c, h, w = u8.shape
+        self.image_shape_ = (int(h), int(w), int(c))
+        self.pixel_range_ = rng
+        self.n_features_in_ = int(h * w * c)
+        self.feature_names_in_ = None
+        self.feature_mean_ = None
+        self.feature_std_ = None
+        return u8
+
+    def _query(self, X: Any, feature_names: Any = None):
+        self._check_fitted()
+        if self.kind_ == "expression":
+            return self._check_query(X, feature_names)
+        u8, _ = prepare_images(X, name="X")
+        if u8.shape[1:] != (self.image_shape_[2], self.image_shape_[0], self.image_shape_[1]):
+            h, w, c = self.image_shape_
+            raise ValueError(
+                f"The model was trained on {h}×{w} images with {c} channel(s), got "
+                f"{u8.shape[2]}×{u8.shape[3]} with {u8.shape[1]}."
+            )
+        if np.asarray(X).dtype != np.uint8:
+            u8 = images_to_uint8(np.asarray(X), self.pixel_range_)
+        return u8
+
+    # ---- fitting ----------------------------------------------------------------------------
+    def fit(self, X: Any, y: None = None, *, feature_names: Any = None) -> TSimCNE:
+        """Train the three stages on images or on an expression matrix.
+
+        Parameters
+        ----------
+        X
+            Images ``(n, H, W)`` / ``(n, H, W, C)`` (uint8, or float / int of any range), or a
+            cells × features matrix (dense or sparse) for the expression variant.
+        y
+            Ignored.
+        feature_names
+            Column names of an expression matrix (to align queries by name).
+        """
+        self._validate_params()
+        x = self._prepare_fit_input(X, feature_names)
+        device = resolve_device(self.device)
+        seed = check_random_state(self.random_state)
+        n = x.shape[0]
+        augment = self._augmentation()
+        batch = min(self.effective_batch_size, n)
+        per_epoch = max(1, n // batch) if n > batch else 1
+        lr = self._learning_rate(batch)
+        gen = make_generator(seed, device)
+
+        if self.kind_ == "image":
+            data = torch.from_numpy(x).to(device)  # (n, C, H, W) uint8, the only copy
+
+            def views(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                xb = data[idx].float().div_(255.0)
+                return augment(xb, gen), augment(xb, gen)
+
+            logg.info(f"t-SimCNE: {n} images of {self.image_shape_} on {device}")
+        else:
+            knn = knn_indices(x, min(self.n_neighbors, n - 1), random_state=seed)
+            data = DeviceData(x, device)
+            ctx = AugmentContext(
+                data=data,
+                knn=torch.as_tensor(knn, device=device),
+                feature_std=torch.as_tensor(self.feature_std_, device=device),
+                generator=gen,
+            )
+
+            def views(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                xb = data[idx]
+                return augment(xb, idx, ctx), augment(xb, idx, ctx)
+
+            logg.info(f"t-SimCNE (expression variant): {n} cells × {x.shape[1]} features on {device}")
+
+        with seeded(seed, device):
+            self._build_modules(out_dim=self.pretrain_dim)
+            fresh_out = nn.Linear(self.head_hidden, self.n_components)
+        net = self.net_.to(device)
+        fresh_out.to(device)
+
+        timing = {"augment": 0.0}
+
+        def step(idx: torch.Tensor) -> torch.Tensor:
+            t0 = time.perf_counter()
+            a, b = views(idx)
+            timing["augment"] += time.perf_counter() - t0
+            z = net(torch.cat([a, b]))
+            za, zb = z.float().chunk(2)
+            return cauchy_infonce(za, zb)
+
+        e1, e2, e3 = self.epochs
+        state = self._load_checkpoint(n, device) if self.checkpoint is not None else None
+        start_stage = state["stage"] if state is not None else 0
+        histories: dict[str, dict[str, Any]] = state["histories"] if state is not None else {}
+        if state is not None and start_stage >= 1:
+            net.head[2] = fresh_out
+        if state is not None:
+            net.load_state_dict(state["net"])
+            gen.set_state(state["generator"].to(gen.get_state().device))
+
+        for stage in range(start_stage, 3):
+            name = _STAGES[stage]
+            epochs = (e1, e2, e3)[stage]
+            if stage == 1 and start_stage < 1:
+                net.head[2] = fresh_out
+            for p in net.parameters():
+                p.requires_grad_(stage != 1)
+            if stage == 1:
+                for p in net.head[2].parameters():
+                    p.requires_grad_(True)
+            params = [p for p in net.parameters() if p.requires_grad]
+            stage_lr = lr * (self.finetune_lr_factor if stage == 2 else 1.0)
+            opt = torch.optim.SGD(params, lr=stage_lr, momentum=self.momentum, weight_decay=self.weight_decay)
+            n_steps = epochs * per_epoch
+            warm = 0 if stage == 1 else min(self.warmup_epochs * per_epoch, n_steps // 10)
+            history = TrainHistory()
+            start_step = 0
+            if state is not None and stage == start_stage and state.get("step", 0) > 0:
+                opt.load_state_dict(state["optimizer"])
+                for g in opt.param_groups:
+                    g["lr"] = stage_lr
+                start_step = int(state["step"])
+                h = state["history"]
+                history = TrainHistory(list(h["loss"]), list(h["lr"]), start_step, float(h["seconds"]))
+            timing["augment"] = float(state.get("augment_seconds", 0.0)) if start_step else 0.0
+            callback = self._checkpoint_callback(stage, net, opt, gen, histories, timing, n)
+            if n_steps > start_step:
+                history = train(
+                    step,
+                    modules=[net],
+                    optimizer=opt,
+                    n=n,
+                    batch_size=batch,
+                    n_steps=n_steps,
+                    device=device,
+                    generator=gen,
+                    lr_lambda=cosine_with_warmup(n_steps, warm),
+                    grad_clip_value=self.grad_clip_value,
+                    amp=self.amp,
+                    progress=self.progress,
+                    desc=f"t-SimCNE {stage + 1}/3 ({name})",
+                    history=history,
+                    callback=callback,
+                    callback_every=self.checkpoint_every * per_epoch if self.checkpoint else None,
+                    start_step=start_step,
+                )
+            h = history.as_dict()
+            seen = h["n_steps"] * batch
+            h.update(
+                epochs=int(epochs),
+                base_lr=float(stage_lr),
+                augment_seconds=float(timing["augment"]),
+                images_per_second=float(seen / h["seconds"]) if h["seconds"] > 0 else float("nan"),
+            )
+            histories[name] = h
+            state = None
+            if self.checkpoint is not None:
+                self._save_checkpoint(stage + 1, 0, net, None, gen, histories, None, 0.0, n)
+        for p in net.parameters():
+            p.requires_grad_(True)
+        net.eval()
+        self.history_ = {
+            **histories,
+            "loss": np.concatenate([histories[s]["loss"] for s in _STAGES]),
+            "n_steps": int(sum(histories[s]["n_steps"] for s in _STAGES)),
+            "seconds": float(sum(histories[s]["seconds"] for s in _STAGES)),
+            "batch_size": int(batch),
+            "steps_per_epoch": int(per_epoch),
+        }
+        self.device_ = device
+        self.embedding_, self.features_ = self._embed(data, both=True)
+        return self
+
+    def fit_transform(self, X: Any, y: None = None, *, feature_names: Any = None) -> np.ndarray:
+        """Fit and return the 2-d map of the training data."""
+        return self.fit(X, feature_names=feature_names).embedding_
+
+    def transform(self, X: Any, *, feature_names: Any = None, return_features: bool = False) -> np.ndarray:
+        """Embed new images (or cells) with the trained network, without augmentation.
+
+        Parameters
+        ----------
+        X
+            Images of the training size and channel count, or an expression matrix with the
+            training features (aligned by name when ``feature_names`` are given).
+        feature_names
+            Column names of an expression query.
+        return_features
+            Return the backbone features (512-d for ResNet-18, 128-d for the small network)
+            instead of the map.
+        """
+        x = self._query(X, feature_names)
+        data = torch.from_numpy(x).to(self.device_) if self.kind_ == "image" else DeviceData(x, self.device_)
+        return self._embed(data, return_features=return_features)
+
+    @torch.no_grad()
+    def _embed(self, data: Any, *, return_features: bool = False, both: bool = False, batch_size: int = 1024):
+        net = self.net_.eval()
+        maps, feats = [], []
+        n = data.shape[0]
+        for s in range(0, n, batch_size):
+            idx = torch.arange(s, min(n, s + batch_size), device=self.device_)
+            xb = data[idx].float().div_(255.0) if self.kind_ == "image" else data[idx]
+            f = net.backbone(xb)
+            if both or return_features:
+                feats.append(f.float().cpu())
+            if both or not return_features:
+                maps.append(net.head(f).float().cpu())
+        if both:
+            return torch.cat(maps).numpy(), torch.cat(feats).numpy()
+        return torch.cat(feats if return_features else maps).numpy()
+
+    def profile(self, X: Any, *, n_steps: int = 5) -> dict[str, float]:
+        """Time the augmentation and a whole training step on a copy of the fitted network.
+
+        Runs ``n_steps`` stage-1 style steps (two views, forward, loss, backward, SGD step) on
+        minibatches of ``X`` and reports mean seconds for the augmentation and for the step.
+
+        Returns
+        -------
+        ``{"augment_s", "step_s", "augment_fraction", "images_per_s"}`` per step.
+        """
+        self._check_fitted()
+        x = self._query(X)
+        device = self.device_
+        net = copy.deepcopy(self.net_).to(device).train()
+        gen = make_generator(check_random_state(self.random_state), device)
+        aug = self._augmentation()
+        batch = min(self.effective_batch_size, x.shape[0])
+        opt = torch.optim.SGD(net.parameters(), lr=1e-6, momentum=self.momentum)
+        if self.kind_ == "image":
+            data = torch.from_numpy(x).to(device)
+        else:
+            data = DeviceData(x, device)
+            knn = knn_indices(x, min(self.n_neighbors, x.shape[0] - 1), random_state=0)
+            ctx = AugmentContext(data, torch.as_tensor(knn, device=device), None, gen)
+
+        def sync() -> None:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+
+        t_aug = t_step = 0.0
+        for i in range(n_steps + 1):
+            idx = torch.randint(x.shape[0], (batch,), generator=gen, device=gen.device).to(device)
+            sync()
+            t0 = time.perf_counter()
+            if self.kind_ == "image":
+                xb = data[idx].float().div_(255.0)
+                a, b = aug(xb, gen), aug(xb, gen)
+            else:
+                xb = data[idx]
+                a, b = aug(xb, idx, ctx), aug(xb, idx, ctx)
+            sync()
+            t1 = time.perf_counter()
+            opt.zero_grad()
+            za, zb = net(torch.cat([a, b])).float().chunk(2)
+            cauchy_infonce(za, zb).backward()
+            opt.step()
+            sync()
+            t2 = time.perf_counter()
+            if i > 0:  # the first step warms up
+                t_aug += t1 - t0
+                t_step += t2 - t0
+        t_aug, t_step = t_aug / n_steps, t_step / n_steps
+        return {
+            "augment_s": t_aug,
+            "step_s": t_step,
+            "augment_fraction": t_aug / t_step,
+            "images_per_s": batch / t_step,
+        }
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def _ckpt_params(self) -> dict[str, Any]:
+        skip = {"device", "progress", "checkpoint", "checkpoint_every", "amp"}
+        return {k: repr(v) for k, v in self.get_params().items() if k not in skip}
+
+    def _save_checkpoint(self, stage, step, net, opt, gen, histories, history, aug_s, n) -> None:
+        path = Path(self.checkpoint)
+        payload = {
+            "stage": stage,
+            "step": step,
+            "net": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+            "optimizer": opt.state_dict() if opt is not None else None,
+            "generator": gen.get_state().cpu(),
+            "histories": histories,
+            "history": history,
+            "augment_seconds": aug_s,
+            "n": n,
+            "image_shape": self.image_shape_,
+            "params": self._ckpt_params(),
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+
+    def _checkpoint_callback(self, stage, net, opt, gen, histories, timing, n):
+        if self.checkpoint is None:
+            return None
+
+        def cb(step: int, history: TrainHistory) -> None:
+            h = {"loss": list(history.loss), "lr": list(history.lr), "seconds": history.seconds}
+            self._save_checkpoint(stage, step, net, opt, gen, histories, h, timing["augment"], n)
+
+        return cb
+
+    def _load_checkpoint(self, n: int, device: torch.device) -> dict[str, Any] | None:
+        path = Path(self.checkpoint)
+        if not path.exists():
+            return None
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if state.get("n") != n or state.get("image_shape") != self.image_shape_:
+            raise ValueError(
+                f"Checkpoint {path} was written for other data; delete it or choose another path."
+            )
+        if state.get("params") != self._ckpt_params():
+            raise ValueError(
+                f"Checkpoint {path} was written with other parameters; delete it or choose another path."
+            )
+        logg.info(f"t-SimCNE: resuming from {path} (stage {state['stage'] + 1}, step {state['step']})")
+        return state

@@ -1,0 +1,225 @@
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from anndata import AnnData
+from scanpy import logging as logg
+
+from ..models.tsimcne import TSimCNE, prepare_images
+from ._utils import check_adata, plain, run_embedding
+
+_STAGES = ("pretrain", "linear", "finetune")
+
+
+def _stage_uns(model: TSimCNE) -> dict[str, Any]:
+    h = model.history_
+    return {
+        "stages": {s: h[s] for s in _STAGES if s in h},
+        "n_epochs": np.asarray(model.epochs),
+        "batch_size": h["batch_size"],
+        "steps_per_epoch": h["steps_per_epoch"],
+        "kind": model.kind_,
+        "backbone": type(model.net_.backbone).__name__,
+        "feature_dim": int(model.feature_dim_),
+    }
+
+
+def tsimcne(
+    adata: AnnData,
+    *,
+    image_key: str | None = None,
+    images: np.ndarray | None = None,
+    use_rep: str | None = None,
+    layer: str | None = None,
+    n_components: int = 2,
+    preset: str = "default",
+    n_epochs: tuple[int, int, int] | None = None,
+    batch_size: int | None = None,
+    backbone: Any = "auto",
+    augment: Any = "auto",
+    add_features: bool = False,
+    device: str = "auto",
+    random_state: int = 0,
+    progress: bool = True,
+    key_added: str | None = None,
+    return_model: bool = False,
+    copy: bool = False,
+    **model_kwargs: Any,
+) -> AnnData | TSimCNE | tuple[AnnData, TSimCNE] | None:
+    """Contrastive 2-d map with t-SimCNE (Böhm, Berens & Kobak, ICLR 2023).
+
+    Trains :class:`manifex.models.TSimCNE` and stores the map where scanpy looks for embeddings,
+    so ``sc.pl.embedding(adata, basis="tsimcne")`` works. Neighbours in the map are images that
+    the network sees as the same kind of object under crops, flips and colour changes, not
+    merely images with similar pixels.
+
+    With ``image_key`` (or ``images``) it embeds images; otherwise it runs the **expression
+    variant** on ``use_rep`` / ``layer`` / ``X`` (chosen like :func:`manifex.tl.dlme`): an MLP
+    backbone trained with the expression augmentations (kNN-mix, feature dropout, noise) in
+    place of image augmentations. The variant is not part of the original paper.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix; one observation per image or cell.
+    image_key
+        ``obsm`` key of the images, shape ``(n_obs, H, W)`` or ``(n_obs, H, W, C)``, uint8 or
+        float (see :func:`manifex.datasets.image_anndata`). At least 8×8 px.
+    images
+        The images as an array instead of an ``obsm`` key (they are not stored in ``adata``).
+    use_rep, layer
+        Input of the expression variant (ignored for images).
+    n_components
+        Dimension of the map.
+    preset, n_epochs, batch_size
+        Training budget: ``preset`` ``"quick"`` (20, 5, 10) epochs, ``"cpu"`` (100, 10, 30),
+        ``"default"`` (400, 25, 75) or ``"paper"`` (1000, 50, 450); ``n_epochs=(s1, s2, s3)``
+        overrides it. ``batch_size`` defaults to the preset's (256 on the CPU presets, else 512).
+    backbone
+        ``"auto"`` (small ResNet below 32 px, CIFAR ResNet-18 from 32 px, MLP for expression),
+        ``"small"``, ``"resnet18"`` or a :class:`torch.nn.Module`.
+    augment
+        ``"auto"``, ``"natural"``, ``"digits"``, ``"microscopy"`` (images), an expression
+        preset, or a callable (see :class:`manifex.models.TSimCNE`).
+    add_features
+        Also store the backbone features (512-d for ResNet-18) in ``obsm["X_<key>_features"]``.
+    device
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
+    random_state
+        Seed; the same seed on the same device gives the same map.
+    progress
+        Show a progress bar per training stage.
+    key_added
+        Results go to ``obsm["X_<key_added>"]`` and ``uns[key_added]``; default ``"tsimcne"``.
+    return_model
+        Also return the fitted model (``model.transform(new_images)``, ``model.save(path)``).
+    copy
+        Work on and return a copy of ``adata``.
+    **model_kwargs
+        Further :class:`manifex.models.TSimCNE` parameters (``lr``, ``checkpoint``, ...).
+
+    Returns
+    -------
+    Depending on ``copy`` and ``return_model``: ``None``, the AnnData copy, the model, or
+    ``(adata_copy, model)``. Writes
+
+    ``adata.obsm["X_tsimcne"]``
+        The map, ``(n_obs, n_components)``.
+    ``adata.obsm["X_tsimcne_features"]``
+        Backbone features, with ``add_features=True``.
+    ``adata.uns["tsimcne"]``
+        ``params``, ``input``, ``loss`` per epoch over all stages, per-stage history under
+        ``stages`` (loss, learning rate, steps, seconds, images/s, seconds spent augmenting),
+        ``device`` and ``seconds``.
+
+    Examples
+    --------
+    >>> import manifex as mx
+    >>> from sklearn.datasets import load_digits
+    >>> d = load_digits()
+    >>> adata = mx.datasets.image_anndata((d.images * 16).astype("uint8"), labels=d.target)
+    >>> mx.tl.tsimcne(adata, image_key="image", n_epochs=(2, 1, 1), progress=False)
+    >>> adata.obsm["X_tsimcne"].shape
+    (1797, 2)
+    """
+    model = TSimCNE(
+        n_components=n_components,
+        preset=preset,
+        n_epochs=n_epochs,
+        batch_size=batch_size,
+        backbone=backbone,
+        augment=augment,
+        device=device,
+        random_state=random_state,
+        progress=progress,
+        **model_kwargs,
+    )
+    key = key_added or "tsimcne"
+
+    def collect(m: TSimCNE, k: str) -> tuple[dict, dict, dict]:
+        obsm = {f"X_{k}_features": m.features_} if add_features else {}
+        return obsm, {}, _stage_uns(m)
+
+    if image_key is None and images is None:
+        return run_embedding(
+            adata,
+            model,
+            method="tsimcne",
+            use_rep=use_rep,
+            layer=layer,
+            key_added=key_added,
+            return_model=return_model,
+            copy=copy,
+            collect=collect,
+        )
+
+    # ---- images: validate everything before any work ----------------------------------------
+    check_adata(adata, min_cells=2)
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
+    if image_key is not None and images is not None:
+        raise ValueError("Pass either `image_key` or `images`, not both.")
+    if use_rep is not None or layer is not None:
+        raise ValueError("`use_rep` / `layer` select expression input; they cannot be combined with images.")
+    if image_key is not None:
+        if not isinstance(image_key, str):
+            raise TypeError(f"`image_key` must be a string, got {type(image_key).__name__}.")
+        if image_key not in adata.obsm:
+            raise KeyError(
+                f"`image_key`={image_key!r} is not in adata.obsm (keys: {list(adata.obsm.keys())})."
+            )
+        imgs = adata.obsm[image_key]
+        source = f"obsm[{image_key!r}]"
+    else:
+        imgs = images
+        source = "images argument"
+    if hasattr(imgs, "to_numpy"):
+        imgs = imgs.to_numpy()
+    imgs = np.asarray(imgs)
+    if imgs.ndim not in (3, 4):
+        raise ValueError(
+            f"The images ({source}) must have shape (n_obs, H, W) or (n_obs, H, W, C), got shape {imgs.shape}."
+        )
+    if imgs.shape[0] != adata.n_obs:
+        raise ValueError(
+            f"There are {imgs.shape[0]} images ({source}) but adata has {adata.n_obs} observations."
+        )
+    prepare_images(imgs, name=f"images ({source})")  # dtype, size and finiteness checks
+    model._validate_params()
+
+    t0 = time.perf_counter()
+    model.fit(imgs)
+    seconds = time.perf_counter() - t0
+    model.input_spec_ = {"source": "images", "key": image_key or "", "key_added": key, "method": "tsimcne"}
+    history = model.history_
+    uns = {
+        "params": plain({k: v for k, v in model.get_params().items() if k != "progress"}),
+        "input": {"source": "images", "key": image_key or "", "description": source},
+        "loss": history["loss"],
+        "n_steps": history["n_steps"],
+        "device": str(model.device_),
+        "seconds": float(seconds),
+        "images_per_second": float(
+            sum(history[s]["n_steps"] for s in _STAGES)
+            * history["batch_size"]
+            / max(history["seconds"], 1e-9)
+        ),
+        **_stage_uns(model),
+    }
+    logg.info(
+        f"    finished tsimcne in {seconds:.1f}s on {model.device_}: added obsm['X_{key}'], uns[{key!r}]"
+    )
+    target = adata.copy() if copy else adata
+    target.obsm[f"X_{key}"] = model.embedding_
+    if add_features:
+        target.obsm[f"X_{key}_features"] = model.features_
+    target.uns[key] = plain(uns)
+    if copy and return_model:
+        return target, model
+    if copy:
+        return target
+    if return_model:
+        return model
+    return None

@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from manifex._neighbors import knn_indices
+from manifex._train import DeviceData, cosine_with_warmup, step_decay, train
+from manifex._utils import as_2d_float, check_random_state, make_generator, resolve_device
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    auto = resolve_device("auto")
+    assert auto.type == ("cuda" if torch.cuda.is_available() else auto.type)
+    if not torch.cuda.is_available():
+        assert auto.type in {"cpu", "mps"}
+        with pytest.raises(ValueError, match="CUDA"):
+            resolve_device("cuda")
+        with pytest.raises(ValueError, match="CUDA"):
+            resolve_device("cuda:1")
+    with pytest.raises(ValueError, match="device"):
+        resolve_device("tpu-ish")
+    with pytest.raises(TypeError):
+        resolve_device(3)
+
+
+def test_check_random_state():
+    assert check_random_state(5) == 5
+    with pytest.raises(TypeError):
+        check_random_state(1.5)
+    with pytest.raises(ValueError):
+        check_random_state(-1)
+
+
+def test_as_2d_float():
+    assert as_2d_float(np.arange(6).reshape(3, 2)).dtype == np.float32
+    assert sp.issparse(as_2d_float(sp.random(5, 4, density=0.5, format="csr")))
+    with pytest.raises(ValueError, match="NaN"):
+        as_2d_float(np.array([[1.0, np.nan]]))
+    with pytest.raises(ValueError, match="NaN"):
+        as_2d_float(sp.csr_matrix(np.array([[1.0, np.inf]])))
+    with pytest.raises(TypeError, match="numbers"):
+        as_2d_float(np.array([["a", "b"]]))
+    with pytest.raises(ValueError, match="2-dimensional"):
+        as_2d_float(np.zeros(5))
+    with pytest.raises(ValueError, match="at least"):
+        as_2d_float(np.zeros((3, 2)), min_rows=20)
+
+
+def test_device_data_sparse_matches_dense():
+    x = sp.random(50, 30, density=0.2, format="csr", dtype=np.float32, random_state=0)
+    dd, ds = DeviceData(x.toarray(), torch.device("cpu")), DeviceData(x, torch.device("cpu"))
+    idx = torch.tensor([3, 0, 49, 3])
+    assert torch.equal(dd[idx], ds[idx])
+    assert torch.equal(torch.cat(list(ds.batches(16))), torch.as_tensor(x.toarray()))
+
+
+def test_knn_exact_and_pynndescent_agree():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 5)).astype(np.float32)
+    ex = knn_indices(x, 5, method="exact")
+    assert ex.shape == (300, 5)
+    assert not (ex == np.arange(300)[:, None]).any()
+    d = ((x[:, None] - x[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    assert np.array_equal(np.sort(ex, 1), np.sort(np.argsort(d, 1)[:, :5], 1))
+    ap = knn_indices(x, 5, method="pynndescent")
+    overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(ex, ap)])
+    assert overlap > 0.9
+    with pytest.raises(ValueError, match="n_neighbors"):
+        knn_indices(x[:5], 5)
+
+
+def test_schedules():
+    f = cosine_with_warmup(100, 10)
+    assert f(0) == pytest.approx(0.1)
+    assert f(9) == pytest.approx(1.0)
+    assert f(100) == pytest.approx(0.0, abs=1e-9)
+    g = step_decay(100, 10)
+    assert g(0) == 1.0 and g(10) == 0.5 and g(99) == 0.5**9
+
+
+def test_train_fits_linear_regression_and_is_seeded():
+    rng = np.random.default_rng(0)
+    xs = torch.as_tensor(rng.normal(size=(256, 3)), dtype=torch.float32)
+    w_true = torch.tensor([[1.0], [-2.0], [0.5]])
+    ys = xs @ w_true
+
+    def run(seed):
+        torch.manual_seed(0)
+        lin = torch.nn.Linear(3, 1, bias=False)
+        opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+        hist = train(
+            lambda idx: ((lin(xs[idx]) - ys[idx]) ** 2).mean(),
+            modules=[lin],
+            optimizer=opt,
+            n=256,
+            batch_size=32,
+            n_steps=200,
+            device=torch.device("cpu"),
+            generator=make_generator(seed, torch.device("cpu")),
+            progress=False,
+        )
+        return lin.weight.detach().clone(), hist
+
+    w1, h1 = run(0)
+    w2, _ = run(0)
+    assert torch.allclose(w1.T, w_true, atol=1e-3)
+    assert torch.equal(w1, w2)
+    assert h1.n_steps == 200 and len(h1.loss) == 25 and h1.loss[-1] < h1.loss[0]
+
+
+def test_train_reports_divergence():
+    p = torch.nn.Parameter(torch.ones(1))
+    opt = torch.optim.SGD([p], lr=0.1)
+    with pytest.raises(FloatingPointError, match="loss"):
+        train(
+            lambda idx: p * float("nan"),
+            modules=[],
+            optimizer=opt,
+            n=10,
+            batch_size=5,
+            n_steps=3,
+            device=torch.device("cpu"),
+            generator=make_generator(0, torch.device("cpu")),
+            progress=False,
+        )

@@ -1,0 +1,179 @@
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+from anndata import AnnData
+
+import manifex as mx
+from manifex.models import DLME, NotFittedError, load_model
+
+from conftest import snapshot
+
+FAST = {"n_steps": 30, "progress": False, "device": "cpu"}
+
+
+def test_model_shapes_history_and_budget(blobs):
+    x, _ = blobs
+    m = DLME(**FAST)
+    y = m.fit_transform(x)
+    assert y.shape == (240, 2) and np.isfinite(y).all()
+    assert m.history_["n_steps"] == 30
+    assert m.transform(x, return_latent=True).shape == (240, 80)
+    # default budget scales with n and stays within bounds
+    d = DLME()
+    assert d.n_steps_for(2638) > d.n_steps_for(100_000) / 100
+    assert d.n_steps_for(1_000_000) == 10 * (1_000_000 // 300)
+    assert DLME(preset="paper").n_steps_for(3000) == 1500 * 10
+
+
+def test_separates_blobs(blobs):
+    x, y = blobs
+    emb = DLME(n_steps=150, progress=False, device="cpu").fit_transform(x)
+    assert mx.metrics.knn_accuracy(emb, y) > 0.95
+
+
+def test_same_seed_same_result_and_different_seed_differs(blobs):
+    x, _ = blobs
+    a = DLME(random_state=1, **FAST).fit_transform(x)
+    b = DLME(random_state=1, **FAST).fit_transform(x)
+    c = DLME(random_state=2, **FAST).fit_transform(x)
+    assert np.array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_sparse_input_matches_dense(blobs):
+    x, _ = blobs
+    xs = np.where(np.abs(x) > 1, x, 0).astype(np.float32)
+    a = DLME(**FAST).fit_transform(xs)
+    b = DLME(**FAST).fit_transform(sp.csr_matrix(xs))
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_save_load_transform_roundtrip(tmp_path, blobs):
+    x, _ = blobs
+    names = [f"g{i}" for i in range(x.shape[1])]
+    m = DLME(**FAST).fit(x, feature_names=names)
+    path = tmp_path / "dlme.pt"
+    m.save(path)
+    with pytest.raises(FileExistsError):
+        m.save(path)
+    m2 = load_model(path, device="cpu")
+    assert isinstance(m2, DLME)
+    np.testing.assert_array_equal(m2.transform(x), m.transform(x))
+    np.testing.assert_array_equal(m.transform(x), m.embedding_)
+
+
+def test_query_gene_alignment(blobs):
+    x, _ = blobs
+    names = np.array([f"g{i}" for i in range(x.shape[1])])
+    m = DLME(**FAST).fit(x, feature_names=names)
+    perm = np.random.default_rng(0).permutation(x.shape[1])
+    np.testing.assert_array_equal(m.transform(x[:, perm], feature_names=names[perm]), m.embedding_)
+    # extra genes in the query are ignored
+    extra = np.hstack([x, np.ones((x.shape[0], 1), np.float32)])
+    np.testing.assert_array_equal(m.transform(extra, feature_names=[*names, "zz"]), m.embedding_)
+    with pytest.raises(KeyError, match="lacks 1"):
+        m.transform(x[:, 1:], feature_names=names[1:])
+    with pytest.raises(ValueError, match="features"):
+        m.transform(x[:, 1:])
+    with pytest.raises(TypeError, match="numbers"):
+        m.transform(x.astype(str))
+
+
+def test_unfitted_model():
+    with pytest.raises(NotFittedError):
+        DLME().transform(np.zeros((5, 3)))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"n_components": 0}, "n_components"), ({"batch_size": 1}, "batch_size"), ({"preset": "x"}, "preset"),
+     ({"nu_y": 0}, "nu_y"), ({"n_steps": 0}, "n_steps")],
+)
+def test_bad_params(blobs, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DLME(**kwargs).fit(blobs[0])
+
+
+# --------------------------------------------------------------------------------- tl.dlme
+def test_tl_dlme_writes_results(adata, tmp_path):
+    model = mx.tl.dlme(adata, n_steps=20, progress=False, return_model=True)
+    assert adata.obsm["X_dlme"].shape == (700, 2)
+    u = adata.uns["dlme"]
+    assert u["input"]["key"] == "X_pca" and u["n_steps"] == 20 and u["device"] == "cpu"
+    assert len(u["loss"]) >= 1
+    np.testing.assert_array_equal(model.embedding_, adata.obsm["X_dlme"])
+    adata.write_h5ad(tmp_path / "a.h5ad")  # uns holds only storable types
+    sc.pl.embedding(adata, basis="dlme", color="bulk_labels", show=False)
+    mx.pl.dlme(adata, color="bulk_labels", show=False)
+    mx.pl.loss_curve(adata, "dlme", show=False)
+
+
+def test_tl_dlme_copy_key_added_and_use_rep(adata):
+    out = mx.tl.dlme(adata, use_rep="X_umap", key_added="d2", n_steps=10, progress=False, copy=True)
+    assert "X_d2" in out.obsm and "d2" in out.uns and "X_d2" not in adata.obsm
+    assert out.uns["d2"]["input"]["key"] == "X_umap"
+
+
+def test_tl_dlme_without_pca_computes_one(adata):
+    del adata.obsm["X_pca"]
+    mx.tl.dlme(adata, n_steps=10, progress=False)
+    assert adata.uns["dlme"]["input"]["source"] == "pca"
+    assert "X_pca" not in adata.obsm  # computed internally, not written
+
+
+def test_tl_dlme_sparse_layer(adata):
+    adata.layers["sp"] = sp.csr_matrix(np.abs(adata.X))
+    mx.tl.dlme(adata, layer="sp", n_steps=10, progress=False)
+    assert adata.uns["dlme"]["input"]["source"] == "layer"
+
+
+def _bad_cases():
+    rng = np.random.default_rng(0)
+    good = AnnData(rng.normal(size=(60, 10)).astype(np.float32))
+    nan = good.copy()
+    nan.X[3, 4] = np.nan
+    inf_rep = good.copy()
+    inf_rep.obsm["X_pca"] = rng.normal(size=(60, 5))
+    inf_rep.obsm["X_pca"][0, 0] = np.inf
+    tiny = good[:10].copy()
+    empty = AnnData(np.zeros((0, 10), dtype=np.float32))
+    text = good.copy()
+    text.obsm["txt"] = np.full((60, 2), "a")
+    oned = good.copy()
+    oned.obsm["v"] = np.arange(60.0)  # anndata stores a 1-d array as one column
+    return [
+        (nan, {}, ValueError, "NaN"),
+        (inf_rep, {}, ValueError, "NaN or infinite"),
+        (tiny, {}, ValueError, "at least"),
+        (empty, {}, ValueError, "empty"),
+        (good, {"use_rep": "X_nope"}, KeyError, "X_nope"),
+        (good, {"layer": "nope"}, KeyError, "nope"),
+        (good, {"use_rep": "X_pca", "layer": "x"}, ValueError, "either"),
+        (text, {"use_rep": "txt"}, TypeError, "numbers"),
+        (oned, {"use_rep": "v"}, ValueError, "2-dimensional"),
+        (good, {"n_neighbors": 0}, ValueError, "n_neighbors"),
+        (good, {"key_added": ""}, ValueError, "key_added"),
+    ]
+
+
+@pytest.mark.parametrize(("ad", "kwargs", "exc", "match"), _bad_cases())
+def test_tl_dlme_bad_input_leaves_adata_unchanged(ad, kwargs, exc, match):
+    before = snapshot(ad) if ad.n_obs else None
+    with pytest.raises(exc, match=match):
+        mx.tl.dlme(ad, n_steps=5, progress=False, **kwargs)
+    if before is not None:
+        assert snapshot(ad) == before
+        assert "X_dlme" not in ad.obsm and "dlme" not in ad.uns
+
+
+def test_tl_dlme_rejects_non_anndata():
+    with pytest.raises(TypeError, match="AnnData"):
+        mx.tl.dlme(np.zeros((50, 3)))
+
+
+def test_dataframe_rep_is_accepted(adata):
+    adata.obsm["df"] = pd.DataFrame(adata.obsm["X_pca"][:, :5], index=adata.obs_names)
+    mx.tl.dlme(adata, use_rep="df", n_steps=5, progress=False)
+    assert adata.obsm["X_dlme"].shape == (700, 2)

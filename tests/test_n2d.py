@@ -1,0 +1,192 @@
+"""N2D: model, tl.n2d and pl.n2d on small synthetic data (CPU, a few seconds of training)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+from sklearn.metrics import adjusted_rand_score
+
+import manifex as mx
+
+FAST = {"hidden_dims": (64, 64, 128), "device": "cpu", "progress": False}
+
+
+def blobs(n_per: int = 100, k: int = 4, d: int = 20, seed: int = 0) -> ad.AnnData:
+    """``k`` Gaussian blobs whose centres are 8 standard deviations apart in every direction."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d)) * 8
+    y = np.repeat(np.arange(k), n_per)
+    x = (centres[y] + rng.normal(size=(k * n_per, d))).astype(np.float32)
+    a = ad.AnnData(
+        x, obs=pd.DataFrame({"label": pd.Categorical(y.astype(str))}, index=[f"c{i}" for i in range(len(y))])
+    )
+    a.var_names = [f"g{i}" for i in range(d)]
+    return a
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    adata = blobs()
+    model = mx.tl.n2d(
+        adata, n_clusters=4, use_rep="X", n_steps=200, random_state=0, return_model=True, **FAST
+    )
+    return adata, model
+
+
+def test_recovers_separated_blobs(fitted):
+    adata, _ = fitted
+    ari = adjusted_rand_score(adata.obs["label"], adata.obs["n2d"])
+    assert ari >= 0.95
+    # the autoencoder learned something: its loss fell by a large factor
+    loss = adata.uns["n2d"]["loss"]
+    assert loss[-1] < 0.5 * loss[0]
+
+
+def test_outputs_shapes_keys_and_dtypes(fitted):
+    adata, _ = fitted
+    n = adata.n_obs
+    assert isinstance(adata.obs["n2d"].dtype, pd.CategoricalDtype)
+    assert adata.obs["n2d"].cat.categories.tolist() == ["0", "1", "2", "3"]
+    assert adata.obsm["X_n2d"].shape == (n, 2)
+    assert adata.obsm["X_n2d_code"].shape == (n, 4)
+    assert adata.obsm["X_n2d_manifold"].shape == (n, 4)
+    proba = adata.obsm["n2d_proba"]
+    assert proba.shape == (n, 4)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-4)
+    np.testing.assert_array_equal(proba.argmax(1).astype(str), adata.obs["n2d"].to_numpy())
+    np.testing.assert_allclose(adata.obs["n2d_probability"], proba.max(1), rtol=1e-6)
+    uns = adata.uns["n2d"]
+    assert uns["n_clusters"] == 4 and uns["k_selection"] == "given"
+    assert uns["params"]["n_neighbors"] == 20 and float(uns["params"]["min_dist"]) == 0.0
+    assert uns["n_steps"] == 200 and len(uns["loss"]) > 0
+    assert set(uns["timings"]) == {"autoencoder", "umap", "gmm", "map_2d"}
+
+
+def test_h5ad_roundtrip_and_scanpy_plotting(fitted, tmp_path):
+    adata, _ = fitted
+    path = tmp_path / "n2d.h5ad"
+    adata.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    np.testing.assert_array_equal(back.obs["n2d"].to_numpy(), adata.obs["n2d"].to_numpy())
+    np.testing.assert_allclose(back.obsm["X_n2d"], adata.obsm["X_n2d"])
+    assert int(back.uns["n2d"]["n_clusters"]) == 4
+    ax = sc.pl.embedding(adata, basis="n2d", color="n2d", show=False)
+    assert ax is not None
+    assert mx.pl.n2d(adata, show=False) is not None
+    ax = mx.pl.cluster_confusion(adata, labels="label", show=False)
+    assert "ACC 1.000" in ax.get_title() or "ACC 0.9" in ax.get_title()
+
+
+def test_matched_confusion_is_diagonal_after_relabelling():
+    from manifex.pl._n2d import matched_confusion
+
+    labels = np.array(["a"] * 5 + ["b"] * 3 + ["c"] * 2)
+    clusters = np.array(["2"] * 5 + ["0"] * 3 + ["1"] * 1 + ["0"])  # one "c" cell wrongly in "0"
+    table, acc = matched_confusion(clusters, labels)
+    assert list(table.index) == ["2", "0", "1"] and list(table.columns) == ["a", "b", "c"]
+    np.testing.assert_array_equal(np.diag(table.to_numpy()), [5, 3, 1])
+    assert acc == pytest.approx(0.9)
+
+
+def test_predict_save_load(fitted, tmp_path):
+    adata, model = fitted
+    x = adata.X
+    pred = model.predict(x)
+    # new cells go through the fitted network, UMAP.transform and the fitted mixture
+    assert adjusted_rand_score(pred, model.labels_) >= 0.95
+    proba = model.predict_proba(x[:10])
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-5)
+    assert model.transform(x[:10], space="code").shape == (10, 4)
+    assert model.transform(x[:10], space="map").shape == (10, 2)
+    # columns are aligned by name
+    perm = np.random.default_rng(0).permutation(x.shape[1])
+    np.testing.assert_array_equal(model.predict(x[:, perm], feature_names=adata.var_names[perm]), pred)
+    path = tmp_path / "n2d.pt"
+    model.save(path)
+    loaded = mx.models.N2D.load(path, device="cpu")
+    np.testing.assert_array_equal(loaded.predict(x), pred)
+    assert loaded.n_clusters_ == 4
+    with pytest.raises(FileExistsError):
+        model.save(path)
+
+
+def test_same_seed_same_clusters_and_seed_is_used():
+    x = blobs(n_per=40, k=3, d=10, seed=1).X
+    kw = {"n_clusters": 3, "n_steps": 30, "map_2d": False, **FAST}
+    a = mx.models.N2D(random_state=3, **kw).fit(x)
+    b = mx.models.N2D(random_state=3, **kw).fit(x)
+    c = mx.models.N2D(random_state=4, **kw).fit(x)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    np.testing.assert_array_equal(a.manifold_, b.manifold_)
+    np.testing.assert_array_equal(a.code_, b.code_)
+    assert not np.allclose(a.code_, c.code_)
+
+
+def test_choose_k_by_bic_and_sparse_layer():
+    adata = blobs(n_per=50, k=3, d=12, seed=2)
+    adata.layers["counts"] = sp.csr_matrix(np.clip(adata.X, 0, None))
+    mx.tl.n2d(adata, layer="counts", n_clusters=None, n_components=4, k_range=(2, 6), n_steps=100, **FAST)
+    uns = adata.uns["n2d"]
+    assert uns["k_selection"] == "bic"
+    np.testing.assert_array_equal(uns["bic"]["k"], np.arange(2, 7))
+    k = int(uns["n_clusters"])
+    assert k == int(uns["bic"]["k"][np.argmin(uns["bic"]["bic"])])
+    assert adata.obsm["n2d_proba"].shape == (adata.n_obs, k)
+    assert adata.obsm["X_n2d_code"].shape == (adata.n_obs, 4)
+    assert adata.obs["n2d"].cat.categories.size == k
+
+
+def _snapshot(a: ad.AnnData):
+    return (
+        a.X.copy(),
+        list(a.obs.columns),
+        set(a.obsm.keys()),
+        set(a.uns.keys()),
+        set(a.layers.keys()),
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "kwargs", "error", "match"),
+    [
+        (lambda a: a.X.__setitem__((3, 2), np.nan), {"use_rep": "X"}, ValueError, "NaN"),
+        (lambda a: None, {"n_clusters": 1}, ValueError, "n_clusters"),
+        (lambda a: None, {"n_clusters": 500}, ValueError, "fewer than `n_clusters`"),
+        (lambda a: None, {"use_rep": "X_nope"}, KeyError, "X_nope"),
+        (lambda a: None, {"layer": "nope"}, KeyError, "nope"),
+        (lambda a: None, {"preset": "huge"}, ValueError, "preset"),
+        (lambda a: None, {"n_neighbors": 400}, ValueError, "n_neighbors"),
+    ],
+)
+def test_bad_input_raises_and_leaves_adata_unchanged(make, kwargs, error, match):
+    adata = blobs(n_per=30, k=3, d=5)
+    make(adata)
+    before = _snapshot(adata)
+    kw = {"n_clusters": 3, "n_steps": 5, **FAST, **kwargs}
+    with pytest.raises(error, match=match):
+        mx.tl.n2d(adata, **kw)
+    after = _snapshot(adata)
+    np.testing.assert_array_equal(before[0], after[0])
+    assert before[1:] == after[1:]
+
+
+def test_empty_adata_raises():
+    with pytest.raises(ValueError, match="empty"):
+        mx.tl.n2d(ad.AnnData(np.zeros((0, 5), dtype=np.float32)), n_clusters=2, **FAST)
+
+
+def test_model_rejects_bad_arrays():
+    with pytest.raises(ValueError, match="fewer than `n_clusters`"):
+        mx.models.N2D(n_clusters=30, n_neighbors=5, **FAST).fit(np.zeros((25, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        mx.models.N2D(n_clusters=2, **FAST).fit(np.full((50, 3), np.nan, dtype=np.float32))
+    with pytest.raises(mx.models.NotFittedError):
+        mx.models.N2D(n_clusters=2, **FAST).predict(np.zeros((5, 3), dtype=np.float32))
