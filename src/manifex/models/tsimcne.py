@@ -17,7 +17,7 @@ from torch import nn
 from .._neighbors import knn_indices
 from .._train import DeviceData, TrainHistory, cosine_with_warmup, train
 from .._utils import as_2d_float, check_random_state, make_generator, resolve_device, seeded
-from ..augment.expression import AugmentContext, Compose, expression_preset
+from ..augment.expression import AugmentContext, expression_preset
 from ..augment.image import IMAGE_PRESETS, image_preset
 from ..losses.infonce import cauchy_infonce
 from ..nn.mlp import MLP
