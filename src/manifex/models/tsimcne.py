@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -481,6 +482,7 @@ class TSimCNE(BaseModel):
         fresh_out.to(device)
 
         timing = {"augment": 0.0}
+        recent: deque[torch.Tensor] = deque(maxlen=per_epoch)  # this epoch's losses, for checkpoints
 
         def step(idx: torch.Tensor) -> torch.Tensor:
             t0 = time.perf_counter()
@@ -488,7 +490,9 @@ class TSimCNE(BaseModel):
             timing["augment"] += time.perf_counter() - t0
             z = net(torch.cat([a, b]))
             za, zb = z.float().chunk(2)
-            return cauchy_infonce(za, zb)
+            loss = cauchy_infonce(za, zb)
+            recent.append(loss.detach())
+            return loss
 
         e1, e2, e3 = self.epochs
         state = self._load_checkpoint(n, device) if self.checkpoint is not None else None
@@ -525,7 +529,7 @@ class TSimCNE(BaseModel):
                 h = state["history"]
                 history = TrainHistory(list(h["loss"]), list(h["lr"]), start_step, float(h["seconds"]))
             timing["augment"] = float(state.get("augment_seconds", 0.0)) if start_step else 0.0
-            callback = self._checkpoint_callback(stage, net, opt, gen, histories, timing, n)
+            callback = self._checkpoint_callback(stage, net, opt, gen, histories, timing, n, recent, per_epoch)
             if n_steps > start_step:
                 history = train(
                     step,
@@ -695,12 +699,17 @@ class TSimCNE(BaseModel):
         torch.save(payload, tmp)
         os.replace(tmp, path)
 
-    def _checkpoint_callback(self, stage, net, opt, gen, histories, timing, n):
+    def _checkpoint_callback(self, stage, net, opt, gen, histories, timing, n, recent, per_epoch):
         if self.checkpoint is None:
             return None
 
         def cb(step: int, history: TrainHistory) -> None:
-            h = {"loss": list(history.loss), "lr": list(history.lr), "seconds": history.seconds}
+            # the trainer records an epoch's mean loss after this call: add it here
+            loss, lr = list(history.loss), list(history.lr)
+            if len(loss) < step // per_epoch and recent:
+                loss.append(float(torch.stack(list(recent)).float().mean()))
+                lr.append(float(opt.param_groups[0]["lr"]))
+            h = {"loss": loss, "lr": lr, "seconds": history.seconds}
             self._save_checkpoint(stage, step, net, opt, gen, histories, h, timing["augment"], n)
 
         return cb
