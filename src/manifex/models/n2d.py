@@ -437,7 +437,8 @@ class N2D(BaseModel):
         >>> m.predict_proba(x[:4]).shape
         (4, 2)
         """
-        return self.gmm_.predict_proba(self.transform(X, feature_names=feature_names))
+        manifold = self.transform(X, feature_names=feature_names)
+        return self.gmm_.predict_proba(manifold)
 
     def predict(self, X: Any, *, feature_names: Any = None) -> np.ndarray:
         """Cluster of each new cell from the fitted autoencoder, manifold and mixture.
