@@ -1,0 +1,291 @@
+"""TSimCNE estimator and mx.tl.tsimcne / mx.pl on tiny data (CPU, few steps)."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+import scanpy as sc
+import torch
+from sklearn.datasets import load_digits
+
+import manifex as mx
+from manifex.augment.image import image_preset
+from manifex.models import TSimCNE
+from manifex.models.tsimcne import PRESETS
+
+FAST = {"n_epochs": (2, 1, 1), "batch_size": 64, "device": "cpu", "progress": False}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_digits()
+    rng = np.random.default_rng(0)
+    sel = np.sort(rng.choice(len(d.target), 256, replace=False))
+    images = (d.images[sel] * 16).clip(0, 255).astype(np.uint8)  # (256, 8, 8)
+    return images, d.target[sel]
+
+
+@pytest.fixture
+def adata(digits):
+    images, labels = digits
+    return mx.datasets.image_anndata(images, labels)
+
+
+@pytest.fixture(scope="module")
+def fitted(digits):
+    images, _ = digits
+    model = TSimCNE(**FAST)
+    model.fit(images)
+    return model
+
+
+def snapshot(a):
+    return (
+        sorted(a.obsm.keys()),
+        sorted(a.uns.keys()),
+        {k: np.array(v, copy=True) for k, v in a.obsm.items()},
+    )
+
+
+def assert_unchanged(a, snap):
+    keys, uns, obsm = snap
+    assert sorted(a.obsm.keys()) == keys
+    assert sorted(a.uns.keys()) == uns
+    for k, v in obsm.items():
+        np.testing.assert_array_equal(np.asarray(a.obsm[k]), v)
+
+
+# ---- estimator --------------------------------------------------------------------------------
+def test_fit_shapes_and_history(fitted, digits):
+    images, _ = digits
+    n = images.shape[0]
+    assert fitted.embedding_.shape == (n, 2)
+    assert np.isfinite(fitted.embedding_).all()
+    assert fitted.features_.shape == (n, fitted.feature_dim_) == (n, 128)
+    h = fitted.history_
+    per_epoch = n // 64
+    for stage, epochs in zip(("pretrain", "linear", "finetune"), (2, 1, 1)):
+        assert h[stage]["n_steps"] == epochs * per_epoch
+        assert len(h[stage]["loss"]) == epochs
+        assert h[stage]["images_per_second"] > 0
+    assert h["loss"].shape == (4,)
+    assert h["n_steps"] == 4 * per_epoch
+    # stage 3 runs at lr / 1000
+    assert h["finetune"]["base_lr"] == pytest.approx(h["pretrain"]["base_lr"] / 1000)
+    assert h["pretrain"]["base_lr"] == pytest.approx(0.03 * 64 / 256)
+
+
+def test_stage2_trains_only_the_new_output_layer(digits):
+    # stage 2 freezes everything but the fresh 2-d output layer: after stages 1 + 2, all other
+    # weights equal those of a run that stops after stage 1
+    images, _ = digits
+    after = TSimCNE(**{**FAST, "n_epochs": (1, 2, 0)}).fit(images).net_.state_dict()
+    before = TSimCNE(**{**FAST, "n_epochs": (1, 0, 0)}).fit(images).net_.state_dict()
+    changed = []
+    for k, v in after.items():
+        if "running" in k or "num_batches" in k:
+            continue  # BatchNorm statistics keep updating in training mode
+        if k.startswith("head.2"):
+            assert v.shape[0] == 2  # the new output layer
+            continue
+        if not torch.allclose(v, before[k], atol=1e-6):
+            changed.append(k)
+    assert changed == []
+
+
+def test_same_seed_same_embedding_and_other_seed_differs(fitted, digits):
+    images, _ = digits
+    again = TSimCNE(**FAST).fit_transform(images)
+    # identical up to the rounding of multithreaded CPU reductions
+    np.testing.assert_allclose(again, fitted.embedding_, rtol=0, atol=1e-5)
+    other = TSimCNE(**FAST, random_state=1).fit_transform(images)
+    assert not np.allclose(other, fitted.embedding_)
+
+
+def test_float_images_equal_uint8_images(fitted, digits):
+    images, _ = digits
+    emb = TSimCNE(**FAST).fit_transform(images.astype(np.float32) / 255.0)
+    np.testing.assert_allclose(emb, fitted.embedding_, rtol=0, atol=1e-5)
+
+
+def test_transform_and_save_load_roundtrip(fitted, digits, tmp_path):
+    images, _ = digits
+    np.testing.assert_allclose(fitted.transform(images), fitted.embedding_, atol=1e-5)
+    path = tmp_path / "m.pt"
+    fitted.save(path)
+    loaded = TSimCNE.load(path, device="cpu")
+    np.testing.assert_array_equal(loaded.transform(images), fitted.transform(images))
+    np.testing.assert_array_equal(
+        loaded.transform(images, return_features=True), fitted.transform(images, return_features=True)
+    )
+    assert mx.models.load_model(path, device="cpu").__class__ is TSimCNE
+    with pytest.raises(FileExistsError):
+        fitted.save(path)
+    with pytest.raises(ValueError, match="trained on 8×8"):
+        fitted.transform(np.zeros((3, 10, 10), dtype=np.uint8))
+
+
+def test_profile_split(fitted, digits):
+    images, _ = digits
+    prof = fitted.profile(images, n_steps=2)
+    assert 0 < prof["augment_s"] < prof["step_s"]
+    assert 0 < prof["augment_fraction"] < 1
+
+
+class _Flaky:
+    """Digits augmentation that fails on a given call (to interrupt training)."""
+
+    def __init__(self, fail_at=None):
+        self.fail_at, self.calls = fail_at, 0
+
+    def __repr__(self):
+        return "Flaky()"
+
+    def __call__(self, x, g):
+        self.calls += 1
+        if self.fail_at is not None and self.calls == self.fail_at:
+            raise RuntimeError("interrupted")
+        return image_preset("digits")(x, g)
+
+
+def test_checkpoint_resume_matches_uninterrupted_run(digits, tmp_path):
+    images, _ = digits
+    params = {**FAST, "n_epochs": (3, 1, 1), "checkpoint_every": 1}
+    full = TSimCNE(**{**params, "checkpoint": None}, augment=_Flaky()).fit_transform(images)
+    ckpt = tmp_path / "run.ckpt"
+    per_epoch = images.shape[0] // 64
+    # 2 augmentation calls per step: fail in the middle of epoch 2 of stage 1
+    with pytest.raises(RuntimeError, match="interrupted"):
+        TSimCNE(**params, checkpoint=ckpt, augment=_Flaky(fail_at=2 * (per_epoch + 2))).fit(images)
+    state = torch.load(ckpt, weights_only=False)
+    assert state["stage"] == 0 and state["step"] == per_epoch
+    resumed = TSimCNE(**params, checkpoint=ckpt, augment=_Flaky())
+    emb = resumed.fit_transform(images)
+    np.testing.assert_allclose(emb, full, atol=1e-5)
+    assert len(resumed.history_["pretrain"]["loss"]) == 3
+    # a checkpoint from other parameters is refused
+    with pytest.raises(ValueError, match="other parameters"):
+        TSimCNE(**{**params, "lr": 0.5}, checkpoint=ckpt, augment=_Flaky()).fit(images)
+
+
+def test_invalid_parameters():
+    with pytest.raises(ValueError, match="n_epochs"):
+        TSimCNE(n_epochs=(1, 2))._validate_params()
+    with pytest.raises(ValueError, match="preset"):
+        TSimCNE(preset="huge")._validate_params()
+    with pytest.raises(ValueError, match="backbone"):
+        TSimCNE(backbone="vgg")._validate_params()
+    assert PRESETS["paper"]["n_epochs"] == (1000, 50, 450)
+    assert TSimCNE(preset="cpu").epochs == PRESETS["cpu"]["n_epochs"]
+
+
+def test_backbone_choice():
+    small = TSimCNE(**FAST).fit(np.random.default_rng(0).integers(0, 255, (64, 16, 16), dtype=np.uint8))
+    assert type(small.net_.backbone).__name__ == "SmallResNet"
+    assert mx.nn.make_backbone("auto", 3, 32).__class__.__name__ == "ResNet18"
+    assert mx.nn.ResNet18(3)(torch.rand(2, 3, 32, 32)).shape == (2, 512)
+
+
+def test_custom_backbone_module(digits):
+    images, _ = digits
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU())
+    m = TSimCNE(**FAST, backbone=net).fit(images)
+    assert m.features_.shape == (images.shape[0], 32)
+
+
+# ---- tl / pl ----------------------------------------------------------------------------------
+def test_tl_outputs_plot_and_h5ad(adata, tmp_path):
+    out = mx.tl.tsimcne(adata, image_key="image", add_features=True, return_model=True, **FAST)
+    assert isinstance(out, TSimCNE)
+    assert adata.obsm["X_tsimcne"].shape == (adata.n_obs, 2)
+    assert adata.obsm["X_tsimcne_features"].shape == (adata.n_obs, 128)
+    uns = adata.uns["tsimcne"]
+    for k in ("params", "input", "loss", "stages", "device", "seconds", "images_per_second"):
+        assert k in uns
+    assert set(uns["stages"]) == {"pretrain", "linear", "finetune"}
+    assert uns["device"] == "cpu"
+    ax = sc.pl.embedding(adata, basis="tsimcne", color="label", show=False)
+    assert ax is not None
+    assert mx.pl.tsimcne(adata, color="label", show=False) is not None
+    ax = mx.pl.image_map(adata, "tsimcne", image_key="image", n=50, color="label", show=False)
+    assert len(ax.artists) > 0
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    back = sc.read_h5ad(tmp_path / "a.h5ad")
+    np.testing.assert_array_equal(back.obsm["X_tsimcne"], adata.obsm["X_tsimcne"])
+
+
+def test_tl_copy_and_key_added(adata):
+    snap = snapshot(adata)
+    new = mx.tl.tsimcne(adata, image_key="image", copy=True, key_added="ts", **FAST)
+    assert_unchanged(adata, snap)
+    assert "X_ts" in new.obsm and "ts" in new.uns
+
+
+def test_tl_images_argument(adata, digits):
+    images, _ = digits
+    mx.tl.tsimcne(adata, images=images, **FAST)
+    assert adata.obsm["X_tsimcne"].shape == (adata.n_obs, 2)
+    assert adata.uns["tsimcne"]["input"]["description"] == "images argument"
+
+
+@pytest.mark.parametrize(
+    ("case", "exc", "match"),
+    [
+        ("missing_key", KeyError, "not in adata.obsm"),
+        ("wrong_ndim", ValueError, "shape"),
+        ("mismatched_n", ValueError, "observations"),
+        ("non_finite", ValueError, "NaN or infinite"),
+        ("too_small", ValueError, "at least 8"),
+        ("non_numeric", TypeError, "numbers"),
+    ],
+)
+def test_bad_input_raises_and_leaves_adata_unchanged(adata, digits, case, exc, match):
+    images, _ = digits
+    kwargs: dict = {"image_key": "image"}
+    if case == "missing_key":
+        kwargs["image_key"] = "pictures"
+    elif case == "wrong_ndim":
+        adata.obsm["flat"] = images.reshape(len(images), -1)
+        kwargs["image_key"] = "flat"
+    elif case == "mismatched_n":
+        kwargs = {"images": images[:-3]}
+    elif case == "non_finite":
+        bad = images.astype(np.float32) / 255
+        bad[5, 2, 3] = np.nan
+        adata.obsm["bad"] = bad
+        kwargs["image_key"] = "bad"
+    elif case == "too_small":
+        adata.obsm["tiny"] = images[:, :6, :6]
+        kwargs["image_key"] = "tiny"
+    elif case == "non_numeric":
+        adata.obsm["str"] = images.astype(str)
+        kwargs["image_key"] = "str"
+    snap = snapshot(adata)
+    with pytest.raises(exc, match=match):
+        mx.tl.tsimcne(adata, **kwargs, **FAST)
+    assert_unchanged(adata, snap)
+
+
+def test_expression_variant():
+    adata = sc.datasets.pbmc68k_reduced()
+    model = mx.tl.tsimcne(adata, use_rep="X_pca", return_model=True, **FAST)
+    assert adata.obsm["X_tsimcne"].shape == (adata.n_obs, 2)
+    assert adata.uns["tsimcne"]["kind"] == "expression"
+    assert type(model.net_.backbone).__name__ == "MLP"
+    np.testing.assert_allclose(model.transform(adata.obsm["X_pca"]), adata.obsm["X_tsimcne"], atol=1e-5)
+    with pytest.raises(ValueError, match="image preset"):
+        TSimCNE(**FAST, augment="natural").fit(adata.obsm["X_pca"])
+
+
+@pytest.mark.skipif(not os.environ.get("MANIFEX_DATA_DIR"), reason="MANIFEX_DATA_DIR is not set")
+def test_usps_subset_from_shared_data():
+    a = mx.datasets.load_images("usps", n=300)
+    mx.tl.tsimcne(a, image_key="image", **FAST)
+    assert a.obsm["X_tsimcne"].shape == (300, 2)
+    assert a.uns["tsimcne"]["backbone"] == "SmallResNet"
