@@ -39,22 +39,48 @@ def main(argv: list[str] | None = None) -> None:
             a = adata.copy()
             _, sec = H.timed(lambda: mx.tl.dlme(a, random_state=seed, progress=False, **extra))  # noqa: B023
             emb = a.obsm["X_dlme"]
-            rows.append({"dataset": name, "method": "DLME (manifex)", "seed": seed, **H.score(emb, labels, xin), "seconds": sec})
+            rows.append(
+                {
+                    "dataset": name,
+                    "method": "DLME (manifex)",
+                    "seed": seed,
+                    **H.score(emb, labels, xin),
+                    "seconds": sec,
+                }
+            )
             print(rows[-1], flush=True)
             if seed == args.seeds[0]:
                 maps[f"{name}: DLME"] = (emb, labels)
             emb_u, sec_u = H.umap_baseline(adata, random_state=seed)
-            rows.append({"dataset": name, "method": "UMAP (scanpy)", "seed": seed, **H.score(emb_u, labels, xin), "seconds": sec_u})
+            rows.append(
+                {
+                    "dataset": name,
+                    "method": "UMAP (scanpy)",
+                    "seed": seed,
+                    **H.score(emb_u, labels, xin),
+                    "seconds": sec_u,
+                }
+            )
             print(rows[-1], flush=True)
             if seed == args.seeds[0]:
                 maps[f"{name}: UMAP"] = (emb_u, labels)
             if not args.no_tsne:
                 emb_t, sec_t = H.tsne_baseline(adata, random_state=seed)
-                rows.append({"dataset": name, "method": "t-SNE (scanpy)", "seed": seed, **H.score(emb_t, labels, xin), "seconds": sec_t})
+                rows.append(
+                    {
+                        "dataset": name,
+                        "method": "t-SNE (scanpy)",
+                        "seed": seed,
+                        **H.score(emb_t, labels, xin),
+                        "seconds": sec_t,
+                    }
+                )
                 if seed == args.seeds[0]:
                     maps[f"{name}: t-SNE"] = (emb_t, labels)
         emb_p, sec_p = H.pca_baseline(xin)
-        rows.append({"dataset": name, "method": "PCA", "seed": 0, **H.score(emb_p, labels, xin), "seconds": sec_p})
+        rows.append(
+            {"dataset": name, "method": "PCA", "seed": 0, **H.score(emb_p, labels, xin), "seconds": sec_p}
+        )
         maps[f"{name}: PCA"] = (emb_p, labels)
     notes = (
         "Scores: kNN accuracy (k=15, 5-fold), linear accuracy (logistic regression, 5-fold), "

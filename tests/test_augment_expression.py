@@ -18,7 +18,9 @@ def make_ctx(seed=0, n=50, d=8, k=3):
     data = torch.randn(n, d, generator=g)
     # neighbours: the next k rows (cyclic), a table we know
     knn = (torch.arange(n)[:, None] + torch.arange(1, k + 1)[None]) % n
-    ctx = AugmentContext(data=data, knn=knn, feature_std=data.std(0), generator=torch.Generator().manual_seed(seed))
+    ctx = AugmentContext(
+        data=data, knn=knn, feature_std=data.std(0), generator=torch.Generator().manual_seed(seed)
+    )
     return data, knn, ctx
 
 
@@ -51,7 +53,9 @@ def test_feature_dropout_fraction():
 def test_gaussian_noise_scaled_by_feature_std():
     g = torch.Generator().manual_seed(1)
     data = torch.randn(5000, 2, generator=g) * torch.tensor([1.0, 10.0])
-    ctx = AugmentContext(data=data, knn=None, feature_std=data.std(0), generator=torch.Generator().manual_seed(0))
+    ctx = AugmentContext(
+        data=data, knn=None, feature_std=data.std(0), generator=torch.Generator().manual_seed(0)
+    )
     noise = GaussianNoise(0.5)(data, torch.arange(5000), ctx) - data
     ratio = noise.std(0) / data.std(0)
     assert torch.allclose(ratio, torch.tensor([0.5, 0.5]), atol=0.03)

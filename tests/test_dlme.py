@@ -88,8 +88,13 @@ def test_unfitted_model():
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"n_components": 0}, "n_components"), ({"batch_size": 1}, "batch_size"), ({"preset": "x"}, "preset"),
-     ({"nu_y": 0}, "nu_y"), ({"n_steps": 0}, "n_steps")],
+    [
+        ({"n_components": 0}, "n_components"),
+        ({"batch_size": 1}, "batch_size"),
+        ({"preset": "x"}, "preset"),
+        ({"nu_y": 0}, "nu_y"),
+        ({"n_steps": 0}, "n_steps"),
+    ],
 )
 def test_bad_params(blobs, kwargs, match):
     with pytest.raises(ValueError, match=match):

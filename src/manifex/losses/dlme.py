@@ -10,6 +10,7 @@ __all__ = ["dlme_loss", "fuzzy_union", "squared_distances", "t_kernel"]
 
 
 _LOG_FLOOR = -80.0
+_FLOOR = math.exp(_LOG_FLOOR) * (1 + 1e-3)
 
 
 def _log_c(nu: float) -> float:
@@ -86,10 +87,42 @@ def dlme_loss(
     d_full = d.repeat(2, 2)
     shift = torch.cat([torch.zeros_like(rho), rho])
     d_full = d_full + shift[:, None] + shift[None, :]
-    # both distance matrices are symmetric, so the fuzzy union K + Kᵀ − K∘Kᵀ is K(2 − K)
-    kp = t_kernel(d_full, nu_z)
-    kq = t_kernel(squared_distances(y), nu_y)
-    p = kp * (2.0 - kp)
-    q = kq * (2.0 - kq)
-    bce = -(p * torch.log(q + eps) + (1.0 - p) * torch.log(1.0 - q + eps))
-    return bce.mean()
+    return _KernelBCE.apply(d_full, squared_distances(y), nu_z, nu_y, eps)
+
+
+class _KernelBCE(torch.autograd.Function):
+    """Mean BCE between ``S_{ν_z}(D_p)`` and ``S_{ν_y}(D_q)`` with a hand-written backward.
+
+    Both distance matrices are symmetric, so the fuzzy union ``K + Kᵀ − K∘Kᵀ`` is ``K(2 − K)``.
+    Fusing the elementwise chain roughly halves the number of passes over the 2B × 2B matrices,
+    which dominate a DLME step on the CPU. Checked against autograd in the tests.
+    """
+
+    @staticmethod
+    def forward(ctx, d_p, d_q, nu_p: float, nu_q: float, eps: float):
+        kp = t_kernel(d_p, nu_p)
+        kq = t_kernel(d_q, nu_q)
+        p = kp * (2.0 - kp)
+        q = kq * (2.0 - kq)
+        log_q = torch.log(q + eps)
+        log_1q = torch.log1p(eps - q)
+        loss = -(torch.lerp(log_1q, log_q, p)).mean()
+        ctx.save_for_backward(d_p, d_q, kp, kq, p, q, log_q, log_1q)
+        ctx.consts = (nu_p, nu_q, eps)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        d_p, d_q, kp, kq, p, q, log_q, log_1q = ctx.saved_tensors
+        nu_p, nu_q, eps = ctx.consts
+        scale = grad_out / d_p.numel()
+        grad_p = grad_q = None
+        if ctx.needs_input_grad[0]:
+            # dL/dp · dp/dk · dk/dd ; the kernel's floor has zero slope
+            g = (log_1q - log_q) * (2.0 - 2.0 * kp) * kp * (-(nu_p + 1.0) / (nu_p + d_p))
+            grad_p = (g * (kp > _FLOOR)) * scale
+        if ctx.needs_input_grad[1]:
+            dq = (1.0 - p) / (1.0 - q + eps) - p / (q + eps)
+            g = dq * (2.0 - 2.0 * kq) * kq * (-(nu_q + 1.0) / (nu_q + d_q))
+            grad_q = (g * (kq > _FLOOR)) * scale
+        return grad_p, grad_q, None, None, None
