@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import scanpy as sc
 
 import manifex as mx
@@ -28,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=str(H.RESULTS / "dlme.md"))
     p.add_argument("--dlme-kwargs", default="{}", help="extra mx.tl.dlme keyword arguments, as a Python dict")
     args = p.parse_args(argv)
-    extra = eval(args.dlme_kwargs)  # noqa: S307 - command-line convenience for sweeps
+    extra = eval(args.dlme_kwargs)  # command-line convenience for parameter sweeps
     sc.settings.verbosity = 1
     rows, maps = [], {}
     for name in args.datasets:
@@ -92,7 +91,6 @@ def main(argv: list[str] | None = None) -> None:
     table = H.write_markdown(rows, args.out, title="DLME vs scanpy UMAP / t-SNE / PCA", notes=notes)
     H.plot_maps(maps, args.out.replace(".md", "_maps.png"), ncols=4 if not args.no_tsne else 3)
     print(table.to_string())
-    np.random.seed(0)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,10 @@ import pytest
 import scanpy as sc
 import scipy.sparse as sp
 from anndata import AnnData
+from conftest import snapshot
 
 import manifex as mx
 from manifex.models import DLME, NotFittedError, load_model
-
-from conftest import snapshot
 
 FAST = {"n_steps": 30, "progress": False, "device": "cpu"}
 
