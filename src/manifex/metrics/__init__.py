@@ -1,5 +1,6 @@
 """Embedding quality metrics (DESIGN §5): one protocol for every method and baseline."""
 
+from ._invariance import holdout_classes, holdout_one_shot, invariance_score, one_shot_accuracy
 from ._quality import (
     cluster_scores,
     clustering_accuracy,
@@ -13,7 +14,11 @@ __all__ = [
     "cluster_scores",
     "clustering_accuracy",
     "evaluate_embedding",
+    "holdout_classes",
+    "holdout_one_shot",
+    "invariance_score",
     "knn_accuracy",
     "linear_accuracy",
+    "one_shot_accuracy",
     "trustworthiness",
 ]
