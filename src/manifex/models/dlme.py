@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -221,7 +222,9 @@ class DLME(BaseModel):
         x_in = _apply_scale(x, self.scale_)
 
         logg.info(f"DLME: {n} cells × {x.shape[1]} features, kNN (K={self.n_neighbors}) ...")
+        t0 = time.perf_counter()
         knn = knn_indices(x_in, self.n_neighbors, method=self.knn_method, random_state=seed)
+        self.timings_ = {"knn_s": time.perf_counter() - t0}
 
         with seeded(seed, device):
             self._build_modules()
@@ -264,7 +267,10 @@ class DLME(BaseModel):
             desc="DLME",
         ).as_dict()
         self.device_ = device
+        self.timings_["train_s"] = self.history_["seconds"]
+        t0 = time.perf_counter()
         self.embedding_ = self._embed(data)
+        self.timings_["embed_s"] = time.perf_counter() - t0
         return self
 
     def fit_transform(self, X: Any, y: None = None, *, feature_names: Any = None) -> np.ndarray:
