@@ -213,6 +213,7 @@ def run_embedding(
         "n_steps": history.get("n_steps"),
         "device": str(model.device_),
         "seconds": float(seconds),
+        "timings": getattr(model, "timings_", None),
         **uns_extra,
     }
     logg.info(
