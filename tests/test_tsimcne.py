@@ -27,7 +27,7 @@ def digits():
     d = load_digits()
     rng = np.random.default_rng(0)
     sel = np.sort(rng.choice(len(d.target), 256, replace=False))
-    images = (d.images[sel] * 16).clip(0, 255).astype(np.uint8)  # (256, 8, 8)
+    images = (d.images[sel] * 255 / 16).astype(np.uint8)  # (256, 8, 8)
     return images, d.target[sel]
 
 

@@ -529,7 +529,9 @@ class TSimCNE(BaseModel):
                 h = state["history"]
                 history = TrainHistory(list(h["loss"]), list(h["lr"]), start_step, float(h["seconds"]))
             timing["augment"] = float(state.get("augment_seconds", 0.0)) if start_step else 0.0
-            callback = self._checkpoint_callback(stage, net, opt, gen, histories, timing, n, recent, per_epoch)
+            callback = self._checkpoint_callback(
+                stage, net, opt, gen, histories, timing, n, recent, per_epoch
+            )
             if n_steps > start_step:
                 history = train(
                     step,

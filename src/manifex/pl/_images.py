@@ -25,7 +25,7 @@ def tsimcne(adata: AnnData, *, key: str = "tsimcne", **kwargs: Any):
     >>> import manifex as mx
     >>> from sklearn.datasets import load_digits
     >>> d = load_digits()
-    >>> adata = mx.datasets.image_anndata((d.images * 16).astype("uint8"), labels=d.target)
+    >>> adata = mx.datasets.image_anndata((d.images * 255 / 16).astype("uint8"), labels=d.target)
     >>> mx.tl.tsimcne(adata, image_key="image", n_epochs=(2, 1, 1), progress=False)
     >>> ax = mx.pl.tsimcne(adata, color="label", show=False)
     """
@@ -99,7 +99,7 @@ def image_map(
     >>> import manifex as mx
     >>> from sklearn.datasets import load_digits
     >>> d = load_digits()
-    >>> adata = mx.datasets.image_anndata((d.images * 16).astype("uint8"), labels=d.target)
+    >>> adata = mx.datasets.image_anndata((d.images * 255 / 16).astype("uint8"), labels=d.target)
     >>> mx.tl.tsimcne(adata, image_key="image", n_epochs=(2, 1, 1), progress=False)
     >>> ax = mx.pl.image_map(adata, "tsimcne", n=200, show=False)
     """

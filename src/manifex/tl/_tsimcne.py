@@ -119,7 +119,7 @@ def tsimcne(
     >>> import manifex as mx
     >>> from sklearn.datasets import load_digits
     >>> d = load_digits()
-    >>> adata = mx.datasets.image_anndata((d.images * 16).astype("uint8"), labels=d.target)
+    >>> adata = mx.datasets.image_anndata((d.images * 255 / 16).astype("uint8"), labels=d.target)
     >>> mx.tl.tsimcne(adata, image_key="image", n_epochs=(2, 1, 1), progress=False)
     >>> adata.obsm["X_tsimcne"].shape
     (1797, 2)
