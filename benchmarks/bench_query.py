@@ -1,0 +1,358 @@
+"""Query mapping: one-shot learning of held-out classes, label transfer, unknown-class calls.
+
+    python -m benchmarks.bench_query [--datasets pbmc3k paul15 mnist usps] [--seeds 0 1 2]
+                                     [--n-steps 600] [--skip-transfer] [--skip-unknown]
+
+Three experiments, all through the public API (``mx.tl.dlme(..., return_model=True)``,
+``mx.tl.embed``, ``mx.tl.transfer_labels``, ``mx.metrics.one_shot_accuracy``):
+
+1. **One-shot on held-out classes** (pbmc3k, paul15, MNIST, USPS). Per seed, classes are drawn
+   with :func:`manifex.metrics.holdout_classes`; the reference (preprocessing, HVGs, scaling,
+   PCA, DLME) sees only the other classes. The held-out cells are prepared with the reference's
+   genes and scaling and embedded with ``model.transform`` via ``mx.tl.embed``; N-way 1-shot
+   episodes (N = number of held-out classes, 15 queries per class, nearest prototype) are run
+   in: DLME's 2-d map, DLME's 80-d latent ``z``, the reference's PCA (50-d and 2-d) and
+   scanpy's ``sc.tl.ingest`` onto a UMAP of the reference.
+2. **Label transfer** to a random held-out half of pbmc3k and paul15 (reference = the other
+   half): kNN vote / prototypes in DLME's map and latent, against ``sc.tl.ingest``'s label
+   transfer and kNN in PCA space.
+3. **Unknown class**: one class is removed from the reference half; the share of its query
+   cells called "unknown" and the accuracy on the other query cells (unknown calls count as
+   errors) are reported.
+
+Writes ``benchmarks/results/query.md`` and ``query.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scanpy as sc
+import torch
+
+import manifex as mx
+
+from . import harness as H
+
+SCRNA = {"pbmc3k", "paul15"}
+N_HOLDOUT = {"pbmc3k": 3, "paul15": 3, "mnist": 5, "usps": 5}
+REMOVED = {"pbmc3k": ["B cells", "NK cells", "CD14+ Monocytes"], "paul15": ["Baso", "Ery", "Mo"]}
+IMG_REF_CELLS = 6000
+IMG_QUERY_PER_CLASS = 300
+
+
+# ---- data ------------------------------------------------------------------------------------
+def load(name: str, seed: int) -> tuple[Any, Any]:
+    """(reference pool, query pool) with ``obs['label']``: counts for scRNA, pixels for images."""
+    if name in SCRNA:
+        a = mx.datasets.load_scrna(name, H.data_dir())
+        sc.pp.filter_genes(a, min_cells=3)
+        return a, None
+    tr = mx.datasets.load_images(name, H.data_dir(), split="train")
+    te = mx.datasets.load_images(name, H.data_dir(), split="test")
+    return tr, te
+
+
+def prep_reference(a, name: str, seed: int):
+    """Reference preprocessing: scRNA normalize/log1p/HVG/scale/PCA; images PCA of pixels."""
+    a = a.copy()
+    if name in SCRNA:
+        sc.pp.normalize_total(a, target_sum=1e4)
+        sc.pp.log1p(a)
+        sc.pp.highly_variable_genes(a, n_top_genes=2000, subset=True)
+        sc.pp.scale(a, max_value=10)
+    sc.pp.pca(a, n_comps=50, random_state=seed)
+    return a
+
+
+def prep_query(q, ref, name: str):
+    """Query preprocessing up to (not including) the reference's scaling, genes as the reference."""
+    q = q.copy()
+    if name in SCRNA:
+        sc.pp.normalize_total(q, target_sum=1e4)
+        sc.pp.log1p(q)
+    return q[:, ref.var_names].copy()
+
+
+def scaled_like(q, ref, name: str) -> np.ndarray:
+    x = q.X.toarray() if hasattr(q.X, "toarray") else np.asarray(q.X, dtype=np.float64)
+    if name in SCRNA:
+        x = np.clip((x - ref.var["mean"].to_numpy()) / ref.var["std"].to_numpy(), -10, 10)
+    return x.astype(np.float32)
+
+
+def pca_of_query(q, ref, name: str) -> np.ndarray:
+    """The query on the reference's PCs, centred on the reference's means (a baseline space)."""
+    xr = np.asarray(ref.X)
+    return (scaled_like(q, ref, name) - xr.mean(0)) @ ref.varm["PCs"]
+
+
+def fit_dlme(ref, seed: int, n_steps: int):
+    return H.timed(
+        lambda: mx.tl.dlme(
+            ref, n_steps=n_steps, random_state=seed, progress=False, device="cpu", return_model=True
+        )
+    )
+
+
+def embed_query(q, ref, model, name: str):
+    kw = {"reference": ref, "scale_query": name in SCRNA, "max_value": 10 if name in SCRNA else None}
+    _, sec = H.timed(lambda: mx.tl.embed(q, model, **kw))
+    mx.tl.embed(q, model, space="latent", **kw)
+    return sec
+
+
+def ingest(q, ref, name: str, seed: int, labels: bool = False) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """scanpy's neighbors + UMAP on the reference, ``sc.tl.ingest`` of the query."""
+    r = ref.copy()
+    qq = q.copy()
+    qq.X = scaled_like(q, ref, name)
+    t0 = time.perf_counter()
+    # n_pcs, not use_rep="X_pca": ingest re-projects the query only in the former case
+    sc.pp.neighbors(r, n_neighbors=15, n_pcs=r.obsm["X_pca"].shape[1], random_state=seed)
+    sc.tl.umap(r, random_state=seed)
+    sc.tl.ingest(qq, r, obs="label" if labels else None, embedding_method="umap")
+    sec = time.perf_counter() - t0
+    return qq.obsm["X_umap"], (qq.obs["label"].astype(str).to_numpy() if labels else None), sec
+
+
+# ---- experiments -----------------------------------------------------------------------------
+def one_shot(name: str, seed: int, n_steps: int, n_episodes: int) -> list[dict[str, Any]]:
+    pool, test_pool = load(name, seed)
+    labels = pool.obs["label"].astype(str).to_numpy()
+    train_mask, held = mx.metrics.holdout_classes(
+        labels, n_holdout=N_HOLDOUT[name], min_size=20, random_state=seed
+    )
+    rng = np.random.default_rng(seed)
+    if name in SCRNA:
+        ref_pool, q_pool = pool[train_mask], pool[~train_mask]
+    else:
+        idx = np.flatnonzero(train_mask)
+        ref_pool = pool[np.sort(rng.choice(idx, min(IMG_REF_CELLS, idx.size), replace=False))]
+        tl = test_pool.obs["label"].astype(str).to_numpy()
+        sel = np.concatenate(
+            [
+                rng.choice(np.flatnonzero(tl == c), min(IMG_QUERY_PER_CLASS, (tl == c).sum()), replace=False)
+                for c in held
+            ]
+        )
+        q_pool = test_pool[np.sort(sel)]
+    ref = prep_reference(ref_pool, name, seed)
+    model, sec_fit = fit_dlme(ref, seed, n_steps)
+    q = prep_query(q_pool, ref, name)
+    sec_emb = embed_query(q, ref, model, name)
+    ql = q.obs["label"].astype(str).to_numpy()
+    xp = pca_of_query(q, ref, name)
+    emb_i, _, sec_i = ingest(q, ref, name, seed)
+    spaces = {
+        "DLME 2-d map (transform)": (q.obsm["X_dlme"], sec_fit + sec_emb),
+        "DLME latent z, 80-d (transform)": (q.obsm["X_dlme_latent"], sec_fit + sec_emb),
+        "PCA of reference, 50-d": (xp, np.nan),
+        "PCA of reference, 2-d": (xp[:, :2], np.nan),
+        "ingest onto reference UMAP (scanpy)": (emb_i, sec_i),
+    }
+    rows = []
+    for method, (emb, sec) in spaces.items():
+        res = mx.metrics.one_shot_accuracy(
+            emb, ql, k_shot=1, n_query=15, n_episodes=n_episodes, random_state=seed
+        )
+        rows.append(
+            {
+                "dataset": name,
+                "method": method,
+                "seed": seed,
+                "one_shot_acc": res["mean"],
+                "episode_sd": res["sd"],
+                "n_way": res["n_way"],
+                "chance": res["chance"],
+                "seconds": sec,
+                "held_out": "|".join(held),
+                "n_reference": ref.n_obs,
+                "n_query": q.n_obs,
+            }
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def _acc(pred: np.ndarray, truth: np.ndarray) -> float:
+    return float((np.asarray(pred).astype(str) == np.asarray(truth).astype(str)).mean())
+
+
+def transfer(name: str, seed: int, n_steps: int, removed: str | None = None) -> list[dict[str, Any]]:
+    pool, _ = load(name, seed)
+    rng = np.random.default_rng(seed)
+    half = np.zeros(pool.n_obs, bool)
+    half[rng.choice(pool.n_obs, pool.n_obs // 2, replace=False)] = True
+    ref_mask = half.copy()
+    if removed is not None:
+        ref_mask &= pool.obs["label"].astype(str).to_numpy() != removed
+    ref = prep_reference(pool[ref_mask], name, seed)
+    model, sec_fit = fit_dlme(ref, seed, n_steps)
+    q = prep_query(pool[~half], ref, name)
+    embed_query(q, ref, model, name)
+    truth = q.obs["label"].astype(str).to_numpy()
+    mx.tl.embed(ref, model, reference=ref, space="latent")  # the reference in the same latent space
+    q.obsm["X_pca_ref"] = pca_of_query(q, ref, name)
+    ref.obsm["X_pca_ref"] = ref.obsm["X_pca"]
+    configs = [
+        ("kNN in DLME map", "dlme", "knn"),
+        ("prototype in DLME map", "dlme", "prototype"),
+        ("kNN in DLME latent z", "dlme_latent", "knn"),
+        ("prototype in DLME latent z", "dlme_latent", "prototype"),
+        ("kNN in reference PCA (50-d)", "pca_ref", "knn"),
+    ]
+    rows = []
+    exp = "transfer" if removed is None else "unknown"
+    known = truth != removed if removed is not None else np.ones(truth.size, bool)
+    for method, basis, how in configs:
+        out = {}
+        for q_thr in (None, 0.99):
+            t0 = time.perf_counter()
+            mx.tl.transfer_labels(
+                q, ref, label_key="label", basis=basis, method=how, unknown_threshold=q_thr, key_added="pred"
+            )
+            out[q_thr] = (q.obs["pred"].astype(str).to_numpy(), time.perf_counter() - t0)
+        pred_forced, pred = out[None][0], out[0.99][0]
+        row = {"dataset": name, "experiment": exp, "method": method, "seed": seed}
+        if removed is None:
+            row.update(
+                acc_no_unknown=_acc(pred_forced, truth),
+                acc_with_unknown=_acc(pred, truth),
+                unknown_rate=float((pred == "unknown").mean()),
+            )
+        else:
+            row.update(
+                removed=removed,
+                removed_called_unknown=float((pred[~known] == "unknown").mean()),
+                known_acc=_acc(pred[known], truth[known]),
+                known_called_unknown=float((pred[known] == "unknown").mean()),
+            )
+        row["seconds"] = sec_fit + out[0.99][1] if "DLME" in method else out[0.99][1]
+        rows.append(row)
+        print(row, flush=True)
+    if removed is None:
+        _, lab_i, sec_i = ingest(q, ref, name, seed, labels=True)
+        row = {
+            "dataset": name,
+            "experiment": exp,
+            "method": "ingest label transfer (scanpy)",
+            "seed": seed,
+            "acc_no_unknown": _acc(lab_i, truth),
+            "seconds": sec_i,
+        }
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+def _table(rows: list[dict[str, Any]], cols: list[str], by=("dataset", "method")) -> str:
+    df = pd.DataFrame(rows)
+    keep = [c for c in df.columns if c in cols or c in by or c == "seed"]
+    return H.summarize(df[keep].to_dict("records"), by).to_markdown(index=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--datasets", nargs="+", default=["pbmc3k", "paul15", "mnist", "usps"])
+    p.add_argument("--transfer-datasets", nargs="+", default=["pbmc3k", "paul15"])
+    p.add_argument("--unknown-datasets", nargs="+", default=["pbmc3k"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--n-steps", type=int, default=600)
+    p.add_argument("--n-episodes", type=int, default=200)
+    p.add_argument("--skip-oneshot", action="store_true")
+    p.add_argument("--skip-transfer", action="store_true")
+    p.add_argument("--skip-unknown", action="store_true")
+    p.add_argument("--out", default=str(H.RESULTS / "query.md"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    sc.settings.verbosity = 0
+    t_start = time.perf_counter()
+    one, tra, unk = [], [], []
+    out = args.out
+
+    def write() -> None:
+        H.RESULTS.mkdir(parents=True, exist_ok=True)
+        allrows = [dict(r, experiment=r.get("experiment", "one-shot")) for r in one] + tra + unk
+        pd.DataFrame(allrows).to_csv(out.replace(".md", ".csv"), index=False)
+        lines = [
+            "# Query mapping: one-shot learning, label transfer, unknown classes",
+            "",
+            f"- machine: {H.machine()} (shared, other jobs running; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, torch threads 1)",
+            f"- commit: {H.git_rev()}; date: {time.strftime('%Y-%m-%d %H:%M')}; total wall time {time.perf_counter() - t_start:.0f}s",
+            f"- DLME budget: n_steps={args.n_steps} (batch 300, defaults otherwise) on CPU; seeds {args.seeds}; "
+            "values are mean ± sd over seeds.",
+            "",
+        ]
+        if one:
+            lines += [
+                "## One-shot accuracy on held-out classes",
+                "",
+                "N-way 1-shot episodes (N = number of held-out classes; 15 queries per class; nearest "
+                f"prototype), {args.n_episodes} episodes per seed. `one_shot_acc` is the mean over episodes "
+                "(then mean ± sd over seeds, each seed holding out different classes); `episode_sd` the sd over "
+                "episodes. Held-out cells never reach the reference's preprocessing, PCA or DLME fit; they are "
+                "embedded by `mx.tl.embed` (model.transform). Seconds: DLME fit + embed, or neighbors + UMAP + "
+                "ingest for the baseline. Images: reference = up to "
+                f"{IMG_REF_CELLS} training images of the kept digits, query = {IMG_QUERY_PER_CLASS} test images "
+                "per held-out digit; PCA (50) of pixels is the input.",
+                "",
+                _table(one, ["one_shot_acc", "episode_sd", "n_way", "chance", "seconds"]),
+                "",
+            ]
+        if tra:
+            lines += [
+                "## Label transfer to a random held-out half",
+                "",
+                "Reference = a random half (preprocessed alone), query = the other half. `acc_no_unknown`: "
+                "every cell gets a known label; `acc_with_unknown`: default unknown call "
+                "(`unknown_threshold=0.99`), unknown counts as an error; `unknown_rate`: share called unknown.",
+                "",
+                _table(tra, ["acc_no_unknown", "acc_with_unknown", "unknown_rate", "seconds"]),
+                "",
+            ]
+        if unk:
+            lines += [
+                "## A class removed from the reference",
+                "",
+                "Reference = a random half minus one class (one per seed: "
+                + "; ".join(f"{d}: {', '.join(REMOVED[d][: len(args.seeds)])}" for d in args.unknown_datasets)
+                + "), query = the other half. `removed_called_unknown`: share of the removed class's query cells "
+                "called unknown; `known_acc`: accuracy on the other query cells (unknown = error).",
+                "",
+                _table(unk, ["removed_called_unknown", "known_acc", "known_called_unknown", "seconds"]),
+                "",
+            ]
+        lines += [
+            "Per-seed values (with held-out / removed classes) are in `query.csv`.",
+            "",
+        ]
+        with open(out, "w") as f:
+            f.write("\n".join(lines))
+
+    if not args.skip_oneshot:
+        for name in args.datasets:
+            for seed in args.seeds:
+                one += one_shot(name, seed, args.n_steps, args.n_episodes)
+                write()
+    if not args.skip_transfer:
+        for name in args.transfer_datasets:
+            for seed in args.seeds:
+                tra += transfer(name, seed, args.n_steps)
+                write()
+    if not args.skip_unknown:
+        for name in args.unknown_datasets:
+            for i, seed in enumerate(args.seeds):
+                unk += transfer(name, seed, args.n_steps, removed=REMOVED[name][i % len(REMOVED[name])])
+                write()
+    write()
+    print(open(out).read())
+
+
+if __name__ == "__main__":
+    main()
