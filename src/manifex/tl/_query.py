@@ -670,8 +670,10 @@ def transfer_labels(
 
     **Few-shot classes.** ``support`` (``method="prototype"``) is an AnnData of a few labelled
     cells (k ≥ 1 per class) of classes the reference lacks, embedded in the same space; each
-    of its classes becomes a prototype (mean of its examples) beside the reference's, with the
-    median of the reference classes' thresholds as its unknown threshold.
+    of its classes becomes a prototype (mean of its examples) beside the reference's. Its
+    unknown threshold is the median of the reference classes' thresholds times
+    ``√(1 + 1/k)``: a prototype from k examples sits about σ/√k off its class centre, which
+    widens the distances to it by that factor.
 
     Parameters
     ----------
@@ -807,7 +809,11 @@ def transfer_labels(
             protos = np.vstack([protos, np.stack([xs[ys == c].mean(0) for c in s_classes])])
             all_classes = np.concatenate([classes, s_classes])
             if thresholds is not None:
-                thresholds = np.concatenate([thresholds, np.full(len(s_classes), np.median(thresholds))])
+                # a prototype from k examples is off the class centre by ~σ/√k, so distances to it
+                # spread by √(1 + 1/k) more than distances to a reference class mean
+                shots = np.array([(ys == c).sum() for c in s_classes], dtype=np.float64)
+                s_thr = np.median(thresholds) * np.sqrt(1.0 + 1.0 / shots)
+                thresholds = np.concatenate([thresholds, s_thr])
         d2 = ((xq[:, None, :] - protos[None, :, :]) ** 2).sum(-1)
         prob = _softmax_rows(-d2 / (2 * sigma2))
         pred = d2.argmin(1)

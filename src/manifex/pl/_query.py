@@ -1,0 +1,252 @@
+"""Plots for query mapping: reference and query on one map, label-transfer confidence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+__all__ = ["confidence_map", "query_map"]
+
+
+def _basis_key(adatas: list[AnnData], basis: str) -> str:
+    if not isinstance(basis, str):
+        raise TypeError(f"`basis` must be a string, got {type(basis).__name__}.")
+    key = basis if basis.startswith("X_") else f"X_{basis}"
+    for a in adatas:
+        if not isinstance(a, AnnData):
+            raise TypeError(f"Expected an AnnData, got {type(a).__name__}.")
+        if key not in a.obsm:
+            raise KeyError(
+                f"obsm has no {key!r}; run mx.tl.embed (query) / the mx.tl method (reference) first."
+            )
+        if np.shape(a.obsm[key])[1] < 2:
+            raise ValueError(f"obsm[{key!r}] must have at least 2 columns to plot.")
+    return key
+
+
+def _size(n: int, s: float | None) -> float:
+    return s if s is not None else float(max(1.0, min(30.0, 20000 / max(n, 1))))
+
+
+def _finish(ax: Any, title: str | None, show: bool | None, created: bool) -> Any:
+    import matplotlib.pyplot as plt
+
+    if title is not None:
+        ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_aspect("equal", adjustable="datalim")
+    if show or (show is None and created and plt.isinteractive()):
+        plt.show()
+    return ax
+
+
+def query_map(
+    reference: AnnData,
+    query: AnnData,
+    *,
+    basis: str = "dlme",
+    color: str | None = None,
+    highlight: str = "#d62728",
+    reference_color: str = "#d3d3d3",
+    size: float | None = None,
+    legend: bool = True,
+    ax: Any = None,
+    title: str | None = None,
+    show: bool | None = None,
+):
+    """Reference and query cells on one map: reference greyed, query highlighted on top.
+
+    Parameters
+    ----------
+    reference
+        The AnnData the model was trained on (``obsm["X_<basis>"]``).
+    query
+        Cells embedded with :func:`manifex.tl.embed` (same ``basis``).
+    basis
+        Embedding key without ``X_``.
+    color
+        A query ``obs`` column to colour the query cells by (categorical: one colour per value,
+        with a legend; numeric: a colour bar). Default: one highlight colour.
+    highlight
+        Colour of the query cells when ``color`` is not given.
+    reference_color
+        Colour of the reference cells.
+    size
+        Marker size (default from the number of cells).
+    legend
+        Draw a legend.
+    ax
+        Matplotlib axes to draw into.
+    title
+        Axes title.
+    show
+        Show the figure (default: when a new figure was created in interactive mode).
+
+    Returns
+    -------
+    The matplotlib axes.
+
+    Examples
+    --------
+    >>> import scanpy as sc, manifex as mx
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> ref, query = adata[:500].copy(), adata[500:].copy()
+    >>> model = mx.tl.dlme(ref, n_steps=30, progress=False, return_model=True)
+    >>> mx.tl.embed(query, model, reference=ref)
+    >>> ax = mx.pl.query_map(ref, query, color="bulk_labels", show=False)
+    """
+    import matplotlib.pyplot as plt
+
+    key = _basis_key([reference, query], basis)
+    er, eq = np.asarray(reference.obsm[key])[:, :2], np.asarray(query.obsm[key])[:, :2]
+    created = ax is None
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 5))
+    s = _size(reference.n_obs + query.n_obs, size)
+    ax.scatter(er[:, 0], er[:, 1], s=s, c=reference_color, linewidths=0, rasterized=True, label="reference")
+    if color is None:
+        ax.scatter(eq[:, 0], eq[:, 1], s=s * 1.5, c=highlight, linewidths=0, rasterized=True, label="query")
+    else:
+        if color not in query.obs:
+            raise KeyError(f"query.obs has no column {color!r}.")
+        vals = query.obs[color]
+        if pd.api.types.is_numeric_dtype(vals) and not isinstance(vals.dtype, pd.CategoricalDtype):
+            sca = ax.scatter(
+                eq[:, 0],
+                eq[:, 1],
+                s=s * 1.5,
+                c=vals.to_numpy(),
+                linewidths=0,
+                rasterized=True,
+                cmap="viridis",
+            )
+            plt.colorbar(sca, ax=ax, label=color, shrink=0.7)
+        else:
+            cats = pd.Categorical(vals.astype(str))
+            cmap = plt.get_cmap("tab20" if len(cats.categories) > 10 else "tab10")
+            for i, c in enumerate(cats.categories):
+                m = cats.codes == i
+                ax.scatter(
+                    eq[m, 0],
+                    eq[m, 1],
+                    s=s * 1.5,
+                    color=cmap(i % cmap.N),
+                    linewidths=0,
+                    rasterized=True,
+                    label=c,
+                )
+    if legend:
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, markerscale=2, fontsize=8)
+    return _finish(ax, title if title is not None else f"query on reference ({key[2:]})", show, created)
+
+
+def confidence_map(
+    query: AnnData,
+    *,
+    key: str,
+    basis: str | None = None,
+    reference: AnnData | None = None,
+    unknown_label: str | None = None,
+    cmap: str = "viridis",
+    size: float | None = None,
+    ax: Any = None,
+    title: str | None = None,
+    show: bool | None = None,
+):
+    """Query cells coloured by the confidence of their transferred label; unknown cells marked.
+
+    Parameters
+    ----------
+    query
+        AnnData after :func:`manifex.tl.transfer_labels` or :func:`manifex.tl.fewshot_labels`.
+    key
+        The ``key_added`` of that call: labels in ``obs[key]``, confidence in
+        ``obs[key + "_confidence"]``.
+    basis
+        Embedding key without ``X_``; default the one recorded in ``uns[key]``.
+    reference
+        Draw these cells greyed underneath.
+    unknown_label
+        Label of unknown cells, drawn as black crosses; default the one recorded in ``uns[key]``.
+    cmap
+        Colour map of the confidence.
+    size
+        Marker size.
+    ax
+        Matplotlib axes to draw into.
+    title
+        Axes title.
+    show
+        Show the figure.
+
+    Returns
+    -------
+    The matplotlib axes.
+
+    Examples
+    --------
+    >>> import scanpy as sc, manifex as mx
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> ref, query = adata[:500].copy(), adata[500:].copy()
+    >>> model = mx.tl.dlme(ref, n_steps=30, progress=False, return_model=True)
+    >>> mx.tl.embed(query, model, reference=ref)
+    >>> mx.tl.transfer_labels(query, ref, label_key="bulk_labels", key_added="pred")
+    >>> ax = mx.pl.confidence_map(query, key="pred", reference=ref, show=False)
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(query, AnnData):
+        raise TypeError(f"`query` must be an AnnData, got {type(query).__name__}.")
+    conf_key = f"{key}_confidence"
+    if key not in query.obs or conf_key not in query.obs:
+        raise KeyError(f"query.obs needs {key!r} and {conf_key!r}; run mx.tl.transfer_labels first.")
+    info = query.uns.get(key, {})
+    if basis is None:
+        basis = info.get("basis") if isinstance(info, dict) else None
+        if basis is None:
+            raise ValueError("Pass `basis=`; it is not recorded in query.uns[key].")
+    if unknown_label is None and isinstance(info, dict):
+        unknown_label = info.get("unknown_label")
+    holders = [query] + ([reference] if reference is not None else [])
+    bkey = _basis_key(holders, basis)
+    eq = np.asarray(query.obsm[bkey])[:, :2]
+    created = ax is None
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.6, 5))
+    s = _size(query.n_obs + (reference.n_obs if reference is not None else 0), size)
+    if reference is not None:
+        er = np.asarray(reference.obsm[bkey])[:, :2]
+        ax.scatter(er[:, 0], er[:, 1], s=s, c="#e5e5e5", linewidths=0, rasterized=True)
+    unknown = (
+        query.obs[key].astype(str).to_numpy() == str(unknown_label)
+        if unknown_label is not None
+        else np.zeros(query.n_obs, bool)
+    )
+    sca = ax.scatter(
+        eq[~unknown, 0],
+        eq[~unknown, 1],
+        s=s * 1.5,
+        c=query.obs[conf_key].to_numpy()[~unknown],
+        cmap=cmap,
+        vmin=0,
+        vmax=1,
+        linewidths=0,
+        rasterized=True,
+    )
+    plt.colorbar(sca, ax=ax, label="confidence", shrink=0.7)
+    if unknown.any():
+        ax.scatter(
+            eq[unknown, 0],
+            eq[unknown, 1],
+            s=s * 2,
+            c="black",
+            marker="x",
+            linewidths=0.6,
+            label=unknown_label,
+        )
+        ax.legend(loc="lower right", frameon=False, fontsize=8)
+    return _finish(ax, title if title is not None else f"{key}: confidence", show, created)
