@@ -20,13 +20,13 @@ Three experiments, all through the public API (``mx.tl.dlme(..., return_model=Tr
    cells called "unknown" and the accuracy on the other query cells (unknown calls count as
    errors) are reported.
 
-Writes ``benchmarks/results/query.md`` and ``query.csv``.
+Writes ``benchmarks/results/query.md`` and ``query.csv``. The experiments can run as separate
+processes (``--skip-*``, ``--out``) and be merged with ``--merge part1.csv part2.csv ...``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from typing import Any
 
@@ -257,6 +257,69 @@ def _table(rows: list[dict[str, Any]], cols: list[str], by=("dataset", "method")
     return H.summarize(df[keep].to_dict("records"), by).to_markdown(index=False)
 
 
+def write_report(rows: list[dict[str, Any]], out: str, *, settings: str, n_episodes: int) -> None:
+    """``query.md`` (three tables, mean ± sd over seeds) and ``query.csv`` (per-seed rows)."""
+    H.RESULTS.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out.replace(".md", ".csv"), index=False)
+    one = [r for r in rows if r.get("experiment") == "one-shot"]
+    tra = [r for r in rows if r.get("experiment") == "transfer"]
+    unk = [r for r in rows if r.get("experiment") == "unknown"]
+    lines = [
+        "# Query mapping: one-shot learning, label transfer, unknown classes",
+        "",
+        f"- machine: {H.machine()}; shared with other jobs (load average ≈ 10 on 2 cores while this ran), "
+        "one torch thread per process, experiments run as parallel processes",
+        f"- commit: {H.git_rev()}; date: {time.strftime('%Y-%m-%d %H:%M')}",
+        f"- {settings}",
+        "- values are mean ± sd over seeds; seconds are wall time on this contended machine",
+        "",
+    ]
+    if one:
+        lines += [
+            "## One-shot accuracy on held-out classes",
+            "",
+            "N-way 1-shot episodes (N = number of held-out classes; 15 queries per class; nearest "
+            f"prototype), {n_episodes} episodes per seed. `one_shot_acc` is the mean over episodes "
+            "(then mean ± sd over seeds, each seed holding out different classes); `episode_sd` the sd over "
+            "episodes. Held-out cells never reach the reference's preprocessing, PCA or DLME fit; they are "
+            "embedded by `mx.tl.embed` (model.transform). Seconds: DLME fit + embed, or neighbors + UMAP + "
+            "ingest for the baseline. Images: reference = up to "
+            f"{IMG_REF_CELLS} training images of the kept digits, query = {IMG_QUERY_PER_CLASS} test images "
+            "per held-out digit; PCA (50) of pixels is the input.",
+            "",
+            _table(one, ["one_shot_acc", "episode_sd", "n_way", "chance", "seconds"]),
+            "",
+        ]
+    if tra:
+        lines += [
+            "## Label transfer to a random held-out half",
+            "",
+            "Reference = a random half (preprocessed alone), query = the other half. `acc_no_unknown`: "
+            "every cell gets a known label; `acc_with_unknown`: default unknown call "
+            "(`unknown_threshold=0.99`), unknown counts as an error; `unknown_rate`: share called unknown.",
+            "",
+            _table(tra, ["acc_no_unknown", "acc_with_unknown", "unknown_rate", "seconds"]),
+            "",
+        ]
+    if unk:
+        removed = sorted({f"{r['dataset']}: {r['removed']}" for r in unk})
+        lines += [
+            "## A class removed from the reference",
+            "",
+            "Reference = a random half minus one class (one per seed: "
+            + "; ".join(removed)
+            + "), query = the other half; default `unknown_threshold=0.99`. `removed_called_unknown`: share "
+            "of the removed class's query cells called unknown; `known_acc`: accuracy on the other query "
+            "cells (unknown = error); `known_called_unknown`: share of those called unknown.",
+            "",
+            _table(unk, ["removed_called_unknown", "known_acc", "known_called_unknown", "seconds"]),
+            "",
+        ]
+    lines += ["Per-seed values (with held-out / removed classes) are in `query.csv`.", ""]
+    with open(out, "w") as f:
+        f.write("\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--datasets", nargs="+", default=["pbmc3k", "paul15", "mnist", "usps"])
@@ -268,90 +331,49 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--skip-oneshot", action="store_true")
     p.add_argument("--skip-transfer", action="store_true")
     p.add_argument("--skip-unknown", action="store_true")
+    p.add_argument("--merge", nargs="+", help="only write the report from these per-part CSV files")
     p.add_argument("--out", default=str(H.RESULTS / "query.md"))
     args = p.parse_args(argv)
+    settings = (
+        f"DLME budget: n_steps={args.n_steps} (batch 300, otherwise defaults) on CPU, bounded to fit this "
+        "machine; UMAP for ingest with scanpy defaults"
+    )
+    if args.merge:
+        rows = pd.concat([pd.read_csv(f) for f in args.merge]).to_dict("records")
+        rows = [
+            {k: v for k, v in r.items() if not (isinstance(v, float) and np.isnan(v) and k != "seconds")}
+            for r in rows
+        ]
+        write_report(rows, args.out, settings=settings, n_episodes=args.n_episodes)
+        print(open(args.out).read())
+        return
     torch.set_num_threads(1)
     sc.settings.verbosity = 0
-    t_start = time.perf_counter()
-    one, tra, unk = [], [], []
-    out = args.out
+    rows: list[dict[str, Any]] = []
 
-    def write() -> None:
-        H.RESULTS.mkdir(parents=True, exist_ok=True)
-        allrows = [dict(r, experiment=r.get("experiment", "one-shot")) for r in one] + tra + unk
-        pd.DataFrame(allrows).to_csv(out.replace(".md", ".csv"), index=False)
-        lines = [
-            "# Query mapping: one-shot learning, label transfer, unknown classes",
-            "",
-            f"- machine: {H.machine()} (shared, other jobs running; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, torch threads 1)",
-            f"- commit: {H.git_rev()}; date: {time.strftime('%Y-%m-%d %H:%M')}; total wall time {time.perf_counter() - t_start:.0f}s",
-            f"- DLME budget: n_steps={args.n_steps} (batch 300, defaults otherwise) on CPU; seeds {args.seeds}; "
-            "values are mean ± sd over seeds.",
-            "",
-        ]
-        if one:
-            lines += [
-                "## One-shot accuracy on held-out classes",
-                "",
-                "N-way 1-shot episodes (N = number of held-out classes; 15 queries per class; nearest "
-                f"prototype), {args.n_episodes} episodes per seed. `one_shot_acc` is the mean over episodes "
-                "(then mean ± sd over seeds, each seed holding out different classes); `episode_sd` the sd over "
-                "episodes. Held-out cells never reach the reference's preprocessing, PCA or DLME fit; they are "
-                "embedded by `mx.tl.embed` (model.transform). Seconds: DLME fit + embed, or neighbors + UMAP + "
-                "ingest for the baseline. Images: reference = up to "
-                f"{IMG_REF_CELLS} training images of the kept digits, query = {IMG_QUERY_PER_CLASS} test images "
-                "per held-out digit; PCA (50) of pixels is the input.",
-                "",
-                _table(one, ["one_shot_acc", "episode_sd", "n_way", "chance", "seconds"]),
-                "",
-            ]
-        if tra:
-            lines += [
-                "## Label transfer to a random held-out half",
-                "",
-                "Reference = a random half (preprocessed alone), query = the other half. `acc_no_unknown`: "
-                "every cell gets a known label; `acc_with_unknown`: default unknown call "
-                "(`unknown_threshold=0.99`), unknown counts as an error; `unknown_rate`: share called unknown.",
-                "",
-                _table(tra, ["acc_no_unknown", "acc_with_unknown", "unknown_rate", "seconds"]),
-                "",
-            ]
-        if unk:
-            lines += [
-                "## A class removed from the reference",
-                "",
-                "Reference = a random half minus one class (one per seed: "
-                + "; ".join(f"{d}: {', '.join(REMOVED[d][: len(args.seeds)])}" for d in args.unknown_datasets)
-                + "), query = the other half. `removed_called_unknown`: share of the removed class's query cells "
-                "called unknown; `known_acc`: accuracy on the other query cells (unknown = error).",
-                "",
-                _table(unk, ["removed_called_unknown", "known_acc", "known_called_unknown", "seconds"]),
-                "",
-            ]
-        lines += [
-            "Per-seed values (with held-out / removed classes) are in `query.csv`.",
-            "",
-        ]
-        with open(out, "w") as f:
-            f.write("\n".join(lines))
+    def save() -> None:
+        write_report(rows, args.out, settings=settings, n_episodes=args.n_episodes)
 
     if not args.skip_oneshot:
         for name in args.datasets:
             for seed in args.seeds:
-                one += one_shot(name, seed, args.n_steps, args.n_episodes)
-                write()
+                rows += [
+                    dict(r, experiment="one-shot")
+                    for r in one_shot(name, seed, args.n_steps, args.n_episodes)
+                ]
+                save()
     if not args.skip_transfer:
         for name in args.transfer_datasets:
             for seed in args.seeds:
-                tra += transfer(name, seed, args.n_steps)
-                write()
+                rows += transfer(name, seed, args.n_steps)
+                save()
     if not args.skip_unknown:
         for name in args.unknown_datasets:
             for i, seed in enumerate(args.seeds):
-                unk += transfer(name, seed, args.n_steps, removed=REMOVED[name][i % len(REMOVED[name])])
-                write()
-    write()
-    print(open(out).read())
+                rows += transfer(name, seed, args.n_steps, removed=REMOVED[name][i % len(REMOVED[name])])
+                save()
+    save()
+    print(open(args.out).read())
 
 
 if __name__ == "__main__":
