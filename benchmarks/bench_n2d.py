@@ -73,7 +73,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bic", action="store_true", help="also report the k that BIC picks on each manifold")
     p.add_argument("--out", default=str(H.RESULTS / "n2d.md"))
     p.add_argument("--n2d-kwargs", default="{}", help="extra mx.tl.n2d keyword arguments, as a Python dict")
+    p.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="CSV",
+        help="only merge the CSVs of earlier runs (e.g. images and scRNA run in parallel) into --out",
+    )
     args = p.parse_args(argv)
+    if args.combine:
+        import pandas as pd
+
+        frames = [pd.read_csv(f) for f in args.combine]
+        rows = [{k: v for k, v in r.items() if not pd.isna(v)} for f in frames for r in f.to_dict("records")]
+        args.seeds = sorted({int(r["seed"]) for r in rows if "ae_steps" in r})
+        write(rows, args)
+        return
     extra = eval(args.n2d_kwargs)
     sc.settings.verbosity = 1
     rows: list[dict] = []

@@ -114,6 +114,7 @@ def test_predict_save_load(fitted, tmp_path):
     loaded = mx.models.N2D.load(path, device="cpu")
     np.testing.assert_array_equal(loaded.predict(x), pred)
     assert loaded.n_clusters_ == 4
+    np.testing.assert_array_equal(loaded.labels_, model.labels_)
     with pytest.raises(FileExistsError):
         model.save(path)
 

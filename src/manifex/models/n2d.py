@@ -140,6 +140,7 @@ class N2D(BaseModel):
         "umap_",
         "umap2d_",
         "gmm_",
+        "labels_",
         "n_clusters_",
         "code_dim_",
         "bic_",
