@@ -289,3 +289,17 @@ def test_usps_subset_from_shared_data():
     mx.tl.tsimcne(a, image_key="image", **FAST)
     assert a.obsm["X_tsimcne"].shape == (300, 2)
     assert a.uns["tsimcne"]["backbone"] == "SmallResNet"
+
+
+def test_image_only_anndata_and_bool_images(digits):
+    # an AnnData holding only images (no X) works, and boolean masks are read as 0 / 1
+    import anndata as ad
+    import pandas as pd
+
+    images, _ = digits
+    a = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(len(images))]))
+    a.obsm["mask"] = images > 100
+    mx.tl.tsimcne(a, image_key="mask", **FAST)
+    assert a.obsm["X_tsimcne"].shape == (len(images), 2)
+    u8, rng = mx.models.tsimcne.prepare_images(images > 100)
+    assert rng == (0.0, 1.0) and set(np.unique(u8)) == {0, 255}

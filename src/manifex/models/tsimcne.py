@@ -84,7 +84,7 @@ def prepare_images(images: Any, *, name: str = "images") -> tuple[np.ndarray, tu
             bad = int((~np.isfinite(x)).sum())
             raise ValueError(f"`{name}` contains {bad} NaN or infinite pixel value(s).")
         lo, hi = float(x.min()), float(x.max())
-        if lo >= 0.0 and hi <= 1.0 and x.dtype.kind == "f":
+        if lo >= 0.0 and hi <= 1.0 and x.dtype.kind in "fb":
             rng = (0.0, 1.0)
         elif lo >= 0.0 and hi <= 255.0:
             rng = (0.0, 255.0)

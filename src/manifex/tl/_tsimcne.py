@@ -8,7 +8,7 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from ..models.tsimcne import TSimCNE, prepare_images
-from ._utils import check_adata, plain, run_embedding
+from ._utils import plain, run_embedding
 
 _STAGES = ("pretrain", "linear", "finetune")
 
@@ -156,7 +156,10 @@ def tsimcne(
         )
 
     # ---- images: validate everything before any work ----------------------------------------
-    check_adata(adata, min_cells=2)
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
+    if adata.n_obs < 2:
+        raise ValueError(f"`adata` has {adata.n_obs} observations; t-SimCNE needs at least 2 images.")
     if not isinstance(key, str) or not key:
         raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
     if image_key is not None and images is not None:
