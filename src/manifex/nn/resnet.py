@@ -8,9 +8,9 @@ Both map an image batch ``(B, C, H, W)`` (floats in [0, 1]) to pooled features `
   thumbnails): a 3×3 stem with 16 channels followed by three residual stages that halve the
   resolution each (32, 64, 128 channels), 128-d output. Images of 16 px and more get a
   stride-2 stem, so a 28 px MNIST digit is processed from 14 px and a 16 px USPS digit from
-  8 px on. It needs about 1/100 of the ResNet-18's multiply-adds on a 16 px image, which is
-  what makes CPU training practical (on 2 CPU cores it trains about 3× faster than a plain
-  five-layer 32–128-channel CNN at full resolution).
+  8 px on. It needs less than 1/100 of the ResNet-18's multiply-adds on a 16 px image, which
+  is what makes CPU training practical (on 2 CPU cores it trains about 2.5× faster than a
+  plain five-layer 32–128-channel CNN at full resolution).
 
 :func:`make_backbone` picks between them by image size (``"auto"``: below 32 px → small).
 """
