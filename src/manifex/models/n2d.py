@@ -47,21 +47,19 @@ class N2D(BaseModel):
     ``UMAP.transform`` and assigned by the fitted mixture (:meth:`predict`,
     :meth:`predict_proba`); nothing is refitted.
 
-    **What makes the result reproducible.** The reference seeds neither the network nor the
-    batching, and fits its mixture once (``n_init=1``), so reruns scatter widely (users report
-    MNIST ACC ≈ 0.84 against the published 0.979). Here every random step is seeded from
-    ``random_state``: weight initialisation, the minibatch order (a generator on the training
-    device), UMAP (its nearest-neighbour descent, spectral initialisation and SGD; a seeded UMAP
-    runs single-threaded, which is what makes it deterministic) and the mixture. The mixture is
-    the fragile step: on a ``min_dist=0`` manifold the classes are tight blobs, and a single
-    k-means initialisation regularly puts two centres in one blob and one centre across two
-    blobs (on digits typically 4/9 merged and another digit split), which costs 5–10 points of
-    ACC. ``gmm_n_init`` restarts from different k-means initialisations, keeping the one with
-    the highest likelihood, remove that failure: the best-likelihood solution is the one that
-    puts one component per blob. ``gmm_reg_covar`` keeps the covariance of very tight blobs
-    invertible. ``n_neighbors=20`` (rather than UMAP's 15) makes the manifold less prone to
-    breaking a class into several pieces. Same ``random_state`` on the same device gives the
-    same clusters.
+    **Reproducibility.** The reference seeds neither the network nor the batching and fits its
+    mixture once (``n_init=1``), so reruns scatter (users report MNIST ACC ≈ 0.84 against the
+    published 0.979). Here every random step is seeded from ``random_state``: weight
+    initialisation, the minibatch order (a generator on the training device), UMAP (its
+    nearest-neighbour descent, spectral initialisation and SGD; a seeded UMAP runs
+    single-threaded, which is what makes it deterministic) and the mixture, so the same
+    ``random_state`` on the same device gives the same clusters. The mixture is the step most
+    sensitive to its start: on a ``min_dist=0`` manifold the classes are tight, separated
+    blobs, and a single k-means initialisation can put two centres in one blob and one centre
+    across two blobs. ``gmm_n_init`` restarts (different k-means initialisations, the fit with
+    the highest likelihood kept) guard against that; ``benchmarks/bench_n2d.py`` reports the
+    reference's single start on the same manifold beside it. ``gmm_reg_covar`` keeps the
+    covariance of very tight blobs invertible.
 
     **Choosing k.** With ``n_clusters=None`` the code and manifold have ``n_components`` (10)
     dimensions, a mixture is fitted for every ``k`` in ``k_range`` and the ``k`` with the lowest
