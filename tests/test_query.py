@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -85,6 +87,23 @@ def test_embed_shuffled_gene_order_identical(pbmc_ref_query, blob_model):
     mx.tl.embed(b1, bmodel)
     mx.tl.embed(b2, bmodel)
     np.testing.assert_array_equal(b1.obsm["X_dlme"], b2.obsm["X_dlme"])
+
+
+def test_embed_recorded_pca_needs_no_reference(pbmc_ref_query):
+    ref, query, model = pbmc_ref_query
+    m = copy.copy(model)  # same networks; PCA loadings and gene means recorded in its input spec
+    used = ref.var["highly_variable"].to_numpy()
+    m.input_spec_ = dict(
+        model.input_spec_,
+        var_names=np.asarray(ref.var_names[used]),
+        pca_components=np.asarray(ref.varm["PCs"][used]).T,
+        pca_mean=np.asarray(ref.X[:, used]).mean(0),
+    )
+    q1, q2 = query.copy(), query.copy()
+    mx.tl.embed(q1, model, reference=ref)
+    mx.tl.embed(q2, m)
+    np.testing.assert_allclose(q1.obsm["X_dlme"], q2.obsm["X_dlme"], rtol=1e-4, atol=1e-4)
+    assert q2.uns["dlme"]["input"]["description"] == "query genes projected on the recorded PCA"
 
 
 def test_embed_missing_genes_keyerror_and_fill(pbmc_ref_query):

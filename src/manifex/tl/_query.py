@@ -280,7 +280,16 @@ def _prepare(
 
     if source == "obsm":
         ref_pcs = reference is not None and key == "X_pca" and "PCs" in reference.varm
-        if ref_pcs:
+        recorded = spec.get("pca_components") is not None and spec.get("var_names") is not None
+        if recorded and not ref_pcs and key not in query.obsm:
+            # loadings and gene means recorded with the model: project like the reference
+            names = np.asarray(spec["var_names"], dtype=str)
+            xg, n_missing = _align_genes(query, names, layer=None, fill_missing=fill_missing)
+            comps = np.asarray(spec["pca_components"], dtype=np.float32)[: n_feat or None]
+            x = _project(xg, comps, np.asarray(spec["pca_mean"], dtype=np.float32))
+            out.update(x=x, n_missing=n_missing, gene_q=xg, gene_model_stats=None)
+            out.update(description="query genes projected on the recorded PCA", n_features=x.shape[1])
+        elif ref_pcs:
             x, info = _project_on_reference(
                 query,
                 reference,
