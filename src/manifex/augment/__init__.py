@@ -15,14 +15,20 @@ from .expression import (
     NeighborSwap,
     expression_preset,
 )
+from .image import ColorJitter, ImageCompose, RandomGeometry, RandomGrayscale, image_preset
 
 __all__ = [
     "AugmentContext",
+    "ColorJitter",
     "Compose",
     "ExpressionAugmentation",
     "FeatureDropout",
     "GaussianNoise",
+    "ImageCompose",
     "KNNMix",
     "NeighborSwap",
+    "RandomGeometry",
+    "RandomGrayscale",
     "expression_preset",
+    "image_preset",
 ]
