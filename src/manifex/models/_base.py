@@ -100,6 +100,24 @@ class BaseModel:
             )
         return x
 
+    def fit_transform(self, X: Any, y: None = None, *, feature_names: Any = None) -> np.ndarray:
+        """Fit and return the embedding of the training data (``embedding_``)."""
+        return self.fit(X, feature_names=feature_names).embedding_
+
+    def _step_budget(
+        self, n: int, *, preset_epochs: int | None, scale: float, epoch_range: tuple[int, int], min_steps: int
+    ) -> int:
+        """Optimiser steps for ``n`` cells: explicit ``n_steps``, else ``n_epochs`` or the preset's
+        epochs, else ``clip(scale / n, *epoch_range)`` epochs and at least ``min_steps`` steps."""
+        if self.n_steps is not None:
+            return int(self.n_steps)
+        per_epoch = max(1, n // min(self.batch_size, n))
+        epochs = self.n_epochs if self.n_epochs is not None else preset_epochs
+        if epochs is not None:
+            return int(epochs * per_epoch)
+        epochs = float(np.clip(scale / n, *epoch_range))
+        return int(max(min_steps, round(epochs * per_epoch)))
+
     # ---- persistence ------------------------------------------------------------------------
     def _extra_state(self) -> dict[str, Any]:
         return {}

@@ -178,15 +178,13 @@ class DLME(BaseModel):
         like UMAP's epochs, many passes over small data and fewer over large data —
         ``clip(600_000 / n, 10, 500)`` epochs, and at least 1,500 steps in total.
         """
-        if self.n_steps is not None:
-            return int(self.n_steps)
-        b = min(self.batch_size, n)
-        per_epoch = max(1, n // b)
-        epochs = self.n_epochs if self.n_epochs is not None else PRESETS[self.preset].get("n_epochs")
-        if epochs is not None:
-            return int(epochs * per_epoch)
-        epochs = float(np.clip(600_000 / n, 10, 500))
-        return int(max(1500, round(epochs * per_epoch)))
+        return self._step_budget(
+            n,
+            preset_epochs=PRESETS[self.preset].get("n_epochs"),
+            scale=600_000,
+            epoch_range=(10, 500),
+            min_steps=1500,
+        )
 
     def _build_modules(self) -> None:
         self.encoder_ = MLP(self.n_features_in_, self.encoder_dims)
@@ -272,10 +270,6 @@ class DLME(BaseModel):
         self.embedding_ = self._embed(data)
         self.timings_["embed_s"] = time.perf_counter() - t0
         return self
-
-    def fit_transform(self, X: Any, y: None = None, *, feature_names: Any = None) -> np.ndarray:
-        """Fit and return the embedding of the training data, shape ``(n, n_components)``."""
-        return self.fit(X, feature_names=feature_names).embedding_
 
     def transform(self, X: Any, *, feature_names: Any = None, return_latent: bool = False) -> np.ndarray:
         """Embed new cells with the trained network.

@@ -255,15 +255,13 @@ class N2D(BaseModel):
         ``clip(200_000 / n, 10, 300)`` epochs and at least 800 steps — about 20 epochs
         (a few minutes on a laptop CPU) for 10,000 images, more passes over small data.
         """
-        if self.n_steps is not None:
-            return int(self.n_steps)
-        b = min(self.batch_size, n)
-        per_epoch = max(1, n // b)
-        epochs = self.n_epochs if self.n_epochs is not None else PRESETS[self.preset].get("n_epochs")
-        if epochs is not None:
-            return int(epochs * per_epoch)
-        epochs = float(np.clip(200_000 / n, 10, 300))
-        return int(max(800, round(epochs * per_epoch)))
+        return self._step_budget(
+            n,
+            preset_epochs=PRESETS[self.preset].get("n_epochs"),
+            scale=200_000,
+            epoch_range=(10, 300),
+            min_steps=800,
+        )
 
     def _code_dim(self) -> int:
         if self.n_components is not None:

@@ -579,10 +579,6 @@ class TSimCNE(BaseModel):
         self.embedding_, self.features_ = self._embed(data, both=True)
         return self
 
-    def fit_transform(self, X: Any, y: None = None, *, feature_names: Any = None) -> np.ndarray:
-        """Fit and return the 2-d map of the training data."""
-        return self.fit(X, feature_names=feature_names).embedding_
-
     def transform(self, X: Any, *, feature_names: Any = None, return_features: bool = False) -> np.ndarray:
         """Embed new images (or cells) with the trained network, without augmentation.
 
