@@ -191,3 +191,12 @@ def test_model_rejects_bad_arrays():
         mx.models.N2D(n_clusters=2, **FAST).fit(np.full((50, 3), np.nan, dtype=np.float32))
     with pytest.raises(mx.models.NotFittedError):
         mx.models.N2D(n_clusters=2, **FAST).predict(np.zeros((5, 3), dtype=np.float32))
+
+
+def test_wide_x_without_pca_trains_on_x_itself():
+    """Images / gene matrices with > 50 features: N2D's autoencoder sees X, not an on-the-fly PCA."""
+    adata = blobs(n_per=30, k=3, d=64)
+    model = mx.tl.n2d(adata, n_clusters=3, n_steps=5, random_state=0, return_model=True, **FAST)
+    assert adata.uns["n2d"]["input"]["source"] == "X"
+    assert model.input_spec_["pca_components"] is None
+    assert model.n_features_in_ == 64

@@ -48,8 +48,9 @@ def n2d(
         mixture over ``k_range`` (recorded in ``uns[key_added]["bic"]``).
     use_rep
         ``obsm`` key to use (e.g. ``"X_pca"``, ``"X_scVI"``) or ``"X"`` (genes or pixels; use
-        this for images and HVG matrices). Default: ``X_pca`` when present, else ``X`` if it has
-        ≤ 50 features, else a 50-component PCA of ``X`` computed on the fly.
+        this for images and HVG matrices). Default: ``X_pca`` when present, else ``X`` itself
+        (the pixels or genes, as in the reference: the autoencoder does the dimension
+        reduction, so no PCA is computed on the fly here, unlike :func:`manifex.tl.dlme`).
     layer
         Use ``adata.layers[layer]`` (sparse is fine: minibatches are densified on the fly).
     n_components
@@ -186,4 +187,5 @@ def n2d(
         copy=copy,
         min_cells=model._min_cells(),
         collect=collect,
+        auto_pca=False,
     )

@@ -174,12 +174,14 @@ def run_embedding(
     extra_obsm: dict[str, str] | None = None,
     fit_kwargs: dict[str, Any] | None = None,
     collect: Any = None,
+    auto_pca: bool = True,
 ):
     """Shared body of the ``tl`` embedding functions.
 
     Validates everything before any work, fits ``model`` on the selected input, and only then
     writes ``obsm["X_<key>"]`` and ``uns[key]`` (so a failure leaves ``adata`` untouched).
     ``collect(model) -> (obsm: dict, obs: dict, uns: dict)`` adds method-specific outputs.
+    ``auto_pca=False`` trains on ``X`` itself when there is no ``X_pca`` (see :func:`get_input`).
     """
     import time
     from dataclasses import asdict
@@ -191,7 +193,9 @@ def run_embedding(
     if hasattr(model, "_validate_params"):
         model._validate_params()
     seed = getattr(model, "random_state", 0)
-    x, feature_names, spec = get_input(adata, use_rep=use_rep, layer=layer, random_state=seed)
+    x, feature_names, spec = get_input(
+        adata, use_rep=use_rep, layer=layer, random_state=seed, auto_pca=auto_pca
+    )
     t0 = time.perf_counter()
     model.fit(x, feature_names=feature_names, **(fit_kwargs or {}))
     seconds = time.perf_counter() - t0
