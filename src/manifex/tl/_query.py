@@ -719,9 +719,10 @@ def transfer_labels(
     Returns
     -------
     ``None``, or the modified copy when ``copy=True``. Writes ``query.obs[key_added]``
-    (categorical, including ``unknown_label`` when used), ``query.obs[key_added +
-    "_confidence"]`` (in [0, 1]), ``query.obs[key_added + "_novelty"]`` (when
-    ``unknown_threshold`` is set) and ``query.uns[key_added]``.
+    (categorical, including ``unknown_label`` when used),
+    ``query.obs[key_added + "_confidence"]`` (in [0, 1]),
+    ``query.obs[key_added + "_novelty"]`` (when ``unknown_threshold`` is set) and
+    ``query.uns[key_added]``.
 
     Examples
     --------
