@@ -1,4 +1,4 @@
-"""Embedding quality metrics (DESIGN §5): one protocol for every method and baseline."""
+"""Embedding quality metrics for every method and baseline, plus invariance and few-shot scores."""
 
 from ._invariance import holdout_classes, holdout_one_shot, invariance_score, one_shot_accuracy
 from ._quality import (

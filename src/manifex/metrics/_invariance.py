@@ -1,4 +1,4 @@
-"""Invariance and few-shot metrics for parametric embeddings (DESIGN §3.4).
+"""Invariance and few-shot metrics for parametric embeddings (Dikkala, Kaplun & Panigrahy, 2021).
 
 A network that maps a sample to a code depending on *which* manifold (cell type, digit) it
 comes from and not on *where* on it (augmentation, noise) has two measurable properties:

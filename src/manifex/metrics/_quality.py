@@ -47,6 +47,26 @@ def knn_accuracy(
     """Mean accuracy of a k-nearest-neighbour classifier under stratified k-fold CV.
 
     Classes with fewer than two members are left out (they cannot be stratified).
+
+    Parameters
+    ----------
+    embedding
+        ``(n, d)`` coordinates, e.g. ``adata.obsm["X_dlme"]``.
+    labels
+        ``(n,)`` class labels.
+    k
+        Neighbours of the classifier.
+    n_splits
+        Folds (fewer when the smallest class is smaller).
+    random_state
+        Seed of the fold split.
+
+    Examples
+    --------
+    >>> import scanpy as sc, manifex as mx
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> mx.tl.dlme(adata, progress=False)
+    >>> acc = mx.metrics.knn_accuracy(adata.obsm["X_dlme"], adata.obs["bulk_labels"])
     """
     e, y = _emb(embedding), _labels(labels, np.shape(embedding)[0])
     keep = _cv_labels(y, n_splits)
@@ -56,7 +76,25 @@ def knn_accuracy(
 
 
 def linear_accuracy(embedding: Any, labels: Any, *, n_splits: int = 5, random_state: int = 0) -> float:
-    """Mean accuracy of a standardised multinomial logistic regression under stratified CV."""
+    """Mean accuracy of a standardised multinomial logistic regression under stratified CV.
+
+    Parameters
+    ----------
+    embedding
+        ``(n, d)`` coordinates.
+    labels
+        ``(n,)`` class labels; classes with a single member are left out.
+    n_splits
+        Folds (fewer when the smallest class is smaller).
+    random_state
+        Seed of the fold split.
+
+    Examples
+    --------
+    >>> import scanpy as sc, manifex as mx
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> acc = mx.metrics.linear_accuracy(adata.obsm["X_umap"], adata.obs["bulk_labels"])
+    """
     from sklearn.linear_model import LogisticRegression
 
     e, y = _emb(embedding), _labels(labels, np.shape(embedding)[0])
@@ -67,7 +105,21 @@ def linear_accuracy(embedding: Any, labels: Any, *, n_splits: int = 5, random_st
 
 
 def clustering_accuracy(labels_true: Any, labels_pred: Any) -> float:
-    """Best one-to-one matching accuracy between two labelings (Hungarian algorithm)."""
+    """Best one-to-one matching accuracy between two labelings (Hungarian algorithm).
+
+    Parameters
+    ----------
+    labels_true
+        Reference labels.
+    labels_pred
+        Cluster labels (any names; matched to the reference labels one to one).
+
+    Examples
+    --------
+    >>> from manifex.metrics import clustering_accuracy
+    >>> clustering_accuracy(["a", "a", "b", "b"], [1, 1, 0, 1])
+    0.75
+    """
     from scipy.optimize import linear_sum_assignment
 
     t = LabelEncoder().fit_transform(np.asarray(labels_true).astype(str))
@@ -92,6 +144,34 @@ def cluster_scores(
     """ACC (Hungarian), NMI and ARI of k-means / GMM clusters with k = number of classes.
 
     Pass ``labels_pred`` to score a given clustering instead (e.g. N2D's or Leiden's).
+
+    Parameters
+    ----------
+    embedding
+        ``(n, d)`` coordinates to cluster.
+    labels
+        ``(n,)`` reference labels.
+    method
+        ``"kmeans"`` (10 initialisations) or ``"gmm"`` (Gaussian mixture, 3 initialisations).
+    n_clusters
+        Number of clusters; default the number of classes in ``labels``.
+    random_state
+        Seed of the clustering.
+    labels_pred
+        A given clustering to score instead of clustering ``embedding``.
+
+    Returns
+    -------
+    ``{"acc", "nmi", "ari"}``.
+
+    Examples
+    --------
+    >>> import scanpy as sc, manifex as mx
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> mx.tl.n2d(adata, n_clusters=10, progress=False)
+    >>> scores = mx.metrics.cluster_scores(
+    ...     adata.obsm["X_n2d"], adata.obs["bulk_labels"], labels_pred=adata.obs["n2d"]
+    ... )
     """
     e, y = _emb(embedding), _labels(labels, np.shape(embedding)[0])
     if labels_pred is None:
@@ -128,6 +208,27 @@ def trustworthiness(
     the embedding neighbours of ``i`` that are not among its k input neighbours and ``r`` the
     rank in the input space. Memory is O(chunk × n); rows are subsampled to ``n_samples``
     (``m``) on large data (``None`` = all rows), which is exact in expectation.
+
+    Parameters
+    ----------
+    X
+        ``(n, D)`` input representation (dense or sparse), e.g. ``adata.obsm["X_pca"]``.
+    embedding
+        ``(n, d)`` coordinates.
+    k
+        Neighbourhood size, ``1 ≤ k < n / 2``.
+    n_samples
+        Rows scored on large data; ``None`` scores all.
+    random_state
+        Seed of the row subsample.
+    chunk_size
+        Rows per block of the distance computation.
+
+    Examples
+    --------
+    >>> import scanpy as sc, manifex as mx
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> t = mx.metrics.trustworthiness(adata.obsm["X_pca"], adata.obsm["X_umap"], k=15)
     """
     import torch
 
@@ -172,10 +273,30 @@ def evaluate_embedding(
     cluster_method: Literal["kmeans", "gmm"] = "kmeans",
     random_state: int = 0,
 ) -> dict[str, float]:
-    """All of DESIGN §5 in one call.
+    """The whole quality protocol in one call: kNN and linear accuracy, ACC / NMI / ARI, trust.
 
-    Returns ``knn_acc``, ``linear_acc``, ``acc``, ``nmi``, ``ari``, ``trust`` (when ``X`` is
-    given) and ``mean`` of those six.
+    Parameters
+    ----------
+    embedding
+        ``(n, d)`` coordinates.
+    labels
+        ``(n,)`` reference labels.
+    X
+        Input representation for :func:`trustworthiness` (e.g. ``X_pca``); skipped when
+        ``None``.
+    k
+        Neighbours of the kNN classifier and of trustworthiness.
+    n_splits
+        Cross-validation folds of the two accuracies.
+    cluster_method
+        ``"kmeans"`` or ``"gmm"`` for :func:`cluster_scores`.
+    random_state
+        Seed of the folds, the clustering and the trustworthiness subsample.
+
+    Returns
+    -------
+    ``knn_acc``, ``linear_acc``, ``acc``, ``nmi``, ``ari``, ``trust`` (when ``X`` is given)
+    and ``mean`` of those six.
 
     Examples
     --------
