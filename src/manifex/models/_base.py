@@ -19,7 +19,17 @@ _FORMAT_VERSION = 1
 
 
 class NotFittedError(ValueError):
-    """Raised when a model is used before :meth:`fit`."""
+    """Raised when a model is used before ``fit``.
+
+    Examples
+    --------
+    >>> import numpy as np, manifex as mx
+    >>> try:
+    ...     mx.models.DLME().transform(np.zeros((5, 10)))
+    ... except mx.models.NotFittedError as err:
+    ...     print(err)
+    This DLME is not fitted yet; call `fit` first.
+    """
 
 
 class BaseModel:
@@ -27,6 +37,19 @@ class BaseModel:
 
     Subclasses list their torch modules in ``_module_names`` and any other fitted state
     (numpy arrays, scikit-learn objects) in ``_state_names``; both are saved by :meth:`save`.
+    Every model records what it was trained on (``n_features_in_``, ``feature_names_in_``,
+    per-feature ``feature_mean_`` / ``feature_std_``), which :meth:`transform` uses to align
+    and check queries.
+
+    Examples
+    --------
+    >>> import numpy as np, manifex as mx
+    >>> x = np.random.default_rng(0).normal(size=(300, 20)).astype("float32")
+    >>> model = mx.models.DLME(n_steps=100, progress=False).fit(x)
+    >>> isinstance(model, mx.models.BaseModel), model.is_fitted
+    (True, True)
+    >>> model.save("dlme.pt")
+    >>> same = mx.models.DLME.load("dlme.pt", device="cpu")
     """
 
     _module_names: ClassVar[tuple[str, ...]] = ()
@@ -49,6 +72,7 @@ class BaseModel:
     # ---- fitted state -----------------------------------------------------------------------
     @property
     def is_fitted(self) -> bool:
+        """Whether the model has been fitted (or loaded from a file)."""
         return getattr(self, "n_features_in_", None) is not None
 
     def _check_fitted(self) -> None:
@@ -101,7 +125,17 @@ class BaseModel:
         return x
 
     def fit_transform(self, X: Any, y: None = None, *, feature_names: Any = None) -> np.ndarray:
-        """Fit and return the embedding of the training data (``embedding_``)."""
+        """Fit and return the embedding of the training data (``embedding_``).
+
+        Parameters
+        ----------
+        X
+            Training data, as for ``fit``.
+        y
+            Ignored.
+        feature_names
+            Names of the columns, used to align a query's features in ``transform``.
+        """
         return self.fit(X, feature_names=feature_names).embedding_
 
     def _step_budget(
@@ -197,7 +231,30 @@ class BaseModel:
 
 
 def load_model(path: str | os.PathLike, *, device: str | torch.device = "auto") -> BaseModel:
-    """Load any manifex model saved with ``model.save(path)``."""
+    """Load any manifex model saved with ``model.save(path)``.
+
+    Parameters
+    ----------
+    path
+        The file. Only load files you trust: the format is pickle-based.
+    device
+        Where to put the networks (``"auto"``, ``"cpu"``, ``"cuda"``, ...).
+
+    Returns
+    -------
+    The fitted model, of the class it was saved from (:class:`DLME`, :class:`TSimCNE`,
+    :class:`N2D`).
+
+    Examples
+    --------
+    >>> import scanpy as sc, manifex as mx
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> model = mx.tl.dlme(adata, return_model=True, progress=False)
+    >>> model.save("pbmc_dlme.pt")
+    >>> model = mx.models.load_model("pbmc_dlme.pt")
+    >>> query = adata[:100].copy()
+    >>> mx.tl.embed(query, model, reference=adata)
+    """
     return BaseModel.load(path, device=device)
 
 
