@@ -1,4 +1,4 @@
-"""Map new cells (a query) into a trained embedding and transfer labels (DESIGN §3.4).
+"""Map new cells (a query) into a trained embedding and transfer labels.
 
 * :func:`embed` prepares a query exactly like the reference input recorded in
   ``model.input_spec_`` (genes aligned by name, projection on the reference's PCs, checks that
