@@ -1,5 +1,6 @@
 """Embedding quality metrics for every method and baseline, plus invariance and few-shot scores."""
 
+from ._batch import batch_entropy, ilisi
 from ._invariance import holdout_classes, holdout_one_shot, invariance_score, one_shot_accuracy
 from ._quality import (
     cluster_scores,
@@ -11,11 +12,13 @@ from ._quality import (
 )
 
 __all__ = [
+    "batch_entropy",
     "cluster_scores",
     "clustering_accuracy",
     "evaluate_embedding",
     "holdout_classes",
     "holdout_one_shot",
+    "ilisi",
     "invariance_score",
     "knn_accuracy",
     "linear_accuracy",
