@@ -92,7 +92,7 @@ def pca_of_query(q, ref, name: str) -> np.ndarray:
     return (scaled_like(q, ref, name) - xr.mean(0)) @ ref.varm["PCs"]
 
 
-def fit_dlme(ref, seed: int, n_steps: int):
+def fit_dlme(ref, seed: int, n_steps: int | None):
     return H.timed(
         lambda: mx.tl.dlme(
             ref, n_steps=n_steps, random_state=seed, progress=False, device="cpu", return_model=True
@@ -122,7 +122,21 @@ def ingest(q, ref, name: str, seed: int, labels: bool = False) -> tuple[np.ndarr
 
 
 # ---- experiments -----------------------------------------------------------------------------
-def one_shot(name: str, seed: int, n_steps: int, n_episodes: int) -> list[dict[str, Any]]:
+def fit_tsimcne(images: np.ndarray, seed: int, epochs: tuple[int, int, int]):
+    """t-SimCNE on the reference images (digits augmentations, batch 256, CPU)."""
+    model = mx.models.TSimCNE(
+        n_epochs=epochs, batch_size=256, augment="digits", device="cpu", random_state=seed, progress=False
+    )
+    return H.timed(lambda: model.fit(images))
+
+
+def one_shot(
+    name: str,
+    seed: int,
+    n_steps: int | None,
+    n_episodes: int,
+    tsimcne_epochs: tuple[int, int, int] | None = None,
+) -> list[dict[str, Any]]:
     pool, test_pool = load(name, seed)
     labels = pool.obs["label"].astype(str).to_numpy()
     train_mask, held = mx.metrics.holdout_classes(
@@ -156,6 +170,11 @@ def one_shot(name: str, seed: int, n_steps: int, n_episodes: int) -> list[dict[s
         "PCA of reference, 2-d": (xp[:, :2], np.nan),
         "ingest onto reference UMAP (scanpy)": (emb_i, sec_i),
     }
+    if tsimcne_epochs is not None and name not in SCRNA:
+        ts, sec_ts = fit_tsimcne(ref_pool.obsm["image"], seed, tsimcne_epochs)
+        qi = q_pool.obsm["image"]
+        spaces["t-SimCNE 2-d map (transform)"] = (ts.transform(qi), sec_ts)
+        spaces["t-SimCNE backbone features (transform)"] = (ts.transform(qi, return_features=True), sec_ts)
     rows = []
     for method, (emb, sec) in spaces.items():
         res = mx.metrics.one_shot_accuracy(
@@ -184,7 +203,7 @@ def _acc(pred: np.ndarray, truth: np.ndarray) -> float:
     return float((np.asarray(pred).astype(str) == np.asarray(truth).astype(str)).mean())
 
 
-def transfer(name: str, seed: int, n_steps: int, removed: str | None = None) -> list[dict[str, Any]]:
+def transfer(name: str, seed: int, n_steps: int | None, removed: str | None = None) -> list[dict[str, Any]]:
     pool, _ = load(name, seed)
     rng = np.random.default_rng(seed)
     half = np.zeros(pool.n_obs, bool)
@@ -326,7 +345,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--transfer-datasets", nargs="+", default=["pbmc3k", "paul15"])
     p.add_argument("--unknown-datasets", nargs="+", default=["pbmc3k"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--n-steps", type=int, default=600)
+    p.add_argument("--n-steps", type=int, default=600, help="DLME steps; 0 = the default budget")
+    p.add_argument(
+        "--tsimcne-epochs",
+        default=None,
+        help="also fit t-SimCNE on image references with these stage epochs (e.g. 20,5,10)",
+    )
     p.add_argument("--n-episodes", type=int, default=200)
     p.add_argument("--skip-oneshot", action="store_true")
     p.add_argument("--skip-transfer", action="store_true")
@@ -335,8 +359,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=str(H.RESULTS / "query.md"))
     args = p.parse_args(argv)
     settings = (
-        f"DLME budget: n_steps={args.n_steps} (batch 300, otherwise defaults) on CPU, bounded to fit this "
-        "machine; UMAP for ingest with scanpy defaults"
+        f"DLME budget: n_steps={args.n_steps or 'default'} (batch 300, otherwise defaults) on CPU; "
+        + (
+            f"t-SimCNE on image references: {args.tsimcne_epochs} epochs, batch 256, digits augmentations; "
+            if args.tsimcne_epochs
+            else ""
+        )
+        + "UMAP for ingest with scanpy defaults"
     )
     if args.merge:
         rows = pd.concat([pd.read_csv(f) for f in args.merge]).to_dict("records")
@@ -349,6 +378,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     torch.set_num_threads(1)
     sc.settings.verbosity = 0
+    n_steps = args.n_steps or None
+    ts_epochs = tuple(int(e) for e in args.tsimcne_epochs.split(",")) if args.tsimcne_epochs else None
     rows: list[dict[str, Any]] = []
 
     def save() -> None:
@@ -359,18 +390,18 @@ def main(argv: list[str] | None = None) -> None:
             for seed in args.seeds:
                 rows += [
                     dict(r, experiment="one-shot")
-                    for r in one_shot(name, seed, args.n_steps, args.n_episodes)
+                    for r in one_shot(name, seed, n_steps, args.n_episodes, ts_epochs)
                 ]
                 save()
     if not args.skip_transfer:
         for name in args.transfer_datasets:
             for seed in args.seeds:
-                rows += transfer(name, seed, args.n_steps)
+                rows += transfer(name, seed, n_steps)
                 save()
     if not args.skip_unknown:
         for name in args.unknown_datasets:
             for i, seed in enumerate(args.seeds):
-                rows += transfer(name, seed, args.n_steps, removed=REMOVED[name][i % len(REMOVED[name])])
+                rows += transfer(name, seed, n_steps, removed=REMOVED[name][i % len(REMOVED[name])])
                 save()
     save()
     print(open(args.out).read())
