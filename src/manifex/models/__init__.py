@@ -3,6 +3,6 @@
 from ._base import BaseModel, NotFittedError, load_model
 from .dlme import DLME
 from .n2d import N2D
-from .tsimcne import TSimCNE as TSimCNE
+from .tsimcne import TSimCNE
 
-__all__ = ["DLME", "N2D", "BaseModel", "NotFittedError", "load_model"]
+__all__ = ["DLME", "N2D", "BaseModel", "NotFittedError", "TSimCNE", "load_model"]
