@@ -36,7 +36,8 @@ class DLME(BaseModel):
     A parametric network ``x → z → y`` is trained so that Student-t similarities between
     outputs ``y`` (heavy tails, ν_y = 0.01) match those between latent codes ``z``
     (ν_z = 100, nearly Gaussian), with each cell paired with a kNN-mix augmentation of itself
-    (DESIGN §3.1). The trained encoder embeds new cells with :meth:`transform`.
+    (formulas: :doc:`/methods/dlme`). The trained encoder embeds new cells with
+    :meth:`transform`.
 
     Parameters
     ----------

@@ -30,7 +30,7 @@ __all__ = ["PRESETS", "TSimCNE", "prepare_images"]
 #: Training budgets: ``n_epochs`` = (stage 1, stage 2, stage 3) epochs and the batch size used
 #: when ``batch_size`` is not given. ``"quick"`` is a smoke-test / demo budget, ``"cpu"`` the
 #: documented CPU budget for small images (USPS, MNIST: see ``benchmarks/results/tsimcne.md``),
-#: ``"default"`` the cheaper budget of DESIGN §3.2, ``"paper"`` the full budget of the paper.
+#: ``"default"`` a cheaper budget for a GPU, ``"paper"`` the full budget of the paper.
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"n_epochs": (20, 5, 10), "batch_size": 256},
     "cpu": {"n_epochs": (100, 10, 30), "batch_size": 256},
@@ -120,10 +120,11 @@ class TSimCNE(BaseModel):
 
     Two augmented views of each image are pulled together and all other images pushed apart
     with an InfoNCE loss that uses the Cauchy similarity ``1 / (1 + d²)`` (a t-SNE-like kernel),
-    in three stages (DESIGN §3.2): (1) the whole network with a 128-d output, (2) a fresh linear
-    2-d output layer on the frozen network, (3) the whole network at ``lr / 1000``. SGD with
-    momentum 0.9, weight decay 5e-4, ``lr = 0.03 · batch_size / 256``, linear warm-up in stages 1
-    and 3, cosine decay in each stage, gradient clipping by value at 4.
+    in three stages: (1) the whole network with a 128-d output, (2) a fresh linear 2-d output
+    layer on the frozen network, (3) the whole network at ``lr / 1000``. SGD with momentum 0.9,
+    weight decay 5e-4, ``lr = 0.03 · batch_size / 256``, linear warm-up in stages 1 and 3,
+    cosine decay in each stage, gradient clipping by value at 4 (formulas and parameter guide:
+    :doc:`/methods/tsimcne`).
 
     **Images** (``X`` of shape ``(n, H, W)`` or ``(n, H, W, C)``, uint8 or float) are kept on the
     training device as one uint8 tensor; each minibatch is converted to floats in [0, 1] and
@@ -160,8 +161,8 @@ class TSimCNE(BaseModel):
         Neighbours for the kNN-based expression augmentations.
     batch_size
         Images per step; ``None`` takes the preset's (512 for ``"default"`` and ``"paper"``,
-        as DESIGN §3.2 — the paper uses 1024 — and 256 for the CPU presets, which gives more
-        steps per epoch).
+        while the paper itself uses 1024; 256 for the CPU presets, which gives more steps per
+        epoch).
     lr
         Base learning rate; ``None`` → ``0.03 · batch_size / 256``.
     momentum, weight_decay
