@@ -1,4 +1,4 @@
-"""Expression-data augmentations (DESIGN §4), batched on the device and seeded.
+"""Expression-data augmentations, batched on the device and seeded.
 
 Every augmentation is a callable ``aug(x, idx, ctx) -> x_aug`` where ``x`` is the dense
 minibatch (B × D) on the device, ``idx`` the rows it came from, and ``ctx`` an
@@ -29,17 +29,33 @@ __all__ = [
 class AugmentContext:
     """What an expression augmentation may look at besides the minibatch.
 
-    Attributes
+    The models build it once per fit; build one yourself to try an augmentation outside a
+    model.
+
+    Parameters
     ----------
     data
         Indexable with a tensor of rows, returning dense rows on the device
-        (a :class:`manifex._train.DeviceData` or a plain tensor).
+        (the models' on-device data store or a plain tensor).
     knn
-        ``(n, K)`` long tensor of each row's neighbours (self excluded), on the device.
+        ``(n, K)`` long tensor of each row's neighbours (self excluded), on the device;
+        ``None`` when no augmentation needs neighbours.
     feature_std
-        ``(D,)`` per-feature standard deviation of the data, on the device.
+        ``(D,)`` per-feature standard deviation of the data, on the device; ``None`` lets
+        :class:`GaussianNoise` use the minibatch's.
     generator
         The random generator all augmentations draw from (seeded by the model).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from manifex.augment import AugmentContext, KNNMix
+    >>> x = torch.randn(100, 20)
+    >>> knn = torch.randint(100, (100, 15))  # normally the kNN table of x
+    >>> ctx = AugmentContext(x, knn, x.std(0), torch.Generator().manual_seed(0))
+    >>> idx = torch.arange(32)
+    >>> KNNMix()(x[idx], idx, ctx).shape
+    torch.Size([32, 20])
     """
 
     data: object
@@ -48,6 +64,7 @@ class AugmentContext:
     generator: torch.Generator
 
     def rand(self, *shape: int, device: torch.device) -> torch.Tensor:
+        """Uniform [0, 1) random numbers of ``shape`` from the context's generator, on ``device``."""
         return torch.rand(*shape, generator=self.generator, device=self.generator.device).to(device)
 
     def neighbor_rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,6 +77,9 @@ class AugmentContext:
         return j, self.data[j]
 
 
+#: Signature of an expression augmentation: ``aug(x, idx, ctx) -> x_aug`` with ``x`` the
+#: ``(B, D)`` minibatch on the device, ``idx`` its row indices and ``ctx`` an
+#: :class:`AugmentContext`.
 ExpressionAugmentation = Callable[[torch.Tensor, torch.Tensor, AugmentContext], torch.Tensor]
 
 
@@ -67,7 +87,18 @@ class KNNMix:
     """Mix each cell toward one of its K nearest neighbours: ``(1 - r) x_i + r x_j``.
 
     ``r ~ U(0, strength)``; ``strength=1`` is DLME's local-flatness augmentation (the segment
-    between near neighbours is assumed to lie on the manifold).
+    between near neighbours is assumed to lie on the manifold). ``j`` is drawn uniformly from
+    the cell's neighbours in ``ctx.knn``.
+
+    Parameters
+    ----------
+    strength
+        Largest mixing weight, in [0, 1]; 0 leaves the cells unchanged.
+
+    Examples
+    --------
+    >>> import manifex as mx
+    >>> model = mx.models.DLME(augment=[mx.augment.KNNMix(0.5)])  # mix at most halfway
     """
 
     def __init__(self, strength: float = 1.0):
@@ -85,7 +116,19 @@ class KNNMix:
 
 
 class FeatureDropout:
-    """Set a random fraction ``p`` of each cell's features to zero (scRNA-seq dropout)."""
+    """Set a random fraction ``p`` of each cell's features to zero (scRNA-seq dropout).
+
+    Parameters
+    ----------
+    p
+        Probability that a feature is zeroed, independently per cell and feature, in [0, 1).
+
+    Examples
+    --------
+    >>> import manifex as mx
+    >>> aug = [mx.augment.KNNMix(), mx.augment.FeatureDropout(0.2)]
+    >>> model = mx.models.DLME(augment=aug)
+    """
 
     def __init__(self, p: float = 0.1):
         if not 0.0 <= p < 1.0:
@@ -101,7 +144,22 @@ class FeatureDropout:
 
 
 class GaussianNoise:
-    """Add Gaussian noise with standard deviation ``scale`` × each feature's standard deviation."""
+    """Add Gaussian noise with standard deviation ``scale`` × each feature's standard deviation.
+
+    The feature standard deviations are those of the whole training data (``ctx.feature_std``),
+    or of the minibatch when the context has none.
+
+    Parameters
+    ----------
+    scale
+        Noise level relative to each feature's standard deviation (non-negative).
+
+    Examples
+    --------
+    >>> import manifex as mx
+    >>> aug = mx.augment.Compose([mx.augment.KNNMix(), mx.augment.GaussianNoise(0.05)])
+    >>> model = mx.models.DLME(augment=aug)
+    """
 
     def __init__(self, scale: float = 0.1):
         if scale < 0:
@@ -118,7 +176,22 @@ class GaussianNoise:
 
 
 class NeighborSwap:
-    """Replace a random fraction ``p`` of each cell's features by those of one of its neighbours."""
+    """Replace a random fraction ``p`` of each cell's features by those of one of its neighbours.
+
+    One neighbour is drawn per cell from ``ctx.knn``; each feature is taken from it with
+    probability ``p``.
+
+    Parameters
+    ----------
+    p
+        Probability that a feature is swapped, in [0, 1].
+
+    Examples
+    --------
+    >>> import manifex as mx
+    >>> aug = [mx.augment.KNNMix(), mx.augment.NeighborSwap(0.2)]
+    >>> model = mx.models.TSimCNE(augment=mx.augment.Compose(aug))
+    """
 
     def __init__(self, p: float = 0.1):
         if not 0.0 <= p <= 1.0:
@@ -135,7 +208,20 @@ class NeighborSwap:
 
 
 class Compose:
-    """Apply augmentations one after another."""
+    """Apply expression augmentations one after another.
+
+    Parameters
+    ----------
+    augmentations
+        Callables ``aug(x, idx, ctx)``, applied in order.
+
+    Examples
+    --------
+    >>> import manifex as mx
+    >>> aug = mx.augment.Compose([mx.augment.KNNMix(), mx.augment.FeatureDropout(0.1)])
+    >>> aug
+    Compose([KNNMix(strength=1.0), FeatureDropout(p=0.1)])
+    """
 
     def __init__(self, augmentations: Sequence[ExpressionAugmentation]):
         self.augmentations = list(augmentations)
@@ -150,11 +236,26 @@ class Compose:
 
 
 def expression_preset(name: str) -> Compose:
-    """Named augmentation sets.
+    """Named expression augmentation sets.
 
     ``"knn_mix"``: kNN-mix only (DLME's reference). ``"default"``: kNN-mix, then 10% feature
     dropout and Gaussian noise at 0.1 × feature std. ``"strong"``: kNN-mix, 20% neighbour swap,
     20% dropout, noise 0.2. ``"none"``: identity.
+
+    Parameters
+    ----------
+    name
+        ``"knn_mix"``, ``"default"``, ``"strong"`` or ``"none"``.
+
+    Returns
+    -------
+    The set as a :class:`Compose`.
+
+    Examples
+    --------
+    >>> from manifex.augment import expression_preset
+    >>> expression_preset("default")
+    Compose([KNNMix(strength=1.0), FeatureDropout(p=0.1), GaussianNoise(scale=0.1)])
     """
     presets = {
         "none": [],

@@ -46,6 +46,8 @@ __all__ = [
     "rgb_to_grayscale",
 ]
 
+#: Signature of an image augmentation: ``aug(x, generator) -> x_aug`` on a float batch
+#: ``(B, C, H, W)`` with values in [0, 1].
 ImageAugmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 #: ITU-R BT.601 luma weights (those of PIL and torchvision).
@@ -71,6 +73,11 @@ def _check_batch(x: torch.Tensor) -> None:
 def rgb_to_grayscale(x: torch.Tensor) -> torch.Tensor:
     """Luminance ``0.299 R + 0.587 G + 0.114 B`` of a ``(B, 3, H, W)`` batch, shape ``(B, 1, H, W)``.
 
+    Parameters
+    ----------
+    x
+        RGB images, floats in [0, 1].
+
     Examples
     --------
     >>> import torch
@@ -89,19 +96,66 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
 
 
 def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Multiply each image by its factor and clip to [0, 1]."""
+    """Multiply each image by its factor and clip to [0, 1].
+
+    Parameters
+    ----------
+    x
+        ``(B, C, H, W)`` images, floats in [0, 1].
+    factor
+        ``(B,)`` factors; 1 leaves an image unchanged.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from manifex.augment.image import adjust_brightness
+    >>> adjust_brightness(torch.full((2, 1, 4, 4), 0.5), torch.tensor([0.5, 4.0]))[:, 0, 0, 0]
+    tensor([0.2500, 1.0000])
+    """
     return (x * factor.view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
 
 
 def adjust_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Blend each image with its mean gray level: ``f·x + (1 − f)·mean`` (clipped to [0, 1])."""
+    """Blend each image with its mean gray level: ``f·x + (1 − f)·mean`` (clipped to [0, 1]).
+
+    Parameters
+    ----------
+    x
+        ``(B, C, H, W)`` images, floats in [0, 1].
+    factor
+        ``(B,)`` factors; 1 leaves an image unchanged, 0 makes it uniformly gray.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from manifex.augment.image import adjust_contrast
+    >>> x = torch.rand(3, 3, 8, 8)
+    >>> adjust_contrast(x, torch.zeros(3)).std(dim=(1, 2, 3)).max().item() < 1e-6
+    True
+    """
     mean = _gray(x).mean(dim=(1, 2, 3), keepdim=True)
     f = factor.view(-1, 1, 1, 1)
     return (f * x + (1.0 - f) * mean).clamp_(0.0, 1.0)
 
 
 def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Blend each RGB image with its grayscale version (identity for non-RGB images)."""
+    """Blend each RGB image with its grayscale version (identity for non-RGB images).
+
+    Parameters
+    ----------
+    x
+        ``(B, C, H, W)`` images, floats in [0, 1].
+    factor
+        ``(B,)`` factors; 1 leaves an image unchanged, 0 turns it gray.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from manifex.augment.image import adjust_saturation
+    >>> gray = adjust_saturation(torch.rand(2, 3, 8, 8), torch.zeros(2))
+    >>> (gray[:, 0] - gray[:, 1]).abs().max().item() < 1e-6
+    True
+    """
     if x.shape[1] != 3:
         return x
     f = factor.view(-1, 1, 1, 1)
@@ -117,6 +171,21 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
     Implemented as a rotation of the chroma plane in YIQ space, which keeps the luma ``Y``
     unchanged and needs no HSV conversion.
+
+    Parameters
+    ----------
+    x
+        ``(B, C, H, W)`` images, floats in [0, 1].
+    shift
+        ``(B,)`` hue rotations in turns; 0 leaves an image unchanged.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from manifex.augment.image import adjust_hue
+    >>> x = torch.rand(4, 3, 8, 8)
+    >>> torch.allclose(adjust_hue(x, torch.zeros(4)), x, atol=1e-5)
+    True
     """
     if x.shape[1] != 3:
         return x
@@ -236,7 +305,17 @@ class ColorJitter:
 
     Factors are drawn per image: brightness, contrast and saturation uniformly in
     ``[1 − v, 1 + v]``, the hue shift uniformly in ``[−hue, hue]`` turns. They are applied in
-    that fixed order; images not selected (probability ``1 − p``) pass unchanged.
+    that fixed order; images not selected (probability ``1 − p``) pass unchanged. Saturation
+    and hue act on RGB images only.
+
+    Parameters
+    ----------
+    brightness, contrast, saturation
+        Strength ``v`` in [0, 1] of each jitter; 0 turns it off.
+    hue
+        Largest hue shift in turns, in [0, 0.5].
+    p
+        Probability that an image is jittered.
 
     Examples
     --------
@@ -301,6 +380,11 @@ class RandomGrayscale:
 
     Identity for images that are not RGB.
 
+    Parameters
+    ----------
+    p
+        Probability that an image is turned gray.
+
     Examples
     --------
     >>> import torch
@@ -327,6 +411,11 @@ class RandomGrayscale:
 
 class ImageCompose:
     """Apply image augmentations one after another.
+
+    Parameters
+    ----------
+    augmentations
+        Callables ``aug(x, generator)``, applied in order.
 
     Examples
     --------
@@ -355,7 +444,19 @@ IMAGE_PRESETS = ("natural", "digits", "microscopy", "none")
 def image_preset(name: str) -> ImageCompose:
     """Named image augmentation sets: ``"natural"``, ``"digits"``, ``"microscopy"``, ``"none"``.
 
-    See the module documentation for what each contains.
+    ``"natural"``: the t-SimCNE / SimCLR set (crop scale 0.2–1, horizontal flip, colour
+    jitter 0.4/0.4/0.4/0.1 with p=0.8, grayscale p=0.2). ``"digits"``: no flips, a milder crop
+    (scale 0.4–1), brightness/contrast jitter. ``"microscopy"``: crops, horizontal and vertical
+    flips, 90° rotations, jitter without hue shift, grayscale p=0.2. ``"none"``: identity.
+
+    Parameters
+    ----------
+    name
+        ``"natural"``, ``"digits"``, ``"microscopy"`` or ``"none"``.
+
+    Returns
+    -------
+    The set as an :class:`ImageCompose`.
 
     Examples
     --------

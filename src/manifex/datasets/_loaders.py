@@ -30,7 +30,26 @@ DATASETS: dict[str, tuple[str, str, str]] = {
 def data_dir(path: str | os.PathLike | None = None) -> Path:
     """Resolve the data directory: ``path``, else ``$MANIFEX_DATA_DIR``.
 
-    Raises ``FileNotFoundError`` when neither is given or the directory does not exist.
+    Parameters
+    ----------
+    path
+        Directory to use; ``None`` reads the ``MANIFEX_DATA_DIR`` environment variable.
+
+    Returns
+    -------
+    The directory as a :class:`pathlib.Path`.
+
+    Raises
+    ------
+    FileNotFoundError
+        When neither is given or the directory does not exist.
+
+    Examples
+    --------
+    >>> import os, manifex as mx
+    >>> os.environ["MANIFEX_DATA_DIR"] = "/data/manifex"
+    >>> mx.datasets.data_dir()
+    PosixPath('/data/manifex')
     """
     p = path if path is not None else os.environ.get(ENV_VAR)
     if p is None:
@@ -44,7 +63,20 @@ def data_dir(path: str | os.PathLike | None = None) -> Path:
 
 
 def available(path: str | os.PathLike | None = None) -> list[str]:
-    """Names of the datasets whose files are present in the data directory."""
+    """Names of the datasets whose files are present in the data directory.
+
+    Parameters
+    ----------
+    path
+        Data directory (default ``$MANIFEX_DATA_DIR``); an empty list when it is not set or
+        does not exist.
+
+    Examples
+    --------
+    >>> import manifex as mx
+    >>> mx.datasets.available("/data/manifex")
+    ['pbmc3k', 'paul15', 'kang', 'mnist', 'usps']
+    """
     try:
         d = data_dir(path)
     except FileNotFoundError:
@@ -63,7 +95,27 @@ def _file(name: str, path: str | os.PathLike | None) -> tuple[Path, str, str]:
 
 
 def load_scrna(name: str, data_dir: str | os.PathLike | None = None) -> AnnData:
-    """Raw-count AnnData of a single-cell dataset; labels as a categorical ``obs["label"]`` too."""
+    """Raw-count AnnData of a single-cell dataset; labels as a categorical ``obs["label"]`` too.
+
+    Parameters
+    ----------
+    name
+        A single-cell entry of :data:`DATASETS` (``"pbmc3k"``, ``"paul15"``, ``"kang"``, ...).
+    data_dir
+        Directory holding the ``.h5ad`` files (default ``$MANIFEX_DATA_DIR``).
+
+    Returns
+    -------
+    The counts in ``X``, the dataset's own annotation in ``obs``, its labels also in
+    ``obs["label"]`` and the dataset name in ``uns["dataset"]``.
+
+    Examples
+    --------
+    >>> import manifex as mx
+    >>> adata = mx.datasets.load_scrna("pbmc3k", data_dir="/data/manifex")
+    >>> adata = mx.datasets.preprocess_scrna(adata)
+    >>> mx.tl.dlme(adata)
+    """
     import anndata as ad
 
     f, kind, label = _file(name, data_dir)
@@ -151,6 +203,20 @@ def load_images(
         ``"train"`` or ``"test"`` where the source has a split; ``None`` for all.
     n
         Random subset of this size (seeded by ``random_state``).
+    random_state
+        Seed of the subset.
+
+    Returns
+    -------
+    Images in ``obsm["image"]``, flattened pixels in ``X`` (scaled to [0, 1] for uint8
+    images), labels in ``obs["label"]`` and the split in ``obs["split"]`` where the source has
+    one.
+
+    Examples
+    --------
+    >>> import manifex as mx
+    >>> adata = mx.datasets.load_images("mnist", split="test", n=5000)
+    >>> mx.tl.tsimcne(adata, image_key="image", preset="cpu")
     """
     f, kind, _ = _file(name, data_dir)
     if kind != "images":
@@ -183,7 +249,28 @@ def load_images(
 
 
 def load(name: str, data_dir: str | os.PathLike | None = None, **kwargs: Any) -> AnnData:
-    """Load any dataset of :data:`DATASETS` by name."""
+    """Load any dataset of :data:`DATASETS` by name.
+
+    Parameters
+    ----------
+    name
+        A key of :data:`DATASETS`.
+    data_dir
+        Directory holding the files (default ``$MANIFEX_DATA_DIR``).
+    **kwargs
+        Passed to :func:`load_images` for image datasets (``split``, ``n``, ``random_state``).
+
+    Returns
+    -------
+    The result of :func:`load_scrna` or :func:`load_images`.
+
+    Examples
+    --------
+    >>> import manifex as mx
+    >>> usps = mx.datasets.load("usps")
+    >>> usps.obsm["image"].shape
+    (9298, 16, 16)
+    """
     if name not in DATASETS:
         raise KeyError(f"Unknown dataset {name!r}; known: {sorted(DATASETS)}.")
     if DATASETS[name][1] == "images":
@@ -197,7 +284,32 @@ def preprocess_scrna(
     """Standard scanpy preprocessing used by the benchmarks and tutorials.
 
     ``normalize_total`` → ``log1p`` → ``n_top_genes`` HVGs (subset) → ``scale`` (max 10) →
-    PCA with ``n_comps`` components. Works on a copy; raw counts stay in ``layers["counts"]``.
+    PCA with ``n_comps`` components. Works on a copy; raw counts stay in ``layers["counts"]``
+    and the log-normalised values in ``layers["log1p"]``.
+
+    Parameters
+    ----------
+    adata
+        Raw counts, cells × genes.
+    n_top_genes
+        Highly variable genes kept.
+    n_comps
+        Principal components in ``obsm["X_pca"]``.
+    scale
+        Scale each gene to unit variance (clipped at 10) before the PCA.
+    random_state
+        Seed of the PCA.
+
+    Returns
+    -------
+    The preprocessed copy.
+
+    Examples
+    --------
+    >>> import manifex as mx
+    >>> adata = mx.datasets.preprocess_scrna(mx.datasets.load_scrna("paul15"), n_top_genes=1000)
+    >>> adata.obsm["X_pca"].shape[1]
+    50
     """
     import scanpy as sc
 

@@ -12,7 +12,27 @@ __all__ = ["MLP", "mlp_block"]
 def mlp_block(
     d_in: int, d_out: int, *, batchnorm: bool = True, activation: str = "leaky_relu"
 ) -> nn.Sequential:
-    """Linear (+ BatchNorm) + activation."""
+    """Linear (+ BatchNorm) + activation.
+
+    Parameters
+    ----------
+    d_in, d_out
+        Input and output widths.
+    batchnorm
+        Add ``BatchNorm1d`` after the linear layer.
+    activation
+        ``"leaky_relu"`` (slope 0.1, DLME's), ``"relu"`` or ``"none"``.
+
+    Examples
+    --------
+    >>> from manifex.nn import mlp_block
+    >>> mlp_block(50, 500)
+    Sequential(
+      (0): Linear(in_features=50, out_features=500, bias=True)
+      (1): BatchNorm1d(500, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True)
+      (2): LeakyReLU(negative_slope=0.1)
+    )
+    """
     layers: list[nn.Module] = [nn.Linear(d_in, d_out)]
     if batchnorm:
         layers.append(nn.BatchNorm1d(d_out))
@@ -38,6 +58,15 @@ class MLP(nn.Sequential):
         If given, a final plain ``Linear(hidden[-1], d_out)`` without normalisation or activation.
     batchnorm, activation
         Passed to every block.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from manifex.nn import MLP
+    >>> encoder = MLP(50, [500, 300, 80])  # DLME's encoder for 50 PCs
+    >>> projector = MLP(80, [500, 80], d_out=2)
+    >>> projector(encoder(torch.randn(16, 50))).shape
+    torch.Size([16, 2])
     """
 
     def __init__(

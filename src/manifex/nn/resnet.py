@@ -73,6 +73,7 @@ class _ResNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features ``(B, out_dim)`` of an image batch ``(B, C, H, W)``."""
         return self.pool(self.blocks(self.stem(x))).flatten(1)
 
 
@@ -141,7 +142,16 @@ def make_backbone(name: str, in_channels: int, image_size: int) -> nn.Module:
     """Build a backbone by name: ``"resnet18"``, ``"small"`` or ``"auto"``.
 
     ``"auto"`` chooses :class:`SmallResNet` for images smaller than 32 px (stride-2 stem from
-    16 px up) and :class:`ResNet18` from 32 px up. ``image_size`` is the smaller side.
+    16 px up) and :class:`ResNet18` from 32 px up.
+
+    Parameters
+    ----------
+    name
+        ``"auto"``, ``"small"`` or ``"resnet18"``.
+    in_channels
+        Image channels.
+    image_size
+        The smaller side of the images, in pixels.
 
     Examples
     --------
@@ -160,6 +170,15 @@ def make_backbone(name: str, in_channels: int, image_size: int) -> nn.Module:
 
 def projection_head(d_in: int, hidden: int = 1024, d_out: int = 128) -> nn.Sequential:
     """t-SimCNE's head: ``Linear(d_in, hidden) → ReLU → Linear(hidden, d_out)``.
+
+    Parameters
+    ----------
+    d_in
+        Width of the backbone features (512 for ResNet-18).
+    hidden
+        Width of the hidden layer.
+    d_out
+        Output dimension: 128 in t-SimCNE's first stage, 2 for the map.
 
     Examples
     --------

@@ -38,6 +38,15 @@ def embedding(adata: AnnData, basis: str, **kwargs: Any):
 def dlme(adata: AnnData, *, key: str = "dlme", **kwargs: Any):
     """Scatter plot of a DLME embedding (``obsm["X_<key>"]``); see :func:`embedding`.
 
+    Parameters
+    ----------
+    adata
+        AnnData after :func:`manifex.tl.dlme`.
+    key
+        The ``key_added`` of that call.
+    **kwargs
+        Passed to :func:`scanpy.pl.embedding` (``color``, ``ax``, ``show``, ...).
+
     Examples
     --------
     >>> import scanpy as sc, manifex as mx
