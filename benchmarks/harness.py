@@ -150,8 +150,12 @@ def plot_maps(
     ncols: int | None = None,
     s: float | None = None,
     suptitle: str | None = None,
+    legend: bool = False,
 ) -> None:
-    """Side-by-side scatter plots ``{title: (embedding, labels)}`` coloured by label."""
+    """Side-by-side scatter plots ``{title: (embedding, labels)}`` coloured by label.
+
+    ``legend=True`` adds one legend of the categories (of the last panel) to the right.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -181,9 +185,15 @@ def plot_maps(
         ax.set_yticks([])
     for ax in axes.ravel()[n:]:
         ax.axis("off")
+    if legend:
+        handles = [
+            plt.Line2D([], [], marker="o", ls="", color=cmap(i), label=c)
+            for i, c in enumerate(cats.categories)
+        ]
+        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
