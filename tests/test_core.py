@@ -125,3 +125,22 @@ def test_train_reports_divergence():
             generator=make_generator(0, torch.device("cpu")),
             progress=False,
         )
+
+
+def test_cluster_scores_of_a_given_clustering_needs_no_embedding():
+    from manifex.metrics import cluster_scores
+
+    truth = np.array(["a"] * 4 + ["b"] * 4)
+    # same partition under other names: perfect; one cell moved: ACC 7/8
+    assert cluster_scores(None, truth, labels_pred=np.array([5] * 4 + [9] * 4)) == {
+        "acc": 1.0,
+        "nmi": 1.0,
+        "ari": 1.0,
+    }
+    assert cluster_scores(None, truth, labels_pred=np.array([0, 0, 0, 1, 1, 1, 1, 1]))["acc"] == 7 / 8
+    with pytest.raises(ValueError, match="embedding"):
+        cluster_scores(None, truth)
+    with pytest.raises(ValueError, match="labels_pred"):
+        cluster_scores(None, truth, labels_pred=np.zeros((8, 2)))
+    with pytest.raises(ValueError, match="rows"):
+        cluster_scores(np.zeros((5, 2)), truth, labels_pred=np.zeros(8))

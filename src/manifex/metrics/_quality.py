@@ -143,12 +143,13 @@ def cluster_scores(
 ) -> dict[str, float]:
     """ACC (Hungarian), NMI and ARI of k-means / GMM clusters with k = number of classes.
 
-    Pass ``labels_pred`` to score a given clustering instead (e.g. N2D's or Leiden's).
+    Pass ``labels_pred`` to score a given clustering instead (e.g. N2D's or Leiden's); the
+    embedding is then not needed and may be ``None``.
 
     Parameters
     ----------
     embedding
-        ``(n, d)`` coordinates to cluster.
+        ``(n, d)`` coordinates to cluster, or ``None`` with ``labels_pred``.
     labels
         ``(n,)`` reference labels.
     method
@@ -169,12 +170,20 @@ def cluster_scores(
     >>> import scanpy as sc, manifex as mx
     >>> adata = sc.datasets.pbmc68k_reduced()
     >>> mx.tl.n2d(adata, n_clusters=10, progress=False)
-    >>> scores = mx.metrics.cluster_scores(
-    ...     adata.obsm["X_n2d"], adata.obs["bulk_labels"], labels_pred=adata.obs["n2d"]
-    ... )
+    >>> scores = mx.metrics.cluster_scores(None, adata.obs["bulk_labels"], labels_pred=adata.obs["n2d"])
     """
-    e, y = _emb(embedding), _labels(labels, np.shape(embedding)[0])
-    if labels_pred is None:
+    if labels_pred is not None:
+        pred = np.asarray(labels_pred)
+        if pred.ndim != 1:
+            raise ValueError(f"`labels_pred` must be 1-d, got shape {pred.shape}.")
+        y = _labels(labels, pred.shape[0])
+        if embedding is not None and np.shape(embedding)[0] != y.shape[0]:
+            raise ValueError(f"`embedding` has {np.shape(embedding)[0]} rows for {y.shape[0]} labels.")
+        labels_pred = LabelEncoder().fit_transform(pred.astype(str))
+    else:
+        if embedding is None:
+            raise ValueError("Pass an `embedding` to cluster, or the clustering as `labels_pred`.")
+        e, y = _emb(embedding), _labels(labels, np.shape(embedding)[0])
         k = n_clusters or len(np.unique(y))
         if method == "kmeans":
             from sklearn.cluster import KMeans
