@@ -60,10 +60,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default=str(OUT / "tsimcne_ablation.md"))
+    p.add_argument("--merge", nargs="+", metavar="CSV", help="only merge earlier runs' CSVs into --out")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     epochs = tuple(int(e) for e in args.epochs.split(","))
+    if args.merge:
+        import pandas as pd
+
+        rows = pd.concat([pd.read_csv(f) for f in args.merge]).to_dict("records")
+        order = {v: i for i, v in enumerate(VARIANTS)}
+        _write(sorted(rows, key=lambda r: order.get(r["variant"], 99)), args.out, epochs)
+        return
     adata = mx.datasets.load_images("usps", harness.data_dir())
     images = adata.obsm["image"]
     labels = adata.obs["label"].to_numpy()
@@ -99,17 +108,21 @@ def main(argv: list[str] | None = None) -> None:
             }
         )
         print(rows[-1], flush=True)
-        harness.write_markdown(
-            rows,
-            OUT / "tsimcne_ablation.md",
-            title=f"t-SimCNE ablation on USPS (9,298 digits, {'/'.join(map(str, epochs))} epochs, batch 256)",
-            notes=(
-                "Each row changes one choice from the row above, at the same budget and seed. "
-                "kNN accuracy: k=15, 5-fold CV on the 2-d map. Seconds are wall time on the "
-                "machine above (shared with other jobs; compare cpu_seconds)."
-            ),
-            by=("variant",),
-        )
+        _write(rows, args.out, epochs)
+
+
+def _write(rows: list[dict], out: str, epochs: tuple[int, ...]) -> None:
+    harness.write_markdown(
+        rows,
+        out,
+        title=f"t-SimCNE ablation on USPS (9,298 digits, {'/'.join(map(str, epochs))} epochs, batch 256)",
+        notes=(
+            "Each row changes one choice from the row above, at the same budget and seed. "
+            "kNN accuracy: k=15, 5-fold CV on the 2-d map. Seconds are wall time on the "
+            "machine above (variants may run in parallel processes, one thread each; compare cpu_seconds)."
+        ),
+        by=("variant",),
+    )
 
 
 if __name__ == "__main__":
