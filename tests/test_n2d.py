@@ -165,6 +165,8 @@ def _snapshot(a: ad.AnnData):
         (lambda a: None, {"layer": "nope"}, KeyError, "nope"),
         (lambda a: None, {"preset": "huge"}, ValueError, "preset"),
         (lambda a: None, {"n_neighbors": 400}, ValueError, "n_neighbors"),
+        (lambda a: None, {"key_added": ""}, ValueError, "key_added"),
+        (lambda a: None, {"key_added": None}, ValueError, "key_added"),
     ],
 )
 def test_bad_input_raises_and_leaves_adata_unchanged(make, kwargs, error, match):

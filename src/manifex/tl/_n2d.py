@@ -7,7 +7,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ..models.n2d import DEFAULT_K_RANGE, N2D
-from ._utils import check_adata, run_embedding
+from ._utils import check_adata, check_key_added, run_embedding
 
 
 def n2d(
@@ -142,8 +142,7 @@ def n2d(
         raise ValueError(
             f"`adata` has {adata.n_obs} cells; UMAP with `n_neighbors`={n_neighbors} needs more than that."
         )
-    if not isinstance(key_added, str) or not key_added:
-        raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
+    check_key_added(key_added, given=key_added)
 
     def collect(m: N2D, key: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         k = m.n_clusters_

@@ -24,7 +24,7 @@ from scanpy import logging as logg
 from .._utils import as_2d_float
 from ..metrics._invariance import _check_model_fitted, embed_with
 from ..models._base import BaseModel, load_model
-from ._utils import _project, check_adata, plain
+from ._utils import _project, check_adata, check_key_added, plain
 
 __all__ = ["embed", "fewshot_labels", "transfer_labels"]
 
@@ -168,9 +168,10 @@ def embed(
 
     spec = _input_spec(model, use_rep)
     base_key = str(spec.get("key_added") or spec.get("method") or type(model).__name__.lower())
-    key = key_added if key_added is not None else (base_key if space == "embedding" else f"{base_key}_latent")
-    if not isinstance(key, str) or not key:
-        raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
+    key = check_key_added(
+        key_added if key_added is not None else (base_key if space == "embedding" else f"{base_key}_latent"),
+        given=key_added,
+    )
 
     prep = _prepare(
         query,
@@ -748,9 +749,9 @@ def transfer_labels(
     if support is not None and method != "prototype":
         raise ValueError("`support` (few-shot classes) needs `method='prototype'`.")
     key = _resolve_basis(query, reference, basis)
-    key_added = key_added if key_added is not None else f"{label_key}_transferred"
-    if not isinstance(key_added, str) or not key_added:
-        raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
+    key_added = check_key_added(
+        key_added if key_added is not None else f"{label_key}_transferred", given=key_added
+    )
 
     xq = _coords(query, key, "query")
     xr_all = _coords(reference, key, "reference")
@@ -918,9 +919,9 @@ def fewshot_labels(
     check_adata(query, min_cells=1, name="query")
     sup = query if support is None else check_adata(support, min_cells=1, name="support")
     key = _resolve_basis(query, support, basis)
-    key_added = key_added if key_added is not None else f"{label_key}_fewshot"
-    if not isinstance(key_added, str) or not key_added:
-        raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
+    key_added = check_key_added(
+        key_added if key_added is not None else f"{label_key}_fewshot", given=key_added
+    )
     xq = _coords(query, key, "query")
     xs = _coords(sup, key, "support")
     if xs.shape[1] != xq.shape[1]:

@@ -8,7 +8,7 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from ..models.tsimcne import TSimCNE, prepare_images
-from ._utils import plain, run_embedding
+from ._utils import check_key_added, plain, run_embedding
 
 _STAGES = ("pretrain", "linear", "finetune")
 
@@ -160,8 +160,7 @@ def tsimcne(
         raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
     if adata.n_obs < 2:
         raise ValueError(f"`adata` has {adata.n_obs} observations; t-SimCNE needs at least 2 images.")
-    if not isinstance(key, str) or not key:
-        raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
+    check_key_added(key, given=key_added)
     if image_key is not None and images is not None:
         raise ValueError("Pass either `image_key` or `images`, not both.")
     if use_rep is not None or layer is not None:

@@ -51,6 +51,16 @@ def check_adata(adata: Any, *, min_cells: int = MIN_CELLS, name: str = "adata") 
     return adata
 
 
+def check_key_added(key: Any, *, given: Any) -> str:
+    """Return ``key`` (where results are written) if it is a non-empty string.
+
+    ``given`` is the user's ``key_added`` argument, named in the error message.
+    """
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"`key_added` must be a non-empty string, got {given!r}.")
+    return key
+
+
 def get_input(
     adata: AnnData,
     *,
@@ -187,9 +197,7 @@ def run_embedding(
     from dataclasses import asdict
 
     check_adata(adata, min_cells=min_cells)
-    key = method if key_added is None else key_added
-    if not isinstance(key, str) or not key:
-        raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
+    key = check_key_added(method if key_added is None else key_added, given=key_added)
     if hasattr(model, "_validate_params"):
         model._validate_params()
     seed = getattr(model, "random_state", 0)
