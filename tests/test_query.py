@@ -398,3 +398,20 @@ def test_query_plots(blob_model):
     with pytest.raises(KeyError):
         mx.pl.confidence_map(q, key="nope", show=False)
     plt.close("all")
+
+
+def test_embed_own_pca_warns_only_for_other_axes(pbmc_ref_query, monkeypatch):
+    """Re-embedding the reference itself is silent; a query with its own PCA is warned about."""
+    import manifex.tl._query as tq
+
+    ref, query, model = pbmc_ref_query
+    said: list[str] = []
+    monkeypatch.setattr(tq.logg, "warning", lambda msg, *a, **k: said.append(msg))
+    r = ref.copy()
+    mx.tl.embed(r, model)
+    assert not any("own obsm['X_pca']" in m for m in said)
+    np.testing.assert_allclose(r.obsm["X_dlme"], ref.obsm["X_dlme"], atol=1e-4)
+    q = query.copy()
+    sc.pp.pca(q, n_comps=30, random_state=0)  # the query's own axes
+    mx.tl.embed(q, model, check_preprocessing="ignore")
+    assert any("own obsm['X_pca']" in m for m in said)

@@ -24,7 +24,7 @@ from scanpy import logging as logg
 from .._utils import as_2d_float
 from ..metrics._invariance import _check_model_fitted, embed_with
 from ..models._base import BaseModel, load_model
-from ._utils import _project, check_adata, check_key_added, plain
+from ._utils import _project, check_adata, check_key_added, pcs_fingerprint, plain
 
 __all__ = ["embed", "fewshot_labels", "transfer_labels"]
 
@@ -326,7 +326,10 @@ def _prepare(
                 raise ValueError(
                     f"query.obsm[{key!r}] has {x.shape[1]} columns but the model was trained on {n_feat}."
                 )
-            if key == "X_pca" and "pca" in query.uns and reference is None:
+            same_pcs = "PCs" in query.varm and (spec.get("extra") or {}).get(
+                "pcs_fingerprint"
+            ) == pcs_fingerprint(query.varm["PCs"])
+            if key == "X_pca" and "pca" in query.uns and reference is None and not same_pcs:
                 logg.warning(
                     "using the query's own obsm['X_pca']: if it was computed by sc.pp.pca on the "
                     "query, its axes differ from the reference's; pass `reference=` to project instead"

@@ -123,6 +123,7 @@ def get_input(
         spec = InputSpec("obsm", "X_pca", description="obsm['X_pca']")
         if "PCs" in adata.varm:
             spec.extra["reference_pcs"] = True
+            spec.extra["pcs_fingerprint"] = pcs_fingerprint(adata.varm["PCs"])
         return x, None, spec
     x = as_2d_float(adata.X, name="adata.X")
     if x.shape[1] <= N_PCS_AUTO or not auto_pca:
@@ -140,6 +141,14 @@ def get_input(
         "pca", None, np.asarray(adata.var_names), comps, mean, description=f"PCA({n_comps}) of X"
     )
     return xp, None, spec
+
+
+def pcs_fingerprint(pcs: Any) -> str:
+    """A short hash of PCA loadings, to recognise data projected on the same PCs later."""
+    import hashlib
+
+    arr = np.ascontiguousarray(np.asarray(pcs, dtype=np.float32))
+    return hashlib.sha1(arr.tobytes()).hexdigest()[:16]
 
 
 def _pca(x: np.ndarray | sp.csr_matrix, n_comps: int, random_state: int) -> tuple[np.ndarray, np.ndarray]:
