@@ -393,6 +393,15 @@ def test_query_plots(blob_model):
     assert len(ax.collections) == 2
     ax = mx.pl.query_map(ref, q, color="pred", show=False)
     assert len(ax.collections) == 1 + q.obs["pred"].astype(str).nunique()
+    # scanpy's stored palette is reused, category by category
+    ref.uns["label_colors"] = ["#ff0000", "#00ff00", "#0000ff", "#111111", "#222222"]
+    ax = mx.pl.query_map(ref, q, color="label", show=False)
+    got = {c.get_label(): matplotlib.colors.to_hex(c.get_facecolor()[0]) for c in ax.collections[1:]}
+    assert got["type0"] == "#ff0000" and got["type2"] == "#0000ff"
+    # numeric colour: colour bar on the right, legend below the axes (no overlap)
+    q.obs["score"] = np.linspace(0, 1, q.n_obs)
+    ax = mx.pl.query_map(ref, q, color="score", show=False)
+    assert ax.get_legend().get_bbox_to_anchor().y0 < ax.get_window_extent().y0
     ax = mx.pl.confidence_map(q, key="pred", reference=ref, show=False)
     assert ax.get_title() == "pred: confidence"
     with pytest.raises(KeyError):

@@ -44,6 +44,23 @@ def _finish(ax: Any, title: str | None, show: bool | None, created: bool) -> Any
     return ax
 
 
+def _category_colors(key: str, cats: list[str], *adatas: AnnData) -> list[Any]:
+    """Colours for ``cats``: scanpy's stored ``uns[f"{key}_colors"]`` (query first, then
+    reference) where it covers a category, else scanpy's default palette."""
+    from scanpy.plotting import palettes
+
+    stored: dict[str, Any] = {}
+    for a in adatas[::-1]:  # the query's palette wins over the reference's
+        pal = a.uns.get(f"{key}_colors")
+        col = a.obs.get(key)
+        if pal is None or col is None or not isinstance(col.dtype, pd.CategoricalDtype):
+            continue
+        if len(pal) == len(col.cat.categories):
+            stored.update(zip(col.cat.categories.astype(str), pal, strict=True))
+    default = palettes.default_20 if len(cats) <= 20 else palettes.default_102
+    return [stored.get(c, default[i % len(default)]) for i, c in enumerate(cats)]
+
+
 def query_map(
     reference: AnnData,
     query: AnnData,
@@ -104,6 +121,7 @@ def query_map(
     key = _basis_key([reference, query], basis)
     er, eq = np.asarray(reference.obsm[key])[:, :2], np.asarray(query.obsm[key])[:, :2]
     created = ax is None
+    numeric = False
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 5))
     s = _size(reference.n_obs + query.n_obs, size)
@@ -114,7 +132,8 @@ def query_map(
         if color not in query.obs:
             raise KeyError(f"query.obs has no column {color!r}.")
         vals = query.obs[color]
-        if pd.api.types.is_numeric_dtype(vals) and not isinstance(vals.dtype, pd.CategoricalDtype):
+        numeric = pd.api.types.is_numeric_dtype(vals) and not isinstance(vals.dtype, pd.CategoricalDtype)
+        if numeric:
             sca = ax.scatter(
                 eq[:, 0],
                 eq[:, 1],
@@ -127,20 +146,30 @@ def query_map(
             plt.colorbar(sca, ax=ax, label=color, shrink=0.7)
         else:
             cats = pd.Categorical(vals.astype(str))
-            cmap = plt.get_cmap("tab20" if len(cats.categories) > 10 else "tab10")
+            colors = _category_colors(color, list(cats.categories), query, reference)
             for i, c in enumerate(cats.categories):
                 m = cats.codes == i
                 ax.scatter(
                     eq[m, 0],
                     eq[m, 1],
                     s=s * 1.5,
-                    color=cmap(i % cmap.N),
+                    color=colors[i],
                     linewidths=0,
                     rasterized=True,
                     label=c,
                 )
     if legend:
-        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, markerscale=2, fontsize=8)
+        if numeric:  # the colour bar sits to the right: the legend goes below the axes
+            ax.legend(
+                loc="upper center",
+                bbox_to_anchor=(0.5, -0.04),
+                frameon=False,
+                markerscale=2,
+                fontsize=8,
+                ncol=2,
+            )
+        else:
+            ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, markerscale=2, fontsize=8)
     return _finish(ax, title if title is not None else f"query on reference ({key[2:]})", show, created)
 
 
