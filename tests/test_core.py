@@ -4,7 +4,7 @@ import scipy.sparse as sp
 import torch
 
 from manifex._neighbors import knn_indices
-from manifex._train import DeviceData, cosine_with_warmup, step_decay, train
+from manifex._train import DeviceData, EarlyStopping, cosine_with_warmup, step_decay, train
 from manifex._utils import as_2d_float, check_random_state, make_generator, resolve_device
 
 
@@ -144,3 +144,36 @@ def test_cluster_scores_of_a_given_clustering_needs_no_embedding():
         cluster_scores(None, truth, labels_pred=np.zeros((8, 2)))
     with pytest.raises(ValueError, match="rows"):
         cluster_scores(np.zeros((5, 2)), truth, labels_pred=np.zeros(8))
+
+
+def test_early_stopping_stops_after_patience_and_restores_best_weights():
+    """A scripted validation curve: best at the 3rd check, then 3 worse checks -> stop, weights of step 3."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(2, 1)
+    xs = torch.randn(64, 2)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    curve = iter([5.0, 4.0, 3.0, 3.5, 3.2, 3.1, 1.0, 0.5])
+    seen: dict[int, torch.Tensor] = {}
+
+    def record(step, history):
+        seen[step] = lin.weight.detach().clone()
+
+    hist = train(
+        lambda idx: ((lin(xs[idx]) - 1.0) ** 2).mean(),
+        modules=[lin],
+        optimizer=opt,
+        n=64,
+        batch_size=16,
+        n_steps=100,
+        device=torch.device("cpu"),
+        generator=make_generator(0, torch.device("cpu")),
+        progress=False,
+        callback=record,
+        callback_every=1,
+        early_stopping=EarlyStopping(lambda: next(curve), every=1, patience=3),
+    )
+    assert hist.n_steps == 6 and hist.stopped_early and hist.best_step == 3
+    assert hist.val_loss == [5.0, 4.0, 3.0, 3.5, 3.2, 3.1] and hist.val_step == [1, 2, 3, 4, 5, 6]
+    assert torch.equal(lin.weight, seen[3]) and not torch.equal(lin.weight, seen[6])
+    d = hist.as_dict()
+    assert d["best_step"] == 3 and d["stopped_early"] is True

@@ -66,7 +66,7 @@ def test_outputs_shapes_keys_and_dtypes(fitted):
     uns = adata.uns["n2d"]
     assert uns["n_clusters"] == 4 and uns["k_selection"] == "given"
     assert uns["params"]["n_neighbors"] == 20 and float(uns["params"]["min_dist"]) == 0.0
-    assert uns["n_steps"] == 200 and len(uns["loss"]) > 0
+    assert 0 < uns["n_steps"] <= 200 and len(uns["loss"]) > 0
     assert set(uns["timings"]) == {"autoencoder", "umap", "gmm", "map_2d"}
 
 
@@ -202,3 +202,25 @@ def test_wide_x_without_pca_trains_on_x_itself():
     assert adata.uns["n2d"]["input"]["source"] == "X"
     assert model.input_spec_["pca_components"] is None
     assert model.n_features_in_ == 64
+
+
+def test_early_stopping_holds_out_cells_and_is_optional():
+    adata = blobs(n_per=60)  # 240 cells: 24 held out
+    m = mx.models.N2D(n_clusters=4, n_steps=150, map_2d=False, random_state=0, **FAST).fit(adata.X)
+    h = m.history_
+    assert h["n_validation"] == 24 and len(h["val_loss"]) >= 1
+    assert h["best_step"] <= h["n_steps"] <= 150
+    kept = h["val_loss"][list(h["val_step"]).index(h["best_step"])]
+    assert kept <= min(h["val_loss"]) * (1 + 1e-3)  # the best check, up to the improvement margin
+    assert m.labels_.shape == (240,)  # held-out cells are clustered too
+    off = mx.models.N2D(
+        n_clusters=4, n_steps=30, map_2d=False, random_state=0, early_stopping=False, **FAST
+    ).fit(adata.X)
+    assert off.history_["n_steps"] == 30 and "val_loss" not in off.history_
+    assert off.history_["n_validation"] == 0
+    small = mx.models.N2D(n_clusters=4, n_steps=30, map_2d=False, random_state=0, **FAST).fit(adata.X[:150])
+    assert small.history_["n_validation"] == 0  # fewer than 200 cells: no hold-out
+    with pytest.raises(ValueError, match="validation_fraction"):
+        mx.models.N2D(n_clusters=4, validation_fraction=0.7).fit(adata.X)
+    with pytest.raises(TypeError, match="early_stopping"):
+        mx.models.N2D(n_clusters=4, early_stopping="yes").fit(adata.X)

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 import torch
 from scanpy import logging as logg
 
-__all__ = ["DeviceData", "TrainHistory", "cosine_with_warmup", "train"]
+__all__ = ["DeviceData", "EarlyStopping", "TrainHistory", "cosine_with_warmup", "train"]
 
 
 class DeviceData:
@@ -65,14 +65,43 @@ class TrainHistory:
     lr: list[float] = field(default_factory=list)
     n_steps: int = 0
     seconds: float = 0.0
+    #: validation loss and the step it was measured at (only with early stopping)
+    val_loss: list[float] = field(default_factory=list)
+    val_step: list[int] = field(default_factory=list)
+    #: step whose weights were kept (the best validation loss), and whether training stopped early
+    best_step: int | None = None
+    stopped_early: bool = False
 
     def as_dict(self) -> dict:
-        return {
+        out = {
             "loss": np.asarray(self.loss, dtype=np.float64),
             "lr": np.asarray(self.lr, dtype=np.float64),
             "n_steps": int(self.n_steps),
             "seconds": float(self.seconds),
         }
+        if self.val_loss:
+            out.update(
+                val_loss=np.asarray(self.val_loss, dtype=np.float64),
+                val_step=np.asarray(self.val_step, dtype=np.int64),
+                best_step=int(self.best_step) if self.best_step is not None else None,
+                stopped_early=bool(self.stopped_early),
+            )
+        return out
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when a validation loss has not improved for ``patience`` checks; keep the best weights.
+
+    ``validate()`` returns the loss on held-out data (it runs under ``torch.no_grad`` with the
+    modules in evaluation mode); it is called every ``every`` optimiser steps. An improvement
+    must beat the best loss so far by the relative margin ``min_delta``.
+    """
+
+    validate: Callable[[], float]
+    every: int
+    patience: int = 5
+    min_delta: float = 1e-3
 
 
 def cosine_with_warmup(n_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:
@@ -120,6 +149,7 @@ def train(
     callback: Callable[[int, TrainHistory], None] | None = None,
     callback_every: int | None = None,
     start_step: int = 0,
+    early_stopping: EarlyStopping | None = None,
 ) -> TrainHistory:
     """Run ``n_steps`` optimiser steps of ``step_fn`` over shuffled minibatches.
 
@@ -151,6 +181,10 @@ def train(
         ``callback(step, history)`` is called every ``callback_every`` steps (e.g. checkpoints).
     start_step
         Resume a run at this step (the schedule continues from there).
+    early_stopping
+        Check a validation loss every ``early_stopping.every`` steps, stop after
+        ``early_stopping.patience`` checks without improvement and restore the modules' weights
+        from the best check (``n_steps`` is then an upper bound).
     """
     from tqdm.auto import tqdm
 
@@ -167,8 +201,30 @@ def train(
     epoch_losses: list[torch.Tensor] = []
     bar = tqdm(total=n_steps, initial=start_step, desc=desc, disable=not progress, leave=False)
     step = start_step
+    best: tuple[float, int, list[dict]] | None = None
+    bad_checks = 0
+
+    def check() -> bool:
+        """Validate; return True when training should stop."""
+        nonlocal best, bad_checks
+        for m in modules:
+            m.eval()
+        with torch.no_grad():
+            v = float(early_stopping.validate())
+        for m in modules:
+            m.train()
+        history.val_loss.append(v)
+        history.val_step.append(step)
+        if best is None or v < best[0] - early_stopping.min_delta * abs(best[0]):
+            snap = [{k: t.detach().clone() for k, t in m.state_dict().items()} for m in modules]
+            best, bad_checks = (v, step, snap), 0
+            return False
+        bad_checks += 1
+        return bad_checks >= early_stopping.patience
+
+    stop = False
     try:
-        while step < n_steps:
+        while step < n_steps and not stop:
             perm = torch.randperm(n, device=generator.device, generator=generator).to(device)
             for b in range(per_epoch):
                 if step >= n_steps:
@@ -206,6 +262,10 @@ def train(
                 bar.update(1)
                 if callback is not None and callback_every and step % callback_every == 0:
                     callback(step, history)
+                if early_stopping is not None and (step % early_stopping.every == 0 or step == n_steps):
+                    stop = check()
+                    if stop:
+                        break
             # one host sync per epoch, not per step
             if epoch_losses:
                 mean_loss = torch.stack(epoch_losses).float().mean().item()
@@ -217,6 +277,12 @@ def train(
         bar.close()
         for m in modules:
             m.eval()
+    if best is not None:
+        for m, state in zip(modules, best[2], strict=True):
+            m.load_state_dict(state)
+        history.best_step, history.stopped_early = best[1], stop
+        if stop:
+            logg.info(f"    {desc}: stopped early at step {step}; kept the weights of step {best[1]}")
     history.n_steps = step
     history.seconds += time.perf_counter() - t0
     logg.debug(f"{desc}: {step - start_step} steps in {history.seconds:.1f}s on {device}")

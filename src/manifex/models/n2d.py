@@ -12,7 +12,7 @@ import torch
 from scanpy import logging as logg
 from torch import nn
 
-from .._train import DeviceData, train
+from .._train import DeviceData, EarlyStopping, train
 from .._utils import as_2d_float, check_random_state, make_generator, resolve_device, seeded
 from ..nn.mlp import MLP
 from ._base import BaseModel
@@ -26,6 +26,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"n_epochs": 10},
     "paper": {"n_epochs": 1000},
 }
+
+#: Early stopping needs at least this many cells (10% of them are held out).
+MIN_CELLS_EARLY_STOPPING = 200
 
 #: Number of components tried when ``n_clusters`` is not given, and the code size then used.
 DEFAULT_K_RANGE = (2, 20)
@@ -98,6 +101,18 @@ class N2D(BaseModel):
     preset
         ``"default"`` (budget that scales with the data size), ``"fast"`` (10 epochs) or
         ``"paper"`` (1000 epochs, as the reference). Explicit ``n_epochs``/``n_steps`` win.
+    early_stopping
+        Hold out ``validation_fraction`` of the cells (at least 20; needs 200 cells or more),
+        check their reconstruction error once per epoch, stop after ``patience`` epochs without
+        improvement and keep the best weights, so the budget becomes an upper bound. On small
+        data (pbmc3k: 2,638 cells) the autoencoder otherwise memorises the training cells within
+        a few hundred steps (held-out error rises from 2.33 at step 200 to 2.83 at step 800) and
+        its code loses the cluster structure. The held-out cells are still encoded, clustered
+        and returned. ``False`` trains on every cell for the whole budget, as the reference.
+    validation_fraction
+        Share of cells held out for early stopping.
+    patience
+        Epochs without a better held-out error before training stops.
     device
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
     amp
@@ -120,7 +135,9 @@ class N2D(BaseModel):
     bic_
         ``{"k": ..., "bic": ...}`` when ``k`` was chosen, else ``None``.
     history_
-        Autoencoder loss per epoch, steps and seconds.
+        Autoencoder loss per epoch, steps and seconds; with early stopping also the held-out
+        loss per epoch (``val_loss``), the step whose weights were kept (``best_step``) and
+        ``stopped_early``.
 
     Examples
     --------
@@ -164,6 +181,9 @@ class N2D(BaseModel):
         n_epochs: int | None = None,
         n_steps: int | None = None,
         preset: Literal["default", "fast", "paper"] = "default",
+        early_stopping: bool = True,
+        validation_fraction: float = 0.1,
+        patience: int = 5,
         device: str | torch.device = "auto",
         amp: bool = True,
         random_state: int = 0,
@@ -185,6 +205,9 @@ class N2D(BaseModel):
         self.n_epochs = n_epochs
         self.n_steps = n_steps
         self.preset = preset
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.patience = patience
         self.device = device
         self.amp = amp
         self.random_state = random_state
@@ -208,6 +231,11 @@ class N2D(BaseModel):
         pos_int("batch_size", 2)
         pos_int("n_epochs", 1, allow_none=True)
         pos_int("n_steps", 1, allow_none=True)
+        pos_int("patience", 1)
+        if not isinstance(self.early_stopping, bool | np.bool_):
+            raise TypeError(f"`early_stopping` must be True or False, got {self.early_stopping!r}.")
+        if not (isinstance(self.validation_fraction, int | float) and 0 < self.validation_fraction < 0.5):
+            raise ValueError(f"`validation_fraction` must be in (0, 0.5), got {self.validation_fraction!r}.")
         if not self.hidden_dims or any(
             isinstance(h, bool) or not isinstance(h, int | np.integer) or h < 1 for h in self.hidden_dims
         ):
@@ -314,30 +342,51 @@ class N2D(BaseModel):
         data = DeviceData(x, device)
         gen = make_generator(seed, device)
         n_steps = self.n_steps_for(n)
+        n_val = round(self.validation_fraction * n) if self.early_stopping else 0
+        if n < MIN_CELLS_EARLY_STOPPING or n_val < 20:
+            n_val = 0
+        perm = np.random.default_rng(seed).permutation(n)
+        rows = torch.as_tensor(np.sort(perm[n_val:]), device=device)
+        val_rows = torch.as_tensor(np.sort(perm[:n_val]), device=device)
+        n_train = int(rows.numel())
+        batch = min(self.batch_size, n_train)
         logg.info(
-            f"N2D: {n} cells × {x.shape[1]} features; autoencoder {n_steps} steps, "
+            f"N2D: {n} cells × {x.shape[1]} features; autoencoder ≤ {n_steps} steps, "
             f"code dimension {self.code_dim_}"
+            + (f", early stopping on {n_val} held-out cells" if n_val else "")
         )
 
         def step(idx: torch.Tensor) -> torch.Tensor:
-            xb = data[idx]
+            xb = data[rows[idx]]
             return torch.nn.functional.mse_loss(dec(enc(xb)).float(), xb.float())
 
+        def validate() -> float:
+            total = 0.0
+            for s in range(0, n_val, 1024):
+                xb = data[val_rows[s : s + 1024]].float()
+                total += float(torch.nn.functional.mse_loss(dec(enc(xb)).float(), xb, reduction="sum"))
+            return total / (n_val * x.shape[1])
+
+        stopper = (
+            EarlyStopping(validate, every=max(1, n_train // batch), patience=self.patience) if n_val else None
+        )
         params = list(enc.parameters()) + list(dec.parameters())
         opt = torch.optim.Adam(params, lr=self.lr)
         self.history_ = train(
             step,
             modules=[enc, dec],
             optimizer=opt,
-            n=n,
-            batch_size=min(self.batch_size, n),
+            n=n_train,
+            batch_size=batch,
             n_steps=n_steps,
             device=device,
             generator=gen,
             amp=self.amp,
             progress=self.progress,
             desc="N2D autoencoder",
+            early_stopping=stopper,
         ).as_dict()
+        self.history_["n_validation"] = n_val
         timings["autoencoder"] = self.history_["seconds"]
         self.device_ = device
         code = self._encode(data)

@@ -83,7 +83,9 @@ def n2d(
         Work on and return a copy of ``adata``.
     **model_kwargs
         Further :class:`manifex.models.N2D` parameters (``hidden_dims``, ``lr``,
-        ``manifold_dim``, ``gmm_reg_covar``, ``map_2d``, ...).
+        ``manifold_dim``, ``gmm_reg_covar``, ``map_2d``, ``early_stopping``, ...). Early stopping
+        on 10% held-out cells is on by default; what it did is recorded in
+        ``uns[key_added]["early_stopping"]``.
 
     Returns
     -------
@@ -165,6 +167,12 @@ def n2d(
                 "converged": bool(m.gmm_.converged_),
                 "n_iter": int(m.gmm_.n_iter_),
                 "lower_bound": float(m.gmm_.lower_bound_),
+            },
+            "early_stopping": {
+                "n_validation": int(m.history_.get("n_validation", 0)),
+                "best_step": m.history_.get("best_step"),
+                "stopped_early": bool(m.history_.get("stopped_early", False)),
+                "val_loss": m.history_.get("val_loss"),
             },
             "obsm_keys": {
                 "map": f"X_{key}",
