@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-baselines", action="store_true")
     p.add_argument("--bic", action="store_true", help="also report the k that BIC picks on each manifold")
     p.add_argument("--out", default=str(H.RESULTS / "n2d.md"))
+    p.add_argument("--machine-note", default="", help="what else ran on the machine (for the report's notes)")
     p.add_argument("--n2d-kwargs", default="{}", help="extra mx.tl.n2d keyword arguments, as a Python dict")
     p.add_argument(
         "--combine",
@@ -184,8 +185,8 @@ def write(rows: list[dict], args) -> None:
         "ACC (Hungarian matching), NMI and ARI of each method's clusters against the labels, with the "
         "true number of classes given to every method; mean ± sd over seeds "
         f"{args.seeds}. `seconds` is wall time inside one process on the machine above "
-        "(the first UMAP call of a process includes numba compilation, ~15 s), shared with other jobs: check the "
-        "load when comparing times (these runs shared 2 cores with 5-10 other processes, load average 10-13). "
+        "(the first UMAP call of a process includes numba compilation, ~15 s). "
+        f"{args.machine_note} "
         "N2D: autoencoder on pixels (images) or on X_pca (scRNA-seq), UMAP(20 neighbours, min_dist 0) "
         "of the code, full-covariance mixture with 10 restarts; `k_bic` is the number of clusters the "
         "BIC would choose on the same manifold. 'mixture n_init=1 (reference)' refits the reference's "
