@@ -183,6 +183,13 @@ def test_invalid_parameters():
         TSimCNE(backbone="vgg")._validate_params()
     assert PRESETS["paper"]["n_epochs"] == (1000, 50, 450)
     assert TSimCNE(preset="cpu").epochs == PRESETS["cpu"]["n_epochs"]
+    # stage 3 at lr/1000 (the paper's) unless the preset or the user says otherwise
+    assert TSimCNE(preset="paper").effective_finetune_lr_factor == 1e-3
+    assert TSimCNE(preset="default").effective_finetune_lr_factor == 1e-3
+    assert TSimCNE(preset="cpu").effective_finetune_lr_factor == 1.0
+    assert TSimCNE(preset="cpu", finetune_lr_factor=0.01).effective_finetune_lr_factor == 0.01
+    with pytest.raises(ValueError, match="finetune_lr_factor"):
+        TSimCNE(finetune_lr_factor=0.0)._validate_params()
 
 
 def test_backbone_choice():

@@ -18,6 +18,7 @@ def _stage_uns(model: TSimCNE) -> dict[str, Any]:
     return {
         "stages": {s: h[s] for s in _STAGES if s in h},
         "n_epochs": np.asarray(model.epochs),
+        "finetune_lr_factor": model.effective_finetune_lr_factor,
         "batch_size": h["batch_size"],
         "steps_per_epoch": h["steps_per_epoch"],
         "kind": model.kind_,
@@ -74,7 +75,8 @@ def tsimcne(
     n_components
         Dimension of the map.
     preset, n_epochs, batch_size
-        Training budget: ``preset`` ``"quick"`` (20, 5, 10) epochs, ``"cpu"`` (100, 10, 30),
+        Training budget: ``preset`` ``"quick"`` (20, 5, 10) epochs, ``"cpu"`` (60, 5, 60; stage 3
+        at the full learning rate),
         ``"default"`` (400, 25, 75) or ``"paper"`` (1000, 50, 450); ``n_epochs=(s1, s2, s3)``
         overrides it. ``batch_size`` defaults to the preset's (256 on the CPU presets, else 512).
     backbone
