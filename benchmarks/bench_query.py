@@ -286,11 +286,11 @@ def write_report(rows: list[dict[str, Any]], out: str, *, settings: str, n_episo
     lines = [
         "# Query mapping: one-shot learning, label transfer, unknown classes",
         "",
-        f"- machine: {H.machine()}; shared with other jobs (load average ≈ 10 on 2 cores while this ran), "
+        f"- machine: {H.machine()}; the pbmc3k and MNIST rows ran on a machine shared with other jobs (load average ≈ 10 on 2 cores), the paul15 and USPS rows with at most one other job, "
         "one torch thread per process, experiments run as parallel processes",
         f"- commit: {H.git_rev()}; date: {time.strftime('%Y-%m-%d %H:%M')}",
         f"- {settings}",
-        "- values are mean ± sd over seeds; seconds are wall time on this contended machine",
+        "- values are mean ± sd over seeds; seconds are wall time (compare within a dataset only)",
         "",
     ]
     if one:

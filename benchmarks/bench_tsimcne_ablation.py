@@ -123,7 +123,9 @@ def _write(rows: list[dict], out: str, epochs: tuple[int, ...]) -> None:
         out,
         title=f"t-SimCNE ablation on USPS (9,298 digits, {'/'.join(map(str, epochs))} epochs, batch 256)",
         notes=(
-            "Each row changes one choice from the row above, at the same budget and seed. "
+            "Each row changes one choice from the row above, at the same budget and seed: the CNN's "
+            "augmentations (natural, with flips -> digits), the backbone (5-conv CNN -> small ResNet), "
+            "the stage-3 learning rate (the paper's lr x 0.001 in the first three rows -> lr). "
             "kNN accuracy: k=15, 5-fold CV on the 2-d map. Seconds are wall time on the "
             "machine above (variants may run in parallel processes, one thread each; compare cpu_seconds)."
         ),
