@@ -224,3 +224,5 @@ def test_early_stopping_holds_out_cells_and_is_optional():
         mx.models.N2D(n_clusters=4, validation_fraction=0.7).fit(adata.X)
     with pytest.raises(TypeError, match="early_stopping"):
         mx.models.N2D(n_clusters=4, early_stopping="yes").fit(adata.X)
+    with pytest.raises(ValueError, match="patience"):
+        mx.models.N2D(n_clusters=4, patience=0).fit(adata.X)
