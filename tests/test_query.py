@@ -393,6 +393,12 @@ def test_query_plots(blob_model):
     assert len(ax.collections) == 2
     ax = mx.pl.query_map(ref, q, color="pred", show=False)
     assert len(ax.collections) == 1 + q.obs["pred"].astype(str).nunique()
+    # unknown cells of transfer_labels: black, drawn last
+    assert "unknown" in q.obs["pred"].cat.categories
+    q.obs.loc[q.obs_names[:5], "pred"] = "unknown"
+    ax = mx.pl.query_map(ref, q, color="pred", show=False)
+    assert ax.collections[-1].get_label() == "unknown"
+    assert matplotlib.colors.to_hex(ax.collections[-1].get_facecolor()[0]) == "#000000"
     # scanpy's stored palette is reused, category by category
     ref.uns["label_colors"] = ["#ff0000", "#00ff00", "#0000ff", "#111111", "#222222"]
     ax = mx.pl.query_map(ref, q, color="label", show=False)

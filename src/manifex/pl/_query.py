@@ -87,7 +87,8 @@ def query_map(
         Embedding key without ``X_``.
     color
         A query ``obs`` column to colour the query cells by (categorical: one colour per value,
-        with a legend; numeric: a colour bar). Default: one highlight colour.
+        with a legend; numeric: a colour bar). Default: one highlight colour. For labels from
+        :func:`manifex.tl.transfer_labels`, unknown cells are black and drawn on top.
     highlight
         Colour of the query cells when ``color`` is not given.
     reference_color
@@ -147,13 +148,20 @@ def query_map(
         else:
             cats = pd.Categorical(vals.astype(str))
             colors = _category_colors(color, list(cats.categories), query, reference)
-            for i, c in enumerate(cats.categories):
+            # labels from transfer_labels: their unknown cells in black, drawn last (on top)
+            info = query.uns.get(color)
+            unknown = (
+                str(info.get("unknown_label")) if isinstance(info, dict) and "unknown_label" in info else None
+            )
+            order = sorted(range(len(cats.categories)), key=lambda i: cats.categories[i] == unknown)
+            for i in order:
+                c = cats.categories[i]
                 m = cats.codes == i
                 ax.scatter(
                     eq[m, 0],
                     eq[m, 1],
                     s=s * 1.5,
-                    color=colors[i],
+                    color="black" if c == unknown else colors[i],
                     linewidths=0,
                     rasterized=True,
                     label=c,
