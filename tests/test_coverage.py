@@ -138,8 +138,8 @@ def test_coverage_warns_when_query_and_reference_do_not_mix():
         mx.tl.transfer_labels(shifted, ref, label_key="label", basis="emb", key_added="p")
     assert (shifted.obs["p"] == "unknown").mean() > 0.5
     # the distance check alone does not look at expression
-    mx.tl.transfer_labels(shifted, ref, label_key="label", basis="emb", unknown="distance", key_added="d")
-    assert "d_coverage" not in shifted.obs
+    mx.tl.transfer_labels(shifted, ref, label_key="label", basis="emb", unknown="distance", key_added="p")
+    assert "p_coverage" not in shifted.obs and "p_novelty" in shifted.obs  # no stale column
 
 
 def test_coverage_spares_cells_named_by_support_examples():

@@ -680,14 +680,15 @@ def transfer_labels(
     Two checks can call them (``unknown``):
 
     *distance* (in the embedding)
-        A query cell far from *every* reference class. Distances are calibrated on
-    the reference itself: for class ``c`` the threshold ``t_c`` is the ``unknown_threshold``
-    quantile (default 0.99) over the class's reference cells of (knn) the distance to their
-    ``m``-th nearest other cell of the class, ``m = min(k, n_c − 1)``, or (prototype) their
-    distance to the class prototype. A query cell's *novelty* is ``min_c d_c / t_c`` with
-    ``d_c`` measured the same way (distance to the ``m``-th nearest reference cell of ``c``, or
-    to its prototype); novelty > 1 means it is farther from every class than 99% of that
-    class's own cells are, and it is called unknown. Lower quantiles call more cells unknown.
+        A query cell far from *every* reference class. Distances are calibrated on the
+        reference itself: for class ``c`` the threshold ``t_c`` is the ``unknown_threshold``
+        quantile (default 0.99) over the class's reference cells of (knn) the distance to their
+        ``m``-th nearest other cell of the class, ``m = min(k, n_c − 1)``, or (prototype) their
+        distance to the class prototype. A query cell's *novelty* is ``min_c d_c / t_c`` with
+        ``d_c`` measured the same way (distance to the ``m``-th nearest reference cell of ``c``,
+        or to its prototype); novelty > 1 means it is farther from every class than 99% of that
+        class's own cells are, and it is called unknown. Lower quantiles call more cells unknown.
+
     *coverage* (in expression)
         A cell type the reference never saw has no axis of its own in an embedding trained on
         the reference, so it lands on or between known classes and the distance check misses
@@ -956,10 +957,12 @@ def transfer_labels(
     target = query.copy() if copy else query
     target.obs[key_added] = pd.Categorical(labels, categories=cats)
     target.obs[f"{key_added}_confidence"] = conf.astype(np.float32)
-    if novelty is not None:
-        target.obs[f"{key_added}_novelty"] = novelty.astype(np.float32)
-    if coverage is not None:
-        target.obs[f"{key_added}_coverage"] = coverage
+    for suffix, values in (("novelty", novelty), ("coverage", coverage)):
+        col = f"{key_added}_{suffix}"
+        if values is not None:
+            target.obs[col] = values.astype(np.float32)
+        elif col in target.obs:  # from an earlier call with other checks: not this result's
+            del target.obs[col]
     target.uns[key_added] = plain(uns)
     return target if copy else None
 
