@@ -53,12 +53,23 @@ def run(dataset: str, ae_seeds: list[int], umap_seeds: list[int], starts: int) -
             for n_init, n_starts in ((1, starts), (10, 2)):
                 for s in range(n_starts):
                     gmm = GaussianMixture(
-                        k, covariance_type="full", n_init=n_init, random_state=s, reg_covar=model.gmm_reg_covar
+                        k,
+                        covariance_type="full",
+                        n_init=n_init,
+                        random_state=s,
+                        reg_covar=model.gmm_reg_covar,
                     )
                     pred = gmm.fit(manifold).predict(manifold)
                     sc = mx.metrics.cluster_scores(np.zeros((len(y), 1)), y, labels_pred=pred)
                     rows.append(
-                        {"dataset": dataset, "ae_seed": ae, "umap_seed": us, "n_init": n_init, "start": s, **sc}
+                        {
+                            "dataset": dataset,
+                            "ae_seed": ae,
+                            "umap_seed": us,
+                            "n_init": n_init,
+                            "start": s,
+                            **sc,
+                        }
                     )
                     print(rows[-1], flush=True)
     return rows

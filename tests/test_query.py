@@ -206,6 +206,41 @@ def test_embed_latent_copy_and_saved_model(pbmc_ref_query, tmp_path):
     q2.write_h5ad(tmp_path / "q.h5ad")  # provenance stays writable
 
 
+def test_embed_input_space(pbmc_ref_query, blob_model):
+    ref, query, model = pbmc_ref_query
+    # the reference re-projected from its genes: its own PCA coordinates, without the network
+    r = ref.copy()
+    del r.obsm["X_pca"]
+    mx.tl.embed(r, model, reference=ref, space="input")
+    assert r.uns["dlme_input"]["space"] == "input"
+    np.testing.assert_allclose(r.obsm["X_dlme_input"], ref.obsm["X_pca"], rtol=1e-4, atol=1e-4)
+    # the query: centred with the reference's gene means, on the reference's loadings
+    q = query.copy()
+    mx.tl.embed(q, model, reference=ref, space="input")
+    used = ref.var["highly_variable"].to_numpy()
+    xr = np.asarray(ref.X[:, used])
+    xq = np.asarray(query[:, ref.var_names[used]].X)
+    want = (xq - xr.mean(0)) @ np.asarray(ref.varm["PCs"][used])
+    np.testing.assert_allclose(q.obsm["X_dlme_input"], want, rtol=1e-3, atol=1e-3)
+    # a gene-level model: the query's genes in the training order, whatever the query's order
+    _, bquery, bmodel = blob_model
+    b = bquery[:, ::-1].copy()
+    mx.tl.embed(b, bmodel, space="input")
+    np.testing.assert_array_equal(b.obsm["X_dlme_input"], np.asarray(bquery.X))
+    with pytest.raises(ValueError, match="space"):
+        mx.tl.embed(query.copy(), model, reference=ref, space="inputs")
+
+
+def test_holdout_one_shot_input_space_is_the_features():
+    a = _blobs(n_classes=6, per=40, seed=3)
+    y = a.obs["label"].to_numpy()
+    model = mx.models.DLME(n_neighbors=5, **FIT)
+    res = mx.metrics.holdout_one_shot(model, np.asarray(a.X), y, n_holdout=3, space="input", random_state=0)
+    held = np.isin(y, res["held_out"])
+    np.testing.assert_array_equal(res["embedding"], np.asarray(a.X)[held])
+    assert res["mean"] > 0.9  # well-separated blobs: one example per class is enough in the input
+
+
 # ---- label transfer ----------------------------------------------------------------------------
 def test_transfer_labels_on_separated_blobs(blob_model):
     ref, query, model = blob_model

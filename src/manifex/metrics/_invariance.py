@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
 __all__ = [
@@ -27,7 +28,7 @@ __all__ = [
     "one_shot_accuracy",
 ]
 
-Space = Literal["embedding", "latent"]
+Space = Literal["embedding", "latent", "input"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -50,11 +51,16 @@ def embed_with(model: Any, x: Any, *, feature_names: Any = None, space: Space = 
 
     ``space="embedding"`` is the map the ``tl`` function writes to ``obsm`` (DLME / t-SimCNE
     output, N2D's 2-d map); ``"latent"`` is the network's internal representation (DLME's
-    ``z``, t-SimCNE's backbone features, N2D's autoencoder code).
+    ``z``, t-SimCNE's backbone features, N2D's autoencoder code); ``"input"`` is what the
+    network reads, without the network: the features aligned to the training features by name
+    (before any standardisation the model applies inside), or the images flattened and scaled
+    to [0, 1]. The input space is the baseline every learnt space should beat.
     """
     _check_model_fitted(model)
-    if space not in ("embedding", "latent"):
-        raise ValueError(f"`space` must be 'embedding' or 'latent', got {space!r}.")
+    if space not in ("embedding", "latent", "input"):
+        raise ValueError(f"`space` must be 'embedding', 'latent' or 'input', got {space!r}.")
+    if space == "input":
+        return _model_input(model, x, feature_names)
     params = inspect.signature(model.transform).parameters
     kwargs: dict[str, Any] = {}
     if feature_names is not None and "feature_names" in params:
@@ -72,6 +78,19 @@ def embed_with(model: Any, x: Any, *, feature_names: Any = None, space: Space = 
     if out.ndim != 2:
         raise ValueError(f"`model.transform` returned shape {out.shape}; expected (n, d).")
     return out
+
+
+def _model_input(model: Any, x: Any, feature_names: Any) -> np.ndarray:
+    """The query as the model's network would read it (aligned features, or images in [0, 1])."""
+    if getattr(model, "kind_", None) == "image":
+        u8 = model._query(x)
+        return (u8.reshape(u8.shape[0], -1).astype(np.float32) / 255.0).astype(np.float32)
+    check = getattr(model, "_check_query", None)
+    if check is None:
+        raise ValueError(f"{type(model).__name__} does not expose its input space.")
+    out = check(x, feature_names)
+    out = out.toarray() if sp.issparse(out) else np.asarray(out)
+    return out.astype(np.float32, copy=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,7 +146,9 @@ def invariance_score(
     feature_names
         Column names of ``X`` (aligned to the model's features by name).
     space
-        ``"embedding"`` (the map) or ``"latent"`` (the network's internal representation).
+        ``"embedding"`` (the map), ``"latent"`` (the network's internal representation) or
+        ``"input"`` (the features the network reads: how far the augmentation itself moves a
+        point, the reference value for the other two).
     n_augment
         Augmented copies per sample.
     n_neighbors
@@ -422,7 +443,8 @@ def holdout_one_shot(
     feature_names
         Column names of ``X``.
     space
-        Classify in the map (``"embedding"``) or the network's latent space (``"latent"``).
+        Classify in the map (``"embedding"``), the network's latent space (``"latent"``) or
+        the model's input features (``"input"``, the baseline a learnt space should beat).
     n_way, k_shot, n_query, n_episodes
         Episode settings (see :func:`one_shot_accuracy`); ``n_way`` defaults to all held-out
         classes.

@@ -45,7 +45,7 @@ def embed(
     model: BaseModel | str | os.PathLike,
     *,
     reference: AnnData | None = None,
-    space: Literal["embedding", "latent"] = "embedding",
+    space: Literal["embedding", "latent", "input"] = "embedding",
     use_rep: str | None = None,
     fill_missing: Literal["error", "zero"] = "error",
     scale_query: bool = False,
@@ -102,7 +102,11 @@ def embed(
         ``"embedding"``: the map written by the ``tl`` function (DLME / t-SimCNE output, N2D's 2-d
         map). ``"latent"``: the network's internal representation (DLME's 80-d ``z``, t-SimCNE's
         backbone features, N2D's code), written under ``"<key>_latent"`` by default; embed the
-        reference the same way to classify in that space.
+        reference the same way to classify in that space. ``"input"``: what the network reads,
+        without the network (for a model trained on ``X_pca``, the query on the *reference's*
+        PCs; else the aligned genes, or images flattened to [0, 1]), under ``"<key>_input"``:
+        the baseline space, and on our benchmarks the better one for naming cell types the
+        reference never had from one example (see the query benchmarks).
     use_rep
         Read the model input from this ``obsm`` key of the query instead of the recorded one
         (for models trained on an ``obsm`` representation).
@@ -123,7 +127,8 @@ def embed(
     key_added
         Coordinates go to ``query.obsm["X_<key_added>"]`` and provenance to
         ``query.uns[key_added]``. Default: the reference's key (e.g. ``"dlme"``, so
-        ``sc.pl.embedding(query, basis="dlme")`` works), ``"<key>_latent"`` for the latent space.
+        ``sc.pl.embedding(query, basis="dlme")`` works), ``"<key>_latent"`` for the latent space,
+        ``"<key>_input"`` for the input space.
     copy
         Return a copy of ``query`` instead of writing into it.
 
@@ -162,15 +167,15 @@ def embed(
         raise ValueError(
             f"`check_preprocessing` must be 'error', 'warn' or 'ignore', got {check_preprocessing!r}."
         )
-    if space not in ("embedding", "latent"):
-        raise ValueError(f"`space` must be 'embedding' or 'latent', got {space!r}.")
+    if space not in ("embedding", "latent", "input"):
+        raise ValueError(f"`space` must be 'embedding', 'latent' or 'input', got {space!r}.")
     if scale_query and reference is None:
         raise ValueError("`scale_query=True` needs the `reference` whose scaling to apply.")
 
     spec = _input_spec(model, use_rep)
     base_key = str(spec.get("key_added") or spec.get("method") or type(model).__name__.lower())
     key = check_key_added(
-        key_added if key_added is not None else (base_key if space == "embedding" else f"{base_key}_latent"),
+        key_added if key_added is not None else (base_key if space == "embedding" else f"{base_key}_{space}"),
         given=key_added,
     )
 
