@@ -123,10 +123,11 @@ def ingest(q, ref, name: str, seed: int, labels: bool = False) -> tuple[np.ndarr
 
 
 # ---- experiments -----------------------------------------------------------------------------
-def fit_tsimcne(images: np.ndarray, seed: int, epochs: tuple[int, int, int]):
-    """t-SimCNE on the reference images (digits augmentations, batch 256, CPU)."""
+def fit_tsimcne(images: np.ndarray, seed: int, epochs: tuple[int, int, int] | None):
+    """t-SimCNE on the reference images: the ``"cpu"`` preset (batch 256, stage 3 at the full lr),
+    digits augmentations; ``epochs`` overrides the preset's (60, 5, 60)."""
     model = mx.models.TSimCNE(
-        n_epochs=epochs, batch_size=256, augment="digits", device="cpu", random_state=seed, progress=False
+        preset="cpu", n_epochs=epochs, augment="digits", device="cpu", random_state=seed, progress=False
     )
     return H.timed(lambda: model.fit(images))
 
@@ -136,7 +137,7 @@ def one_shot(
     seed: int,
     n_steps: int | None,
     n_episodes: int,
-    tsimcne_epochs: tuple[int, int, int] | None = None,
+    tsimcne_epochs: tuple[int, int, int] | str | None = None,
 ) -> list[dict[str, Any]]:
     pool, test_pool = load(name, seed)
     labels = pool.obs["label"].astype(str).to_numpy()
@@ -172,7 +173,8 @@ def one_shot(
         "ingest onto reference UMAP (scanpy)": (emb_i, sec_i),
     }
     if tsimcne_epochs is not None and name not in SCRNA:
-        ts, sec_ts = fit_tsimcne(ref_pool.obsm["image"], seed, tsimcne_epochs)
+        epochs = None if tsimcne_epochs == "cpu" else tsimcne_epochs
+        ts, sec_ts = fit_tsimcne(ref_pool.obsm["image"], seed, epochs)
         qi = q_pool.obsm["image"]
         spaces["t-SimCNE 2-d map (transform)"] = (ts.transform(qi), sec_ts)
         spaces["t-SimCNE backbone features (transform)"] = (ts.transform(qi, return_features=True), sec_ts)
@@ -382,7 +384,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--tsimcne-epochs",
         default=None,
-        help="also fit t-SimCNE on image references with these stage epochs (e.g. 20,5,10)",
+        help="also fit t-SimCNE on image references with these stage epochs (e.g. 20,5,10; "
+        "'cpu' = the cpu preset's 60,5,60)",
     )
     p.add_argument("--n-episodes", type=int, default=200)
     p.add_argument("--skip-oneshot", action="store_true")
@@ -415,7 +418,13 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     sc.settings.verbosity = 0
     n_steps = args.n_steps or None
-    ts_epochs = tuple(int(e) for e in args.tsimcne_epochs.split(",")) if args.tsimcne_epochs else None
+    ts_epochs = (
+        None
+        if not args.tsimcne_epochs
+        else "cpu"
+        if args.tsimcne_epochs == "cpu"
+        else tuple(int(e) for e in args.tsimcne_epochs.split(","))
+    )
     rows: list[dict[str, Any]] = []
 
     def save() -> None:
