@@ -439,6 +439,19 @@ def test_query_plots(blob_model):
     ax = mx.pl.query_map(ref, q, color="label", show=False)
     got = {c.get_label(): matplotlib.colors.to_hex(c.get_facecolor()[0]) for c in ax.collections[1:]}
     assert got["type0"] == "#ff0000" and got["type2"] == "#0000ff"
+    # a type only the query has gets a colour no reference type uses (scanpy's first default
+    # colour is the reference's first type's here)
+    from scanpy.plotting import palettes
+
+    r2, q2 = ref.copy(), q.copy()
+    keep = r2.obs["label"] != "type0"
+    r2 = r2[keep.to_numpy()].copy()
+    r2.obs["label"] = r2.obs["label"].cat.remove_unused_categories()
+    r2.uns["label_colors"] = list(palettes.default_20[:4])
+    ax = mx.pl.query_map(r2, q2, color="label", show=False)
+    got = {c.get_label(): matplotlib.colors.to_hex(c.get_facecolor()[0]) for c in ax.collections[1:]}
+    assert len(set(got.values())) == len(got) == 5
+    assert got["type1"] == matplotlib.colors.to_hex(palettes.default_20[0])
     # numeric colour: colour bar on the right, legend below the axes (no overlap)
     q.obs["score"] = np.linspace(0, 1, q.n_obs)
     ax = mx.pl.query_map(ref, q, color="score", show=False)

@@ -46,7 +46,8 @@ def _finish(ax: Any, title: str | None, show: bool | None, created: bool) -> Any
 
 def _category_colors(key: str, cats: list[str], *adatas: AnnData) -> list[Any]:
     """Colours for ``cats``: scanpy's stored ``uns[f"{key}_colors"]`` (query first, then
-    reference) where it covers a category, else scanpy's default palette."""
+    reference) where it covers a category; the others take scanpy's default palette, skipping
+    the colours already given (a type new in the query never shares a known type's colour)."""
     from scanpy.plotting import palettes
 
     stored: dict[str, Any] = {}
@@ -58,7 +59,25 @@ def _category_colors(key: str, cats: list[str], *adatas: AnnData) -> list[Any]:
         if len(pal) == len(col.cat.categories):
             stored.update(zip(col.cat.categories.astype(str), pal, strict=True))
     default = palettes.default_20 if len(cats) <= 20 else palettes.default_102
-    return [stored.get(c, default[i % len(default)]) for i, c in enumerate(cats)]
+    taken = {_norm_color(stored[c]) for c in cats if c in stored}
+    free = [c for c in default if _norm_color(c) not in taken] or list(default)
+    out, j = [], 0
+    for c in cats:
+        if c in stored:
+            out.append(stored[c])
+        else:
+            out.append(free[j % len(free)])
+            j += 1
+    return out
+
+
+def _norm_color(c: Any) -> Any:
+    from matplotlib.colors import to_hex
+
+    try:
+        return to_hex(c)
+    except ValueError:
+        return c
 
 
 def query_map(
