@@ -57,30 +57,8 @@ def cl2n(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def split(name: str, seed: int):
-    """The reference / held-out query split of ``bench_query.one_shot``."""
-    pool, test_pool = Q.load(name, seed)
-    labels = pool.obs["label"].astype(str).to_numpy()
-    train_mask, held = mx.metrics.holdout_classes(
-        labels, n_holdout=Q.N_HOLDOUT[name], min_size=20, random_state=seed
-    )
-    rng = np.random.default_rng(seed)
-    if name in Q.SCRNA:
-        return pool[train_mask], pool[~train_mask], held
-    idx = np.flatnonzero(train_mask)
-    ref_pool = pool[np.sort(rng.choice(idx, min(Q.IMG_REF_CELLS, idx.size), replace=False))]
-    tl = test_pool.obs["label"].astype(str).to_numpy()
-    sel = np.concatenate(
-        [
-            rng.choice(np.flatnonzero(tl == c), min(Q.IMG_QUERY_PER_CLASS, (tl == c).sum()), replace=False)
-            for c in held
-        ]
-    )
-    return ref_pool, test_pool[np.sort(sel)], held
-
-
 def run(name: str, seed: int, n_episodes: int) -> list[dict[str, Any]]:
-    ref_pool, q_pool, held = split(name, seed)
+    ref_pool, q_pool, held = Q.oneshot_split(name, seed)
     ref = Q.prep_reference(ref_pool, name, seed)
     q = Q.prep_query(q_pool, ref, name)
     ql = q.obs["label"].astype(str).to_numpy()

@@ -132,13 +132,13 @@ def fit_tsimcne(images: np.ndarray, seed: int, epochs: tuple[int, int, int] | No
     return H.timed(lambda: model.fit(images))
 
 
-def one_shot(
-    name: str,
-    seed: int,
-    n_steps: int | None,
-    n_episodes: int,
-    tsimcne_epochs: tuple[int, int, int] | str | None = None,
-) -> list[dict[str, Any]]:
+def oneshot_split(name: str, seed: int) -> tuple[Any, Any, list[str]]:
+    """(reference pool, held-out query pool, held-out classes) of one seed's one-shot split.
+
+    scRNA-seq: the held-out classes' cells are the query. Images: up to ``IMG_REF_CELLS``
+    training images of the kept classes are the reference, ``IMG_QUERY_PER_CLASS`` test images
+    of each held-out class the query.
+    """
     pool, test_pool = load(name, seed)
     labels = pool.obs["label"].astype(str).to_numpy()
     train_mask, held = mx.metrics.holdout_classes(
@@ -146,18 +146,27 @@ def one_shot(
     )
     rng = np.random.default_rng(seed)
     if name in SCRNA:
-        ref_pool, q_pool = pool[train_mask], pool[~train_mask]
-    else:
-        idx = np.flatnonzero(train_mask)
-        ref_pool = pool[np.sort(rng.choice(idx, min(IMG_REF_CELLS, idx.size), replace=False))]
-        tl = test_pool.obs["label"].astype(str).to_numpy()
-        sel = np.concatenate(
-            [
-                rng.choice(np.flatnonzero(tl == c), min(IMG_QUERY_PER_CLASS, (tl == c).sum()), replace=False)
-                for c in held
-            ]
-        )
-        q_pool = test_pool[np.sort(sel)]
+        return pool[train_mask], pool[~train_mask], list(held)
+    idx = np.flatnonzero(train_mask)
+    ref_pool = pool[np.sort(rng.choice(idx, min(IMG_REF_CELLS, idx.size), replace=False))]
+    tl = test_pool.obs["label"].astype(str).to_numpy()
+    sel = np.concatenate(
+        [
+            rng.choice(np.flatnonzero(tl == c), min(IMG_QUERY_PER_CLASS, (tl == c).sum()), replace=False)
+            for c in held
+        ]
+    )
+    return ref_pool, test_pool[np.sort(sel)], list(held)
+
+
+def one_shot(
+    name: str,
+    seed: int,
+    n_steps: int | None,
+    n_episodes: int,
+    tsimcne_epochs: tuple[int, int, int] | str | None = None,
+) -> list[dict[str, Any]]:
+    ref_pool, q_pool, held = oneshot_split(name, seed)
     ref = prep_reference(ref_pool, name, seed)
     model, sec_fit = fit_dlme(ref, seed, n_steps)
     q = prep_query(q_pool, ref, name)
