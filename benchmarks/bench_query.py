@@ -407,7 +407,9 @@ def main(argv: list[str] | None = None) -> None:
     settings = (
         f"DLME budget: n_steps={args.n_steps or 'default'} (batch 300, otherwise defaults) on CPU; "
         + (
-            f"t-SimCNE on image references: {args.tsimcne_epochs} epochs, batch 256, digits augmentations; "
+            "t-SimCNE on image references: preset 'cpu' ("
+            + ("60,5,60" if args.tsimcne_epochs == "cpu" else args.tsimcne_epochs)
+            + " epochs, batch 256, stage 3 at the full lr), digits augmentations; "
             if args.tsimcne_epochs
             else ""
         )
