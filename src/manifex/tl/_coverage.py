@@ -27,6 +27,11 @@ N_TOP_GENES = 3000
 EXPECTED_REF_NEIGHBOURS = 5.0
 MAX_NEIGHBOURS = 200
 CLIP = 10.0
+#: Components of the joint PCA. A new type's own directions are among the first few; further
+#: components add noise dimensions in which every cell's neighbours mix. On held-out PBMC 4k
+#: clusters (eight removals) 15 components called 77% of the removed cells unknown against 68%
+#: with 30, at 0.7% vs 0.6% of the known cells (see the query method docs).
+N_PCS = 15
 
 
 def _matrix(adata: AnnData, genes: np.ndarray, layer: str | None, what: str) -> np.ndarray:
@@ -104,7 +109,7 @@ def expression_pair(
 
 
 def reference_coverage(
-    xq: np.ndarray, xr: np.ndarray, *, n_neighbors: int = 15, n_pcs: int = 30, random_state: int = 0
+    xq: np.ndarray, xr: np.ndarray, *, n_neighbors: int = 15, n_pcs: int = N_PCS, random_state: int = 0
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Coverage of each query cell by the reference in a joint PCA of both.
 
