@@ -29,7 +29,7 @@ MAX_NEIGHBOURS = 200
 CLIP = 10.0
 #: Components of the joint PCA. A new type's own directions are among the first few; further
 #: components add noise dimensions in which every cell's neighbours mix. On held-out PBMC 4k
-#: clusters (eight removals) 15 components called 77% of the removed cells unknown against 68%
+#: clusters (eight removals) 15 components called 77% of the removed cells unknown against 67%
 #: with 30, at 0.7% vs 0.6% of the known cells (see the query method docs).
 N_PCS = 15
 
