@@ -40,7 +40,7 @@ import manifex as mx
 
 from . import harness as H
 
-SCRNA = {"pbmc3k", "paul15"}
+SCRNA = {"pbmc3k", "paul15", "pbmc4k"}
 N_HOLDOUT = {"pbmc3k": 3, "paul15": 3, "mnist": 5, "usps": 5}
 REMOVED = {"pbmc3k": ["B cells", "NK cells", "CD14+ Monocytes"], "paul15": ["Baso", "Ery", "Mo"]}
 IMG_REF_CELLS = 6000
