@@ -17,7 +17,6 @@ Writes ``benchmarks/results/coverage_pcs.md`` and ``.csv``.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import pandas as pd
@@ -84,9 +83,7 @@ def write(rows: list[dict], out: str) -> None:
     )
     table.columns = [str(c) if not isinstance(c, float) else f"< {c}" for c in table.columns]
     text = [
-        "# Coverage check: joint PCs and threshold",
-        "",
-        f"- machine: {H.machine()}; commit: {H.git_rev()}; date: {time.strftime('%Y-%m-%d %H:%M')}",
+        *H.report_header("Coverage check: joint PCs and threshold"),
         "- each cell: share of the removed class / of the known cells with coverage below the "
         "threshold (a random half against the other half minus the removed class)",
         "",

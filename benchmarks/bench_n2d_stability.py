@@ -97,10 +97,7 @@ def report(rows: list[dict], out: str) -> None:
         )
     t = pd.DataFrame(table)
     lines = [
-        "# N2D: where the run-to-run spread comes from",
-        "",
-        f"- machine: {H.machine()}; one torch thread",
-        f"- commit: {H.git_rev()}; date: {time.strftime('%Y-%m-%d %H:%M')}",
+        *H.report_header("N2D: where the run-to-run spread comes from", "; one torch thread"),
         "",
         t.to_markdown(index=False, floatfmt=".3f"),
         "",

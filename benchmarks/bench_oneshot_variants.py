@@ -17,7 +17,6 @@ Writes ``benchmarks/results/oneshot_variants.md`` and ``.csv``.
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 import numpy as np
@@ -26,6 +25,7 @@ import scanpy as sc
 import torch
 
 import manifex as mx
+from manifex.models.dlme import _apply_scale
 
 from . import bench_query as Q
 from . import harness as H
@@ -41,8 +41,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 def block_activations(model: mx.models.DLME, x: np.ndarray) -> dict[str, np.ndarray]:
     """Output of every encoder block (Linear + BatchNorm + LeakyReLU) for inputs ``x``."""
-    scale = model.scale_
-    h = torch.as_tensor(np.asarray(x, dtype=np.float32) * (1.0 if scale is None else scale[None, :]))
+    h = torch.as_tensor(_apply_scale(np.asarray(x, dtype=np.float32), model.scale_))
     out = {}
     model.encoder_.eval()
     with torch.no_grad():
@@ -122,10 +121,7 @@ def write(rows: list[dict[str, Any]], out: str) -> None:
     seeds = t.groupby(["dataset", "variant", "layer"], sort=False)["n_seeds"].first().to_numpy()
     wide["n_seeds"] = seeds
     text = [
-        "# One-shot readouts of DLME on held-out classes",
-        "",
-        f"- machine: {H.machine()}; one torch thread",
-        f"- commit: {H.git_rev()}; date: {time.strftime('%Y-%m-%d %H:%M')}",
+        *H.report_header("One-shot readouts of DLME on held-out classes", "; one torch thread"),
         "- split, preprocessing and episodes as in `query.md` (N-way 1-shot, 15 queries per class, "
         "nearest prototype, 200 episodes per seed); values: mean ± sd over seeds of the mean over episodes",
         "- readouts: activations of each encoder block (`h2` is the latent z); CL2N = centred on the "

@@ -164,7 +164,8 @@ def one_shot(
     seed: int,
     n_steps: int | None,
     n_episodes: int,
-    tsimcne_epochs: tuple[int, int, int] | str | None = None,
+    tsimcne: bool = False,
+    tsimcne_epochs: tuple[int, int, int] | None = None,
 ) -> list[dict[str, Any]]:
     ref_pool, q_pool, held = oneshot_split(name, seed)
     ref = prep_reference(ref_pool, name, seed)
@@ -181,9 +182,8 @@ def one_shot(
         "PCA of reference, 2-d": (xp[:, :2], np.nan),
         "ingest onto reference UMAP (scanpy)": (emb_i, sec_i),
     }
-    if tsimcne_epochs is not None and name not in SCRNA:
-        epochs = None if tsimcne_epochs == "cpu" else tsimcne_epochs
-        ts, sec_ts = fit_tsimcne(ref_pool.obsm["image"], seed, epochs)
+    if tsimcne and name not in SCRNA:
+        ts, sec_ts = fit_tsimcne(ref_pool.obsm["image"], seed, tsimcne_epochs)
         qi = q_pool.obsm["image"]
         spaces["t-SimCNE 2-d map (transform)"] = (ts.transform(qi), sec_ts)
         spaces["t-SimCNE backbone features (transform)"] = (ts.transform(qi, return_features=True), sec_ts)
@@ -302,11 +302,10 @@ def write_report(
     tra = [r for r in rows if r.get("experiment") == "transfer"]
     unk = [r for r in rows if r.get("experiment") == "unknown"]
     lines = [
-        "# Query mapping: one-shot learning, label transfer, unknown classes",
-        "",
-        f"- machine: {H.machine()}; one torch thread per process, experiments run as parallel "
-        f"processes. {machine_note}",
-        f"- commit: {H.git_rev()}; date: {time.strftime('%Y-%m-%d %H:%M')}",
+        *H.report_header(
+            "Query mapping: one-shot learning, label transfer, unknown classes",
+            "; one torch thread per process, experiments run as parallel processes. " + machine_note,
+        ),
         f"- {settings}",
         "- values are mean ± sd over seeds; seconds are wall time (compare within a dataset only)",
         "",
@@ -431,9 +430,7 @@ def main(argv: list[str] | None = None) -> None:
     n_steps = args.n_steps or None
     ts_epochs = (
         None
-        if not args.tsimcne_epochs
-        else "cpu"
-        if args.tsimcne_epochs == "cpu"
+        if args.tsimcne_epochs in (None, "cpu")
         else tuple(int(e) for e in args.tsimcne_epochs.split(","))
     )
     rows: list[dict[str, Any]] = []
@@ -448,7 +445,9 @@ def main(argv: list[str] | None = None) -> None:
             for seed in args.seeds:
                 rows += [
                     dict(r, experiment="one-shot")
-                    for r in one_shot(name, seed, n_steps, args.n_episodes, ts_epochs)
+                    for r in one_shot(
+                        name, seed, n_steps, args.n_episodes, bool(args.tsimcne_epochs), ts_epochs
+                    )
                 ]
                 save()
     if not args.skip_transfer:

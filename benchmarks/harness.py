@@ -115,6 +115,16 @@ def summarize(rows: Sequence[dict[str, Any]], by: Sequence[str] = ("dataset", "m
     return out.reset_index()
 
 
+def report_header(title: str, machine_note: str = "") -> list[str]:
+    """The first lines of every benchmark report: title, machine (with a note), commit and date."""
+    return [
+        f"# {title}",
+        "",
+        f"- machine: {machine()}{machine_note}",
+        f"- commit: {git_rev()}; date: {time.strftime('%Y-%m-%d %H:%M')}",
+    ]
+
+
 def write_markdown(
     rows: Sequence[dict[str, Any]],
     path: str | Path,
@@ -128,15 +138,7 @@ def write_markdown(
     path.parent.mkdir(parents=True, exist_ok=True)
     table = summarize(rows, by)
     pd.DataFrame(rows).to_csv(path.with_suffix(".csv"), index=False)
-    lines = [
-        f"# {title}",
-        "",
-        f"- machine: {machine()}",
-        f"- commit: {git_rev()}; date: {time.strftime('%Y-%m-%d %H:%M')}",
-        "",
-        table.to_markdown(index=False),
-        "",
-    ]
+    lines = [*report_header(title), "", table.to_markdown(index=False), ""]
     if notes:
         lines += [notes.strip(), ""]
     path.write_text("\n".join(lines))

@@ -84,7 +84,7 @@ def _model_input(model: Any, x: Any, feature_names: Any) -> np.ndarray:
     """The query as the model's network would read it (aligned features, or images in [0, 1])."""
     if getattr(model, "kind_", None) == "image":
         u8 = model._query(x)
-        return (u8.reshape(u8.shape[0], -1).astype(np.float32) / 255.0).astype(np.float32)
+        return u8.reshape(u8.shape[0], -1).astype(np.float32) / np.float32(255.0)
     check = getattr(model, "_check_query", None)
     if check is None:
         raise ValueError(f"{type(model).__name__} does not expose its input space.")

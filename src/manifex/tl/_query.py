@@ -702,8 +702,8 @@ def transfer_labels(
         of their shared genes (both in the reference's standard units), where the new type's
         variance has its own directions, and scores each query cell by the share of reference
         cells among its nearest neighbours, averaged over those neighbours, divided by the
-        share perfect mixing would give (``n_ref / (n_ref + n_query − 1)``). About 1 where the two mix, near 0 for a
-        population the reference lacks. A cell assigned to a *reference* class with coverage
+        share perfect mixing would give (``n_ref / (n_ref + n_query − 1)``). About 1 where the
+        two mix, near 0 for a population the reference lacks. A cell assigned to a *reference* class with coverage
         below ``min_coverage`` is called unknown (a cell assigned to a ``support`` class is
         not: the support exists to name such cells). Limits: a new population must have more
         cells than the neighbour count to form its own neighbourhood, one that grades into a
