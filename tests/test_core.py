@@ -127,6 +127,34 @@ def test_train_reports_divergence():
         )
 
 
+def _diverging_at(step: int, device: torch.device):
+    """A step function whose loss is finite until ``step``, then NaN; and its parameter."""
+    p = torch.nn.Parameter(torch.ones(1, device=device))
+    calls = []
+
+    def fn(idx):
+        calls.append(1)
+        return (p * p).sum() * (float("nan") if len(calls) > step else 1.0)
+
+    return fn, p
+
+
+def test_train_names_the_step_where_the_loss_diverged():
+    fn, p = _diverging_at(7, torch.device("cpu"))
+    with pytest.raises(FloatingPointError, match="at step 7;"):
+        train(
+            fn,
+            modules=[],
+            optimizer=torch.optim.SGD([p], lr=0.01),
+            n=20,
+            batch_size=5,
+            n_steps=20,
+            device=torch.device("cpu"),
+            generator=make_generator(0, torch.device("cpu")),
+            progress=False,
+        )
+
+
 def test_cluster_scores_of_a_given_clustering_needs_no_embedding():
     from manifex.metrics import cluster_scores
 

@@ -122,6 +122,17 @@ def step_decay(n_steps: int, n_drops: int = 10, factor: float = 0.5) -> Callable
     return lambda step: factor ** (step // every)
 
 
+def _check_finite(losses: torch.Tensor, first_step: int, desc: str) -> None:
+    """Raise if any of ``losses`` (of steps ``first_step``, ``first_step + 1``, ...) is not finite."""
+    bad = ~torch.isfinite(losses)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise FloatingPointError(
+            f"{desc}: the loss became {losses[i].item()} at step {first_step + i}; try a lower "
+            "learning rate, or check the input for extreme values."
+        )
+
+
 def _amp_context(device: torch.device, amp: bool):
     if amp and device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -222,6 +233,9 @@ def train(
         bad_checks += 1
         return bad_checks >= early_stopping.patience
 
+    # Reading the loss on the host waits for the device: on CUDA that check runs once per epoch
+    # (where the epoch's mean loss is read anyway), so the host can queue steps ahead of the GPU.
+    check_each_step = device.type != "cuda"
     stop = False
     try:
         while step < n_steps and not stop:
@@ -238,11 +252,8 @@ def train(
                 ctx, _ = _amp_context(device, amp)
                 with ctx:
                     loss = step_fn(idx)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"{desc}: the loss became {loss.item()} at step {step}; try a lower learning "
-                        "rate, or check the input for extreme values."
-                    )
+                if check_each_step:
+                    _check_finite(loss.detach().view(1), step, desc)
                 if scaler is not None:
                     scaler.scale(loss).backward()
                     scaler.unscale_(optimizer)
@@ -268,7 +279,10 @@ def train(
                         break
             # one host sync per epoch, not per step
             if epoch_losses:
-                mean_loss = torch.stack(epoch_losses).float().mean().item()
+                losses = torch.stack(epoch_losses).float()
+                if not check_each_step:
+                    _check_finite(losses, step - len(epoch_losses), desc)
+                mean_loss = losses.mean().item()
                 history.loss.append(mean_loss)
                 history.lr.append(float(optimizer.param_groups[0]["lr"]))
                 bar.set_postfix(loss=f"{mean_loss:.4g}")
