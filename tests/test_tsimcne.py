@@ -310,3 +310,22 @@ def test_image_only_anndata_and_bool_images(digits):
     assert a.obsm["X_tsimcne"].shape == (len(images), 2)
     u8, rng = mx.models.tsimcne.prepare_images(images > 100)
     assert rng == (0.0, 1.0) and set(np.unique(u8)) == {0, 255}
+
+
+def test_embed_image_query_in_every_space(digits):
+    images, labels = digits
+    ref = mx.datasets.image_anndata(images[:200], labels[:200])
+    model = mx.tl.tsimcne(ref, image_key="image", return_model=True, **FAST)
+    query = mx.datasets.image_anndata(images[200:], labels[200:])
+    mx.tl.embed(query, model)
+    np.testing.assert_allclose(query.obsm["X_tsimcne"], model.transform(images[200:]), atol=1e-5)
+    # the input space is what the network reads: the pixels scaled to [0, 1], flattened
+    mx.tl.embed(query, model, space="input")
+    want = images[200:].reshape(len(images) - 200, -1).astype(np.float32) / 255
+    np.testing.assert_allclose(query.obsm["X_tsimcne_input"], want, atol=1e-6)
+    # images of another size are refused and nothing is written
+    small = mx.datasets.image_anndata(images[200:, :6, :6].copy(), labels[200:])
+    snap = snapshot(small)
+    with pytest.raises(ValueError, match="8"):
+        mx.tl.embed(small, model, space="input")
+    assert_unchanged(small, snap)
