@@ -59,29 +59,6 @@ def test_amp_is_bfloat16_autocast_on_cuda():
         assert lin(torch.randn(3, 8, device=dev)).dtype == torch.float32
 
 
-def test_divergence_is_reported_with_its_step_on_cuda():
-    """On CUDA the loss is checked once per epoch (no host sync per step), at the right step."""
-    from test_core import _diverging_at
-
-    from manifex._train import train
-    from manifex._utils import make_generator
-
-    dev = torch.device("cuda")
-    fn, p = _diverging_at(7, dev)
-    with pytest.raises(FloatingPointError, match="at step 7;"):
-        train(
-            fn,
-            modules=[],
-            optimizer=torch.optim.SGD([p], lr=0.01),
-            n=20,
-            batch_size=5,
-            n_steps=20,
-            device=dev,
-            generator=make_generator(0, dev),
-            progress=False,
-        )
-
-
 @pytest.mark.parametrize("amp", [True, False])
 def test_dlme_trains_on_cuda_and_separates_blobs(amp):
     a, y = _blobs()
