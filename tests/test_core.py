@@ -209,3 +209,22 @@ def test_early_stopping_stops_after_patience_and_restores_best_weights():
     assert torch.equal(lin.weight, seen[3]) and not torch.equal(lin.weight, seen[6])
     d = hist.as_dict()
     assert d["best_step"] == 3 and d["stopped_early"] is True
+
+
+def test_forward_to_reads_the_blocks_the_forward_pass_goes_through():
+    from manifex.nn import MLP, SmallResNet
+
+    torch.manual_seed(0)
+    net = SmallResNet(1, width=4).eval()
+    x = torch.rand(3, 1, 16, 16)
+    assert net.n_blocks == 3
+    # block 0 halves 16 px to 8 px with 2 × width channels, flattened
+    assert net.forward_to(x, 0).shape == (3, 8 * 8 * 8)
+    # pooling the last block's activations is the network's output
+    last = net.forward_to(x, net.n_blocks - 1).view(3, 32, 2, 2)
+    torch.testing.assert_close(last.mean((2, 3)), net(x))
+    mlp = MLP(10, [7, 5, 3]).eval()
+    h = torch.randn(4, 10)
+    assert mlp.n_blocks == 3 and mlp.forward_to(h, 0).shape == (4, 7)
+    torch.testing.assert_close(mlp.forward_to(h, 2), mlp(h))
+    torch.testing.assert_close(mlp.forward_to(h, 1), mlp[1](mlp[0](h)))

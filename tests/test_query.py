@@ -478,3 +478,34 @@ def test_embed_own_pca_warns_only_for_other_axes(pbmc_ref_query, monkeypatch):
     sc.pp.pca(q, n_comps=30, random_state=0)  # the query's own axes
     mx.tl.embed(q, model, check_preprocessing="ignore")
     assert any("own obsm['X_pca']" in m for m in said)
+
+
+def test_dlme_layer_readout_and_one_shot_on_a_block():
+    from manifex.metrics._invariance import embed_with
+
+    a = _blobs(n_classes=6, per=40, seed=3)
+    model = mx.models.DLME(n_steps=30, progress=False, device="cpu")
+    res = mx.metrics.holdout_one_shot(
+        model, a.X, a.obs["label"], holdout=["type4", "type5"], space="latent", layer=0, n_episodes=20
+    )
+    assert res["embedding"].shape == (80, model.encoder_dims[0])
+    # the last encoder block is the latent z
+    np.testing.assert_allclose(
+        model.transform(a.X, layer=len(model.encoder_dims) - 1), model.transform(a.X, return_latent=True)
+    )
+    with pytest.raises(ValueError, match="layer"):
+        model.transform(a.X, layer=len(model.encoder_dims))
+    with pytest.raises(ValueError, match="space='latent'"):
+        embed_with(model, a.X, space="input", layer=0)
+
+
+def test_embed_layer_needs_a_model_with_blocks():
+    a = _blobs(n_classes=3, per=40, seed=4)
+    model = mx.tl.n2d(
+        a, n_clusters=3, use_rep="X", n_steps=20, progress=False, device="cpu", return_model=True
+    )
+    q = a.copy()
+    snap = snapshot(q)
+    with pytest.raises(ValueError, match="N2D cannot return a block"):
+        mx.tl.embed(q, model, space="latent", layer=0)
+    assert snapshot(q) == snap

@@ -329,3 +329,25 @@ def test_embed_image_query_in_every_space(digits):
     with pytest.raises(ValueError, match="8"):
         mx.tl.embed(small, model, space="input")
     assert_unchanged(small, snap)
+
+
+def test_embed_a_backbone_block(digits):
+    images, labels = digits
+    ref = mx.datasets.image_anndata(images[:200], labels[:200])
+    model = mx.tl.tsimcne(ref, image_key="image", return_model=True, **FAST)
+    query = mx.datasets.image_anndata(images[200:], labels[200:])
+    mx.tl.embed(query, model, space="latent", layer=0)
+    want = model.transform(images[200:], layer=0)
+    # 8 px digits: the small network's first block has 2 × 16 channels at 4 × 4
+    assert want.shape == (len(images) - 200, 32 * 4 * 4)
+    np.testing.assert_allclose(query.obsm["X_tsimcne_layer0"], want, atol=1e-5)
+    assert query.uns["tsimcne_layer0"]["layer"] == 0
+    snap = snapshot(query)
+    for kwargs, match in (
+        ({"layer": 0}, "space='latent'"),
+        ({"space": "latent", "layer": 3}, r"0\.\.2"),
+        ({"space": "latent", "layer": 1.5}, "integer"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            mx.tl.embed(query, model, **kwargs)
+    assert_unchanged(query, snap)

@@ -46,12 +46,15 @@ def _check_model_fitted(model: Any) -> None:
         )
 
 
-def embed_with(model: Any, x: Any, *, feature_names: Any = None, space: Space = "embedding") -> np.ndarray:
+def embed_with(
+    model: Any, x: Any, *, feature_names: Any = None, space: Space = "embedding", layer: int | None = None
+) -> np.ndarray:
     """``model.transform`` in the requested space, whatever the model's keyword for it.
 
     ``space="embedding"`` is the map the ``tl`` function writes to ``obsm`` (DLME / t-SimCNE
     output, N2D's 2-d map); ``"latent"`` is the network's internal representation (DLME's
-    ``z``, t-SimCNE's backbone features, N2D's autoencoder code); ``"input"`` is what the
+    ``z``, t-SimCNE's backbone features, N2D's autoencoder code), or with ``layer`` the output
+    of that block of the encoder / backbone (DLME, t-SimCNE); ``"input"`` is what the
     network reads, without the network: the features aligned to the training features by name
     (before any standardisation the model applies inside), or the images flattened and scaled
     to [0, 1]. The input space is the baseline every learnt space should beat.
@@ -59,12 +62,19 @@ def embed_with(model: Any, x: Any, *, feature_names: Any = None, space: Space = 
     _check_model_fitted(model)
     if space not in ("embedding", "latent", "input"):
         raise ValueError(f"`space` must be 'embedding', 'latent' or 'input', got {space!r}.")
+    if layer is not None and space != "latent":
+        raise ValueError(f"`layer` reads the network's blocks: it needs space='latent', not {space!r}.")
     if space == "input":
         return _model_input(model, x, feature_names)
     params = inspect.signature(model.transform).parameters
     kwargs: dict[str, Any] = {}
     if feature_names is not None and "feature_names" in params:
         kwargs["feature_names"] = feature_names
+    if layer is not None:
+        if "layer" not in params:
+            raise ValueError(f"{type(model).__name__}.transform cannot return a block's output (`layer`).")
+        out = np.asarray(model.transform(x, layer=layer, **kwargs))
+        return out.reshape(out.shape[0], -1)
     if "space" in params:  # N2D
         kwargs["space"] = "map" if space == "embedding" else "code"
     elif space == "latent":
@@ -418,6 +428,7 @@ def holdout_one_shot(
     n_holdout: int | None = None,
     feature_names: Any = None,
     space: Space = "embedding",
+    layer: int | None = None,
     n_way: int | None = None,
     k_shot: int = 1,
     n_query: int | None = 15,
@@ -445,6 +456,9 @@ def holdout_one_shot(
     space
         Classify in the map (``"embedding"``), the network's latent space (``"latent"``) or
         the model's input features (``"input"``, the baseline a learnt space should beat).
+    layer
+        With ``space="latent"``: classify on the output of this block of the network (see
+        :func:`embed_with`).
     n_way, k_shot, n_query, n_episodes
         Episode settings (see :func:`one_shot_accuracy`); ``n_way`` defaults to all held-out
         classes.
@@ -478,7 +492,7 @@ def holdout_one_shot(
     fit_kwargs = {"feature_names": feature_names} if feature_names is not None else {}
     model.fit(X[np.flatnonzero(train)], **fit_kwargs)
     test = np.flatnonzero(~train)
-    emb = embed_with(model, X[test], feature_names=feature_names, space=space)
+    emb = embed_with(model, X[test], feature_names=feature_names, space=space, layer=layer)
     res = one_shot_accuracy(
         emb,
         lab[test],

@@ -258,6 +258,14 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "auto") 
     return BaseModel.load(path, device=device)
 
 
+def check_layer(layer: Any, network: Any) -> int:
+    """Validate a ``layer`` index of ``network`` (a module with ``n_blocks`` and ``forward_to``)."""
+    n = network.n_blocks
+    if isinstance(layer, bool) or not isinstance(layer, int | np.integer) or not 0 <= layer < n:
+        raise ValueError(f"`layer` must be an integer block index in 0..{n - 1}, got {layer!r}.")
+    return int(layer)
+
+
 def _registry() -> dict[str, type[BaseModel]]:
     out: dict[str, type[BaseModel]] = {}
     stack = list(BaseModel.__subclasses__())

@@ -17,7 +17,7 @@ from .._utils import as_2d_float, check_random_state, make_generator, resolve_de
 from ..augment.expression import AugmentContext, Compose, ExpressionAugmentation, expression_preset
 from ..losses.dlme import dlme_loss
 from ..nn.mlp import MLP
-from ._base import BaseModel
+from ._base import BaseModel, check_layer
 
 __all__ = ["DLME"]
 
@@ -274,7 +274,9 @@ class DLME(BaseModel):
         self.timings_["embed_s"] = time.perf_counter() - t0
         return self
 
-    def transform(self, X: Any, *, feature_names: Any = None, return_latent: bool = False) -> np.ndarray:
+    def transform(
+        self, X: Any, *, feature_names: Any = None, return_latent: bool = False, layer: int | None = None
+    ) -> np.ndarray:
         """Embed new cells with the trained network.
 
         Parameters
@@ -286,17 +288,27 @@ class DLME(BaseModel):
             are aligned by name (order does not matter; missing features raise ``KeyError``).
         return_latent
             Return the ``z`` codes (dimension ``encoder_dims[-1]``) instead of the output.
+        layer
+            Return the output of encoder block ``layer`` instead (0-based; the last block is
+            ``z``).
         """
         x = self._check_query(X, feature_names)
+        if layer is not None:
+            layer = check_layer(layer, self.encoder_)
         data = DeviceData(_apply_scale(x, self.scale_), self.device_)
-        return self._embed(data, return_latent=return_latent)
+        return self._embed(data, return_latent=return_latent, layer=layer)
 
     @torch.no_grad()
-    def _embed(self, data: DeviceData, *, return_latent: bool = False) -> np.ndarray:
+    def _embed(
+        self, data: DeviceData, *, return_latent: bool = False, layer: int | None = None
+    ) -> np.ndarray:
         self.encoder_.eval()
         self.projector_.eval()
         out = []
         for xb in data.batches(4096):
+            if layer is not None:
+                out.append(self.encoder_.forward_to(xb, layer).float().cpu())
+                continue
             z = self.encoder_(xb)
             out.append((z if return_latent else self.projector_(z)).float().cpu())
         return torch.cat(out).numpy()

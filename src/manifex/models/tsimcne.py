@@ -23,7 +23,7 @@ from ..augment.image import IMAGE_PRESETS, image_preset
 from ..losses.infonce import cauchy_infonce
 from ..nn.mlp import MLP
 from ..nn.resnet import make_backbone, projection_head
-from ._base import BaseModel
+from ._base import BaseModel, check_layer
 
 __all__ = ["PRESETS", "TSimCNE", "prepare_images"]
 
@@ -594,7 +594,9 @@ class TSimCNE(BaseModel):
         self.embedding_, self.features_ = self._embed(data, both=True)
         return self
 
-    def transform(self, X: Any, *, feature_names: Any = None, return_features: bool = False) -> np.ndarray:
+    def transform(
+        self, X: Any, *, feature_names: Any = None, return_features: bool = False, layer: int | None = None
+    ) -> np.ndarray:
         """Embed new images (or cells) with the trained network, without augmentation.
 
         Parameters
@@ -607,19 +609,39 @@ class TSimCNE(BaseModel):
         return_features
             Return the backbone features (512-d for ResNet-18, 128-d for the small network)
             instead of the map.
+        layer
+            Return the activations after backbone block ``layer`` instead (0-based: a residual
+            block of the convolutional networks, flattened to channels × height × width, or a
+            hidden block of the MLP). Early convolutional blocks keep the spatial layout of
+            strokes and edges, which tells apart classes the network never saw better than the
+            pooled features (see the one-shot benchmark); the small network's block 0 on
+            28 px images has 32 × 7 × 7 = 1,568 values, ResNet-18's 64 × 32 × 32 = 65,536.
         """
         x = self._query(X, feature_names)
+        if layer is not None:
+            layer = check_layer(layer, self.net_.backbone)
         data = torch.from_numpy(x).to(self.device_) if self.kind_ == "image" else DeviceData(x, self.device_)
-        return self._embed(data, return_features=return_features)
+        return self._embed(data, return_features=return_features, layer=layer)
 
     @torch.no_grad()
-    def _embed(self, data: Any, *, return_features: bool = False, both: bool = False, batch_size: int = 1024):
+    def _embed(
+        self,
+        data: Any,
+        *,
+        return_features: bool = False,
+        both: bool = False,
+        layer: int | None = None,
+        batch_size: int = 1024,
+    ):
         net = self.net_.eval()
         maps, feats = [], []
         n = data.shape[0]
         for s in range(0, n, batch_size):
             idx = torch.arange(s, min(n, s + batch_size), device=self.device_)
             xb = data[idx].float().div_(255.0) if self.kind_ == "image" else data[idx]
+            if layer is not None:
+                feats.append(net.backbone.forward_to(xb, layer).float().cpu())
+                continue
             f = net.backbone(xb)
             if both or return_features:
                 feats.append(f.float().cpu())
@@ -627,7 +649,7 @@ class TSimCNE(BaseModel):
                 maps.append(net.head(f).float().cpu())
         if both:
             return torch.cat(maps).numpy(), torch.cat(feats).numpy()
-        return torch.cat(feats if return_features else maps).numpy()
+        return torch.cat(feats if return_features or layer is not None else maps).numpy()
 
     def profile(self, X: Any, *, n_steps: int = 5) -> dict[str, float]:
         """Time the augmentation and a whole training step on a copy of the fitted network.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 __all__ = ["MLP", "mlp_block"]
@@ -88,3 +89,15 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
         self.d_in = d_in
         self.d_out = d_out if d_out is not None else d
+        self.n_hidden = len(hidden)
+
+    @property
+    def n_blocks(self) -> int:
+        """Number of hidden blocks (the valid ``layer`` values of :meth:`forward_to`)."""
+        return self.n_hidden
+
+    def forward_to(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        """Output of hidden block ``layer`` (0-based)."""
+        for block in list(self)[: layer + 1]:
+            x = block(x)
+        return x

@@ -76,6 +76,22 @@ class _ResNet(nn.Module):
         """Pooled features ``(B, out_dim)`` of an image batch ``(B, C, H, W)``."""
         return self.pool(self.blocks(self.stem(x))).flatten(1)
 
+    @property
+    def n_blocks(self) -> int:
+        """Number of residual blocks (the valid ``layer`` values of :meth:`forward_to`)."""
+        return len(self.blocks)
+
+    def forward_to(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        """Activations after residual block ``layer`` (0-based), flattened to ``(B, C·H·W)``.
+
+        Early blocks keep the spatial layout (strokes, edges) and tend to transfer to classes
+        the network never saw better than the pooled output does.
+        """
+        h = self.stem(x)
+        for block in self.blocks[: layer + 1]:
+            h = block(h)
+        return h.flatten(1)
+
 
 class ResNet18(_ResNet):
     """CIFAR-style ResNet-18: 3×3 stride-1 stem, no max-pool, four stages, 512-d pooled output.
