@@ -187,6 +187,10 @@ def one_shot(
         qi = q_pool.obsm["image"]
         spaces["t-SimCNE 2-d map (transform)"] = (ts.transform(qi), sec_ts)
         spaces["t-SimCNE backbone features (transform)"] = (ts.transform(qi, return_features=True), sec_ts)
+        spaces["t-SimCNE backbone block 0, flattened (transform, layer=0)"] = (
+            ts.transform(qi, layer=0),
+            sec_ts,
+        )
     rows = []
     for method, (emb, sec) in spaces.items():
         res = mx.metrics.one_shot_accuracy(
