@@ -196,6 +196,21 @@ class BaseModel:
         }
         torch.save(payload, path)
 
+    def _block_network(self) -> Any:
+        """The network whose blocks ``transform(..., layer=k)`` reads (``forward_to``, ``n_blocks``);
+        ``None`` for models without one."""
+        return None
+
+    def _check_layer(self, layer: Any) -> int:
+        """Validate a ``layer`` argument against :meth:`_block_network`."""
+        network = self._block_network()
+        if network is None:
+            raise ValueError(f"{type(self).__name__} cannot return a block's output (`layer`).")
+        n = network.n_blocks
+        if isinstance(layer, bool) or not isinstance(layer, int | np.integer) or not 0 <= layer < n:
+            raise ValueError(f"`layer` must be an integer block index in 0..{n - 1}, got {layer!r}.")
+        return int(layer)
+
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | torch.device = "auto") -> BaseModel:
         """Load a model written by :meth:`save`.
@@ -256,14 +271,6 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "auto") 
     >>> mx.tl.embed(query, model, reference=adata)
     """
     return BaseModel.load(path, device=device)
-
-
-def check_layer(layer: Any, network: Any) -> int:
-    """Validate a ``layer`` index of ``network`` (a module with ``n_blocks`` and ``forward_to``)."""
-    n = network.n_blocks
-    if isinstance(layer, bool) or not isinstance(layer, int | np.integer) or not 0 <= layer < n:
-        raise ValueError(f"`layer` must be an integer block index in 0..{n - 1}, got {layer!r}.")
-    return int(layer)
 
 
 def _registry() -> dict[str, type[BaseModel]]:

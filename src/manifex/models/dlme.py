@@ -17,7 +17,7 @@ from .._utils import as_2d_float, check_random_state, make_generator, resolve_de
 from ..augment.expression import AugmentContext, Compose, ExpressionAugmentation, expression_preset
 from ..losses.dlme import dlme_loss
 from ..nn.mlp import MLP
-from ._base import BaseModel, check_layer
+from ._base import BaseModel
 
 __all__ = ["DLME"]
 
@@ -274,6 +274,9 @@ class DLME(BaseModel):
         self.timings_["embed_s"] = time.perf_counter() - t0
         return self
 
+    def _block_network(self) -> MLP:
+        return self.encoder_
+
     def transform(
         self, X: Any, *, feature_names: Any = None, return_latent: bool = False, layer: int | None = None
     ) -> np.ndarray:
@@ -294,7 +297,7 @@ class DLME(BaseModel):
         """
         x = self._check_query(X, feature_names)
         if layer is not None:
-            layer = check_layer(layer, self.encoder_)
+            layer = self._check_layer(layer)
         data = DeviceData(_apply_scale(x, self.scale_), self.device_)
         return self._embed(data, return_latent=return_latent, layer=layer)
 

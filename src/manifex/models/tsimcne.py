@@ -23,7 +23,7 @@ from ..augment.image import IMAGE_PRESETS, image_preset
 from ..losses.infonce import cauchy_infonce
 from ..nn.mlp import MLP
 from ..nn.resnet import make_backbone, projection_head
-from ._base import BaseModel, check_layer
+from ._base import BaseModel
 
 __all__ = ["PRESETS", "TSimCNE", "prepare_images"]
 
@@ -594,6 +594,9 @@ class TSimCNE(BaseModel):
         self.embedding_, self.features_ = self._embed(data, both=True)
         return self
 
+    def _block_network(self) -> nn.Module:
+        return self.net_.backbone
+
     def transform(
         self, X: Any, *, feature_names: Any = None, return_features: bool = False, layer: int | None = None
     ) -> np.ndarray:
@@ -619,7 +622,7 @@ class TSimCNE(BaseModel):
         """
         x = self._query(X, feature_names)
         if layer is not None:
-            layer = check_layer(layer, self.net_.backbone)
+            layer = self._check_layer(layer)
         data = torch.from_numpy(x).to(self.device_) if self.kind_ == "image" else DeviceData(x, self.device_)
         return self._embed(data, return_features=return_features, layer=layer)
 

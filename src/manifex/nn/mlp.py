@@ -89,15 +89,11 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
         self.d_in = d_in
         self.d_out = d_out if d_out is not None else d
-        self.n_hidden = len(hidden)
-
-    @property
-    def n_blocks(self) -> int:
-        """Number of hidden blocks (the valid ``layer`` values of :meth:`forward_to`)."""
-        return self.n_hidden
+        #: number of hidden blocks (the valid ``layer`` values of :meth:`forward_to`)
+        self.n_blocks = len(hidden)
 
     def forward_to(self, x: torch.Tensor, layer: int) -> torch.Tensor:
         """Output of hidden block ``layer`` (0-based)."""
-        for block in list(self)[: layer + 1]:
+        for block in list(self)[: layer + 1]:  # slicing would rebuild an MLP from modules
             x = block(x)
         return x

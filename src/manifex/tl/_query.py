@@ -23,8 +23,7 @@ from scanpy import logging as logg
 
 from .._utils import as_2d_float, check_random_state
 from ..metrics._invariance import _check_model_fitted, embed_with
-from ..models import DLME, TSimCNE
-from ..models._base import BaseModel, check_layer, load_model
+from ..models._base import BaseModel, load_model
 from ._coverage import expression_pair, reference_coverage
 from ._utils import _project, check_adata, check_key_added, pcs_fingerprint, plain
 
@@ -180,12 +179,7 @@ def embed(
     if layer is not None:
         if space != "latent":
             raise ValueError(f"`layer` reads the network's blocks: it needs space='latent', not {space!r}.")
-        if isinstance(model, TSimCNE):
-            check_layer(layer, model.net_.backbone)
-        elif isinstance(model, DLME):
-            check_layer(layer, model.encoder_)
-        else:
-            raise ValueError(f"{type(model).__name__} cannot return a block's output (`layer`).")
+        model._check_layer(layer)
     if scale_query and reference is None:
         raise ValueError("`scale_query=True` needs the `reference` whose scaling to apply.")
 
