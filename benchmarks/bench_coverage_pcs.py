@@ -82,16 +82,17 @@ def write(rows: list[dict], out: str) -> None:
         .reset_index()
     )
     table.columns = [str(c) if not isinstance(c, float) else f"< {c}" for c in table.columns]
-    text = [
-        *H.report_header("Coverage check: joint PCs and threshold"),
-        "- each cell: share of the removed class / of the known cells with coverage below the "
-        "threshold (a random half against the other half minus the removed class)",
-        "",
-        table.to_markdown(index=False),
-        "",
-    ]
-    with open(out, "w") as fh:
-        fh.write("\n".join(text))
+    H.write_report(
+        out,
+        "Coverage check: joint PCs and threshold",
+        [
+            "- each cell: share of the removed class / of the known cells with coverage below the "
+            "threshold (a random half against the other half minus the removed class)",
+            "",
+            table.to_markdown(index=False),
+            "",
+        ],
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -189,11 +189,11 @@ def write(rows: list[dict[str, Any]], out_dir: Path, note: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(rows)
     df.to_csv(out_dir / "gpu.csv", index=False)
-    lines = [*H.report_header("manifex on a CUDA device", note), ""]
+    lines = [""]
     for part, d in df.groupby("part", sort=False):
         d = d.dropna(axis=1, how="all").drop(columns=["part"])
         lines += [f"## {part}", "", d.to_markdown(index=False, floatfmt=".3f"), ""]
-    (out_dir / "gpu.md").write_text("\n".join(lines))
+    H.write_report(out_dir / "gpu.md", "manifex on a CUDA device", lines, note)
 
 
 def main(argv: list[str] | None = None) -> None:

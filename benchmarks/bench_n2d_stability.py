@@ -97,7 +97,6 @@ def report(rows: list[dict], out: str) -> None:
         )
     t = pd.DataFrame(table)
     lines = [
-        *H.report_header("N2D: where the run-to-run spread comes from", "; one torch thread"),
         "",
         t.to_markdown(index=False, floatfmt=".3f"),
         "",
@@ -109,8 +108,7 @@ def report(rows: list[dict], out: str) -> None:
         "(of the mean over everything else). Per-run values in the CSV.",
         "",
     ]
-    with open(out, "w") as f:
-        f.write("\n".join(lines))
+    H.write_report(out, "N2D: where the run-to-run spread comes from", lines, "; one torch thread")
     d.to_csv(out.replace(".md", ".csv"), index=False)
     print("\n".join(lines), flush=True)
 

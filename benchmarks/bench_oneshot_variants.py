@@ -38,7 +38,6 @@ import scanpy as sc
 import torch
 
 import manifex as mx
-from manifex.models.dlme import _apply_scale
 
 from . import bench_query as Q
 from . import harness as H
@@ -110,21 +109,20 @@ def fit_vicreg(xr: np.ndarray, seed: int, augment: str, n_steps: int = 1500, bat
     return enc.eval()
 
 
-def block_activations(model: mx.models.DLME, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Output of every encoder block (Linear + BatchNorm + LeakyReLU) for inputs ``x``."""
-    h = torch.as_tensor(_apply_scale(np.asarray(x, dtype=np.float32), model.scale_))
-    out = {}
-    model.encoder_.eval()
-    with torch.no_grad():
-        for i, block in enumerate(model.encoder_):
-            h = block(h)
-            out[f"h{i}"] = h.numpy().copy()
-    return out
-
-
 def cl2n(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
     x = x - ref.mean(0)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def readout_rows(
+    base: dict[str, Any], variant: str, readouts: dict[str, tuple[np.ndarray, np.ndarray]], score, **extra
+) -> list[dict[str, Any]]:
+    """A raw and a CL2N row for each ``{layer: (query, reference)}`` readout of one fitted model."""
+    return [
+        dict(base, variant=variant, layer=layer, readout=readout, one_shot_acc=score(emb), **extra)
+        for layer, (q, r) in readouts.items()
+        for readout, emb in (("raw", q), ("CL2N", cl2n(q, r)))
+    ]
 
 
 def run(name: str, seed: int, n_episodes: int, models: tuple[str, ...] = ("dlme",)) -> list[dict[str, Any]]:
@@ -154,23 +152,7 @@ def run(name: str, seed: int, n_episodes: int, models: tuple[str, ...] = ("dlme"
     if "tsimcne" in models and name in Q.SCRNA:
         rows += tsimcne_rows(ref, xp, base, score, seed)
     if "vicreg" in models:
-        xr = ref.obsm["X_pca"]
-        for variant, kw in VICREG_VARIANTS.items():
-            enc, sec = H.timed(lambda kw=kw: fit_vicreg(xr, seed, **kw))
-            with torch.no_grad():
-                fr, fq = (enc(torch.as_tensor(v, dtype=torch.float32)).numpy() for v in (xr, xp))
-            for readout, emb in (("raw", fq), ("CL2N", cl2n(fq, fr))):
-                rows.append(
-                    dict(
-                        base,
-                        variant=f"VICReg encoder, {variant}",
-                        layer="z (80-d)",
-                        readout=readout,
-                        one_shot_acc=score(emb),
-                        seconds=sec,
-                    )
-                )
-            print(name, seed, variant, f"{sec:.0f}s", [round(r["one_shot_acc"], 3) for r in rows[-2:]])
+        rows += vicreg_rows(ref, xp, base, score, seed)
     if "whiten" in models:
         for alpha in (0.5, 1.0):
             emb = xp @ local_whitening(ref.obsm["X_pca"], 15, alpha, seed)
@@ -194,19 +176,11 @@ def dlme_rows(ref, xp: np.ndarray, base: dict[str, Any], score, seed: int) -> li
                 ref.copy(), random_state=seed, progress=False, device="cpu", return_model=True, **kw
             )
         )
-        fr, fq = block_activations(model, ref.obsm["X_pca"]), block_activations(model, xp)
-        for layer in fr:
-            for readout, emb in (("raw", fq[layer]), ("CL2N", cl2n(fq[layer], fr[layer]))):
-                rows.append(
-                    dict(
-                        base,
-                        variant=f"DLME {variant}",
-                        layer=f"{layer} ({fq[layer].shape[1]}-d)",
-                        readout=readout,
-                        one_shot_acc=score(emb),
-                        seconds=sec,
-                    )
-                )
+        readouts = {}
+        for i in range(model.encoder_.n_blocks):
+            fq = model.transform(xp, layer=i)
+            readouts[f"h{i} ({fq.shape[1]}-d)"] = (fq, model.transform(ref.obsm["X_pca"], layer=i))
+        rows += readout_rows(base, f"DLME {variant}", readouts, score, seconds=sec)
         print(
             base["dataset"],
             seed,
@@ -230,19 +204,21 @@ def tsimcne_rows(ref, xp: np.ndarray, base: dict[str, Any], score, seed: int) ->
             f"backbone features ({fq.shape[1]}-d)": (fq, fr),
             "2-d map": (model.transform(xp), model.transform(xr)),
         }
-        for layer, (q, r) in readouts.items():
-            for readout, emb in (("raw", q), ("CL2N", cl2n(q, r))):
-                rows.append(
-                    dict(
-                        base,
-                        variant=f"t-SimCNE (expression) {variant}",
-                        layer=layer,
-                        readout=readout,
-                        one_shot_acc=score(emb),
-                        seconds=sec,
-                    )
-                )
+        rows += readout_rows(base, f"t-SimCNE (expression) {variant}", readouts, score, seconds=sec)
         print(base["dataset"], seed, variant, f"{sec:.0f}s", [round(r["one_shot_acc"], 3) for r in rows[-4:]])
+    return rows
+
+
+def vicreg_rows(ref, xp: np.ndarray, base: dict[str, Any], score, seed: int) -> list[dict[str, Any]]:
+    """DLME's encoder trained by VICReg, for each of ``VICREG_VARIANTS``: z (raw and CL2N)."""
+    rows: list[dict[str, Any]] = []
+    xr = ref.obsm["X_pca"]
+    for variant, kw in VICREG_VARIANTS.items():
+        enc, sec = H.timed(lambda kw=kw: fit_vicreg(xr, seed, **kw))
+        with torch.no_grad():
+            fr, fq = (enc(torch.as_tensor(v, dtype=torch.float32)).numpy() for v in (xr, xp))
+        rows += readout_rows(base, f"VICReg encoder, {variant}", {"z (80-d)": (fq, fr)}, score, seconds=sec)
+        print(base["dataset"], seed, variant, f"{sec:.0f}s", [round(r["one_shot_acc"], 3) for r in rows[-2:]])
     return rows
 
 
@@ -265,9 +241,6 @@ def write(rows: list[dict[str, Any]], out: str) -> None:
     seeds = t.groupby(["dataset", "variant", "layer"], sort=False)["n_seeds"].first().to_numpy()
     wide["n_seeds"] = seeds
     text = [
-        *H.report_header(
-            f"One-shot readouts of {' and '.join(models)} on held-out classes", "; one torch thread"
-        ),
         "- split, preprocessing and episodes as in `query.md` (N-way 1-shot, 15 queries per class, "
         "nearest prototype, 200 episodes per seed); values: mean ± sd over seeds of the mean over episodes",
         "- readouts: DLME, the activations of each encoder block (`h2` is the latent z); t-SimCNE, the "
@@ -276,8 +249,9 @@ def write(rows: list[dict[str, Any]], out: str) -> None:
         wide.to_markdown(index=False),
         "",
     ]
-    with open(out, "w") as fh:
-        fh.write("\n".join(text))
+    H.write_report(
+        out, f"One-shot readouts of {' and '.join(models)} on held-out classes", text, "; one torch thread"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -306,10 +306,6 @@ def write_report(
     tra = [r for r in rows if r.get("experiment") == "transfer"]
     unk = [r for r in rows if r.get("experiment") == "unknown"]
     lines = [
-        *H.report_header(
-            "Query mapping: one-shot learning, label transfer, unknown classes",
-            "; one torch thread per process, experiments run as parallel processes. " + machine_note,
-        ),
         f"- {settings}",
         "- values are mean ± sd over seeds; seconds are wall time (compare within a dataset only)",
         "",
@@ -382,8 +378,12 @@ def write_report(
             "",
         ]
     lines += ["Per-seed values (with held-out / removed classes) are in `query.csv`.", ""]
-    with open(out, "w") as f:
-        f.write("\n".join(lines))
+    H.write_report(
+        out,
+        "Query mapping: one-shot learning, label transfer, unknown classes",
+        lines,
+        "; one torch thread per process, experiments run as parallel processes. " + machine_note,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -125,6 +125,11 @@ def report_header(title: str, machine_note: str = "") -> list[str]:
     ]
 
 
+def write_report(path: str | Path, title: str, lines: Sequence[str], machine_note: str = "") -> None:
+    """Write :func:`report_header` followed by ``lines`` (notes, tables) to ``path``."""
+    Path(path).write_text("\n".join([*report_header(title, machine_note), *lines]))
+
+
 def write_markdown(
     rows: Sequence[dict[str, Any]],
     path: str | Path,
@@ -138,10 +143,10 @@ def write_markdown(
     path.parent.mkdir(parents=True, exist_ok=True)
     table = summarize(rows, by)
     pd.DataFrame(rows).to_csv(path.with_suffix(".csv"), index=False)
-    lines = [*report_header(title), "", table.to_markdown(index=False), ""]
+    lines = ["", table.to_markdown(index=False), ""]
     if notes:
         lines += [notes.strip(), ""]
-    path.write_text("\n".join(lines))
+    write_report(path, title, lines)
     return table
 
 
