@@ -3,7 +3,8 @@
 A model describes a training step as a function of the minibatch indices
 (``step_fn(idx) -> loss``); :func:`train` owns everything around it: shuffling on the device,
 the optimiser step, learning-rate schedule, gradient clipping, mixed precision on CUDA,
-the progress bar, loss history and checkpoint callbacks.
+the progress report (:mod:`manifex._progress`), loss history, validation / early stopping and
+checkpoints that resume a run (:mod:`manifex._checkpoint`).
 """
 
 from __future__ import annotations
@@ -12,13 +13,17 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from scanpy import logging as logg
 
-__all__ = ["DeviceData", "EarlyStopping", "TrainHistory", "cosine_with_warmup", "train"]
+if TYPE_CHECKING:
+    from ._checkpoint import CheckpointFile
+
+__all__ = ["DeviceData", "EarlyStopping", "TrainHistory", "cosine_with_warmup", "split_validation", "train"]
 
 
 class DeviceData:
@@ -71,6 +76,20 @@ class TrainHistory:
     #: step whose weights were kept (the best validation loss), and whether training stopped early
     best_step: int | None = None
     stopped_early: bool = False
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainHistory:
+        """Rebuild a history from :meth:`as_dict` output (a resumed run)."""
+        return cls(
+            loss=[float(v) for v in np.asarray(d.get("loss", []), dtype=np.float64)],
+            lr=[float(v) for v in np.asarray(d.get("lr", []), dtype=np.float64)],
+            n_steps=int(d.get("n_steps", 0)),
+            seconds=float(d.get("seconds", 0.0)),
+            val_loss=[float(v) for v in np.asarray(d.get("val_loss", []), dtype=np.float64)],
+            val_step=[int(v) for v in np.asarray(d.get("val_step", []), dtype=np.int64)],
+            best_step=None if d.get("best_step") is None else int(d["best_step"]),
+            stopped_early=bool(d.get("stopped_early", False)),
+        )
 
     def as_dict(self) -> dict:
         out = {
@@ -140,6 +159,22 @@ def _amp_context(device: torch.device, amp: bool):
     return torch.autocast(device_type="cpu", enabled=False), None
 
 
+def split_validation(
+    n: int, fraction: float, seed: int, *, min_validation: int = 20, min_train: int = 20
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of ``n`` rows into sorted training and validation rows.
+
+    ``round(fraction * n)`` rows are held out; none when that is below ``min_validation`` or
+    would leave fewer than ``min_train`` training rows (the caller logs that early stopping is
+    off).
+    """
+    n_val = round(float(fraction) * n)
+    if n_val < min_validation or n - n_val < min_train:
+        n_val = 0
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
 def train(
     step_fn: Callable[[torch.Tensor], torch.Tensor],
     *,
@@ -154,23 +189,23 @@ def train(
     grad_clip_value: float | None = None,
     grad_clip_norm: float | None = None,
     amp: bool = True,
-    progress: bool = True,
+    progress: bool | None = True,
     desc: str = "training",
-    history: TrainHistory | None = None,
-    callback: Callable[[int, TrainHistory], None] | None = None,
-    callback_every: int | None = None,
-    start_step: int = 0,
     early_stopping: EarlyStopping | None = None,
+    checkpoint: CheckpointFile | None = None,
+    phase: str = "train",
 ) -> TrainHistory:
     """Run ``n_steps`` optimiser steps of ``step_fn`` over shuffled minibatches.
 
     Parameters
     ----------
     step_fn
-        Receives a 1-d tensor of row indices (on ``device``) and returns the scalar loss. It runs
-        inside an autocast context on CUDA when ``amp`` is true; losses should upcast to float32.
+        Receives a 1-d tensor of row indices in ``0..n-1`` (on ``device``) and returns the
+        scalar loss. It runs inside an autocast context on CUDA when ``amp`` is true; losses
+        should upcast to float32.
     modules
-        Modules put into training mode before the loop and evaluation mode after it.
+        Modules put into training mode before the loop and evaluation mode after it (and saved
+        in checkpoints).
     optimizer
         A ready optimiser over the trainable parameters.
     n, batch_size
@@ -187,33 +222,58 @@ def train(
         Mixed precision on CUDA (bfloat16 where supported, else float16 with loss scaling).
         Ignored on CPU and MPS.
     progress
-        Show a tqdm progress bar with the running loss.
-    callback, callback_every
-        ``callback(step, history)`` is called every ``callback_every`` steps (e.g. checkpoints).
-    start_step
-        Resume a run at this step (the schedule continues from there).
+        ``True`` / ``False``, or ``None`` to follow ``scanpy.settings.verbosity``
+        (:func:`manifex._progress.progress_enabled`). A bar on a terminal, else at most one line
+        per epoch.
+    desc
+        Label in the progress report, log messages and errors.
     early_stopping
         Check a validation loss every ``early_stopping.every`` steps, stop after
         ``early_stopping.patience`` checks without improvement and restore the modules' weights
         from the best check (``n_steps`` is then an upper bound).
+    checkpoint, phase
+        Save the run every ``checkpoint.every_epochs`` epochs and at its end, and resume from
+        the file when it holds this ``phase`` (a finished phase is not trained again).
     """
-    from tqdm.auto import tqdm
+    from ._checkpoint import restore
+    from ._progress import Progress, progress_enabled
 
-    history = history if history is not None else TrainHistory()
+    history = TrainHistory()
     ctx_dtype = _amp_context(device, amp)[1]
     scaler = torch.amp.GradScaler("cuda") if ctx_dtype == torch.float16 else None
     base_lrs = [g["lr"] for g in optimizer.param_groups]
-    for m in modules:
-        m.train()
     drop_last = n > batch_size
     per_epoch = max(1, n // batch_size) if drop_last else 1
-    t0 = time.perf_counter()
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    epoch_losses: list[torch.Tensor] = []
-    bar = tqdm(total=n_steps, initial=start_step, desc=desc, disable=not progress, leave=False)
-    step = start_step
+    step = 0
     best: tuple[float, int, list[dict]] | None = None
     bad_checks = 0
+
+    saved = checkpoint.state_for(phase) if checkpoint is not None else None
+    if saved is not None:
+        restore(saved, modules=modules, optimizer=None if saved["done"] else optimizer, generator=generator)
+        history = TrainHistory.from_dict(saved["history"])
+        step = int(saved["step"])
+        es = saved.get("extra", {}).get("early_stopping")
+        if es:
+            snaps = [{k: torch.as_tensor(v).to(device) for k, v in sd.items()} for sd in es["best_modules"]]
+            best, bad_checks = (float(es["best_loss"]), int(es["best_step"]), snaps), int(es["bad_checks"])
+        if saved["done"]:
+            for m in modules:
+                m.eval()
+            return history
+
+    def es_state() -> dict:
+        if best is None:
+            return {}
+        return {
+            "early_stopping": {
+                "best_loss": best[0],
+                "best_step": best[1],
+                "bad_checks": bad_checks,
+                "best_modules": [{k: v.cpu() for k, v in sd.items()} for sd in best[2]],
+            }
+        }
 
     def check() -> bool:
         """Validate; return True when training should stop."""
@@ -233,6 +293,12 @@ def train(
         bad_checks += 1
         return bad_checks >= early_stopping.patience
 
+    for m in modules:
+        m.train()
+    t0 = time.perf_counter()
+    seconds0 = history.seconds
+    bar = Progress(n_steps, per_epoch, desc=desc, enabled=progress_enabled(progress), initial=step)
+    epoch_losses: list[torch.Tensor] = []
     # Reading the loss on the host waits for the device: on CUDA that check runs once per epoch
     # (where the epoch's mean loss is read anyway), so the host can queue steps ahead of the GPU.
     check_each_step = device.type != "cuda"
@@ -271,8 +337,6 @@ def train(
                 epoch_losses.append(loss.detach())
                 step += 1
                 bar.update(1)
-                if callback is not None and callback_every and step % callback_every == 0:
-                    callback(step, history)
                 if early_stopping is not None and (step % early_stopping.every == 0 or step == n_steps):
                     stop = check()
                     if stop:
@@ -285,8 +349,26 @@ def train(
                 mean_loss = losses.mean().item()
                 history.loss.append(mean_loss)
                 history.lr.append(float(optimizer.param_groups[0]["lr"]))
-                bar.set_postfix(loss=f"{mean_loss:.4g}")
+                bar.epoch_end(len(history.loss), mean_loss)
                 epoch_losses = []
+            if (
+                checkpoint is not None
+                and not stop
+                and step < n_steps
+                and len(history.loss) % max(1, checkpoint.every_epochs) == 0
+            ):
+                history.n_steps = step
+                history.seconds = seconds0 + time.perf_counter() - t0
+                checkpoint.write(
+                    phase=phase,
+                    step=step,
+                    done=False,
+                    modules=modules,
+                    optimizer=optimizer,
+                    generator=generator,
+                    history=history.as_dict(),
+                    extra=es_state(),
+                )
     finally:
         bar.close()
         for m in modules:
@@ -298,6 +380,16 @@ def train(
         if stop:
             logg.info(f"    {desc}: stopped early at step {step}; kept the weights of step {best[1]}")
     history.n_steps = step
-    history.seconds += time.perf_counter() - t0
-    logg.debug(f"{desc}: {step - start_step} steps in {history.seconds:.1f}s on {device}")
+    history.seconds = seconds0 + time.perf_counter() - t0
+    if checkpoint is not None:
+        checkpoint.write(
+            phase=phase,
+            step=step,
+            done=True,
+            modules=modules,
+            optimizer=None,
+            generator=generator,
+            history=history.as_dict(),
+        )
+    logg.debug(f"{desc}: {step} steps in {history.seconds:.1f}s on {device}")
     return history

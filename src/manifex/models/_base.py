@@ -1,8 +1,24 @@
-"""Common machinery of the manifex estimators: parameters, input checks, save / load."""
+"""The estimator contract every manifex model fills in.
+
+A model is a scikit-learn estimator (``get_params`` / ``set_params`` / :func:`sklearn.base.clone`)
+whose :meth:`BaseModel.fit` is a template:
+
+1. ``_validate_params()`` -- the constructor arguments, before any work;
+2. ``_prepare_fit_input(X)`` -- validate and convert the data (and set ``kind_``);
+3. record the input: shape, feature names, per-feature mean / standard deviation, a fingerprint
+   of the data, the AnnData input spec a ``tl`` function passes;
+4. resolve the device and the seed, build the networks under the seed (``_build_modules``);
+5. ``_fit(x, device, seed)`` -- train with the shared trainer (:func:`manifex._train.train`),
+   which owns checkpoints, validation / early stopping and the progress report;
+6. the embedding of the training data (``embedding_``).
+
+Every model answers one :meth:`BaseModel.transform` with ``space="embedding" | "latent" |
+"input"`` (N2D adds ``"manifold"``) and ``block=`` for one block of its network. Models are saved
+to safe files (:mod:`manifex.models._io`): tensors in safetensors, everything else in JSON.
+"""
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -10,12 +26,13 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 import torch
+from sklearn.base import BaseEstimator
 
-from .._utils import as_2d_float, resolve_device
+from .._utils import as_2d_float, check_random_state, resolve_device, seeded
 
 __all__ = ["BaseModel", "NotFittedError", "load_model"]
 
-_FORMAT_VERSION = 1
+SPACES: tuple[str, ...] = ("embedding", "latent", "input")
 
 
 class NotFittedError(ValueError):
@@ -28,46 +45,46 @@ class NotFittedError(ValueError):
     ...     mx.models.DLME().transform(np.zeros((5, 10)))
     ... except mx.models.NotFittedError as err:
     ...     print(err)
-    This DLME is not fitted yet; call `fit` first.
+    This DLME is not fitted yet; call `fit` first (or load a saved model with `mx.models.load_model`).
     """
 
 
-class BaseModel:
-    """Base class: scikit-learn style parameters plus torch modules and a save / load format.
+class BaseModel(BaseEstimator):
+    """Base class of the manifex estimators: the ``fit`` template, ``transform``, save / load.
 
-    Subclasses list their torch modules in ``_module_names`` and any other fitted state
-    (numpy arrays, scikit-learn objects) in ``_state_names``; both are saved by :meth:`save`.
-    Every model records what it was trained on (``n_features_in_``, ``feature_names_in_``,
-    per-feature ``feature_mean_`` / ``feature_std_``), which :meth:`transform` uses to align
-    and check queries.
+    Subclasses implement ``_validate_params``, ``_build_modules``, ``_fit`` and ``_transform``,
+    list their torch modules in ``_module_names`` and any other fitted state (arrays, plain
+    values) in ``_state_names``; both are saved by :meth:`save`. Every fitted model records
+    what it was trained on (``n_features_in_``, ``feature_names_in_``, per-feature
+    ``feature_mean_`` / ``feature_std_``, ``data_fingerprint_``, ``input_spec_``), which
+    :meth:`transform` uses to align and check queries.
 
     Examples
     --------
     >>> import numpy as np, manifex as mx
+    >>> from sklearn.base import clone
     >>> x = np.random.default_rng(0).normal(size=(300, 20)).astype("float32")
     >>> model = mx.models.DLME(n_steps=100, progress=False).fit(x)
     >>> isinstance(model, mx.models.BaseModel), model.is_fitted
     (True, True)
+    >>> clone(model).set_params(n_steps=50).get_params()["n_steps"]
+    50
+    >>> model.transform(x[:5], space="latent").shape
+    (5, 80)
     >>> model.save("dlme.pt")
-    >>> same = mx.models.DLME.load("dlme.pt", device="cpu")
+    >>> same = mx.models.load_model("dlme.pt", device="cpu")
+    >>> bool(np.allclose(same.transform(x[:5]), model.transform(x[:5]), atol=1e-5))
+    True
     """
 
     _module_names: ClassVar[tuple[str, ...]] = ()
     _state_names: ClassVar[tuple[str, ...]] = ()
-
-    # ---- parameters -------------------------------------------------------------------------
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p != "self"]
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor arguments of this model."""
-        return {k: getattr(self, k) for k in self._param_names()}
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({params})"
+    #: spaces :meth:`transform` accepts besides :data:`SPACES`
+    _extra_spaces: ClassVar[tuple[str, ...]] = ()
+    #: parameters that play no part in inference: saved when they can be, else left at default
+    _training_only_params: ClassVar[tuple[str, ...]] = ()
+    #: parameters that do not change what training computes (left out of checkpoint identity)
+    _runtime_params: ClassVar[tuple[str, ...]] = ("device", "progress", "checkpoint", "checkpoint_every")
 
     # ---- fitted state -----------------------------------------------------------------------
     @property
@@ -75,69 +92,220 @@ class BaseModel:
         """Whether the model has been fitted (or loaded from a file)."""
         return getattr(self, "n_features_in_", None) is not None
 
+    def __sklearn_is_fitted__(self) -> bool:
+        return self.is_fitted
+
     def _check_fitted(self) -> None:
         if not self.is_fitted:
-            raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call `fit` first.")
+            raise NotFittedError(
+                f"This {type(self).__name__} is not fitted yet; call `fit` first (or load a saved "
+                "model with `mx.models.load_model`)."
+            )
 
-    def _record_input(self, x: np.ndarray | sp.csr_matrix, feature_names: Any) -> None:
+    # ---- the fit template -------------------------------------------------------------------
+    def fit(
+        self, X: Any, y: None = None, *, feature_names: Any = None, input_spec: dict[str, Any] | None = None
+    ) -> BaseModel:
+        """Train on ``X``.
+
+        Parameters
+        ----------
+        X
+            Training data: cells × features (dense or scipy sparse), or images for
+            :class:`TSimCNE`.
+        y
+            Ignored.
+        feature_names
+            Names of the columns, used to align the features of a query in :meth:`transform`.
+        input_spec
+            What AnnData input ``X`` came from (set by the ``mx.tl`` functions; read by
+            :func:`manifex.tl.embed` to prepare a query the same way).
+
+        Returns
+        -------
+        The fitted model.
+        """
+        from ._io import fingerprint
+
+        self._validate_params()
+        if input_spec is not None and not isinstance(input_spec, dict):
+            raise TypeError(f"`input_spec` must be a dict or None, got {type(input_spec).__name__}.")
+        x = self._prepare_fit_input(X)
+        self._record_input(x, feature_names)
+        self.input_spec_ = dict(input_spec) if input_spec is not None else None
+        self.data_fingerprint_ = fingerprint(x)
+        device = resolve_device(self.device)
+        seed = check_random_state(self.random_state)
+        self.device_ = device
+        with seeded(seed, device):
+            self._build_modules()
+        for name in self._module_names:
+            getattr(self, name).to(device)
+        self._fit(x, device=device, seed=seed)
+        return self
+
+    def fit_transform(
+        self, X: Any, y: None = None, *, feature_names: Any = None, input_spec: dict[str, Any] | None = None
+    ) -> np.ndarray:
+        """Fit and return the embedding of the training data (``embedding_``).
+
+        Parameters
+        ----------
+        X, y, feature_names, input_spec
+            As for :meth:`fit`.
+        """
+        return self.fit(X, feature_names=feature_names, input_spec=input_spec).embedding_
+
+    def _prepare_fit_input(self, X: Any) -> Any:
+        """Validate and convert the training data (hook; default: a cells × features matrix)."""
+        self.kind_ = "expression"
+        return as_2d_float(X, name="X", min_rows=self._min_rows())
+
+    def _min_rows(self) -> int:
+        return max(20, int(getattr(self, "n_neighbors", 0)) + 1)
+
+    def _record_input(self, x: Any, feature_names: Any) -> None:
         """Remember what the model was trained on (shape, feature names, per-feature scale)."""
-        self.n_features_in_ = int(x.shape[1])
+        if getattr(self, "kind_", "expression") == "image":
+            self.n_features_in_ = int(np.prod(x.shape[1:]))
+            if feature_names is not None:
+                raise ValueError("`feature_names` apply to expression data, not to images.")
+            self.feature_names_in_ = None
+            self.feature_mean_ = None
+            self.feature_std_ = None
+            return
         if feature_names is not None:
             names = np.asarray(feature_names, dtype=str)
             if names.shape != (x.shape[1],):
                 raise ValueError(
                     f"`feature_names` has {names.size} entries but the data has {x.shape[1]} features."
                 )
-            if len(set(names)) != names.size:
+            if len(set(names.tolist())) != names.size:
                 raise ValueError("`feature_names` must be unique.")
-            self.feature_names_in_ = names
         else:
-            self.feature_names_in_ = None
+            names = None
         mean, var = _col_mean_var(x)
+        self.n_features_in_ = int(x.shape[1])
+        self.feature_names_in_ = names
         self.feature_mean_ = mean
         self.feature_std_ = np.sqrt(var)
 
-    def _check_query(self, x: Any, feature_names: Any = None, *, name: str = "X"):
-        """Validate a query matrix and align its columns to the training features by name."""
+    def _build_modules(self) -> None:  # pragma: no cover - implemented by subclasses
+        raise NotImplementedError
+
+    def _fit(self, x: Any, *, device: torch.device, seed: int) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _checkpoint_file(self, x: Any, phases: tuple[str, ...] = ("train",)):
+        """The :class:`~manifex._checkpoint.CheckpointFile` of this fit, or ``None``."""
+        if getattr(self, "checkpoint", None) is None:
+            return None
+        from .._checkpoint import CheckpointFile
+        from ._io import encode_params
+
+        params = {k: v for k, v in self.get_params().items() if k not in self._runtime_params}
+        try:
+            params = encode_params(params)
+        except TypeError:
+            params = {k: repr(v) for k, v in params.items()}
+        return CheckpointFile(
+            self.checkpoint,
+            fingerprint=self.data_fingerprint_,
+            params={"class": type(self).__name__, **params},
+            phases=phases,
+            every_epochs=int(getattr(self, "checkpoint_every", 10)),
+        )
+
+    # ---- transform --------------------------------------------------------------------------
+    def transform(
+        self, X: Any, *, feature_names: Any = None, space: str = "embedding", block: int | None = None
+    ) -> np.ndarray:
+        """Embed new data with the trained model.
+
+        Parameters
+        ----------
+        X
+            Query data prepared like the training data (same features, or images of the training
+            size and channel count).
+        feature_names
+            Column names of ``X``; when the model knows its training feature names, the columns are
+            aligned by name (order does not matter; missing features raise ``KeyError``).
+        space
+            ``"embedding"``: the map (what the ``tl`` function writes to ``obsm``).
+            ``"latent"``: the network's internal representation (DLME's ``z``, t-SimCNE's backbone
+            features, N2D's autoencoder code). ``"input"``: what the network reads, without the
+            network (the aligned features before any internal standardisation; images flattened
+            and scaled to [0, 1]) -- the baseline every learnt space should beat. N2D also
+            offers ``"manifold"``, the UMAP manifold its mixture clusters.
+        block
+            With ``space="latent"``: the output of this block of the network instead (0-based,
+            flattened to ``(n, d)``).
+
+        Returns
+        -------
+        ``(n, d)`` float32 array.
+        """
         self._check_fitted()
-        x = as_2d_float(x, name=name)
+        allowed = SPACES + self._extra_spaces
+        if space not in allowed:
+            raise ValueError(f"`space` must be one of {', '.join(map(repr, allowed))}; got {space!r}.")
+        if block is not None:
+            if space != "latent":
+                raise ValueError(f"`block` reads a block of the network: it needs space='latent', not {space!r}.")
+            block = self._check_block(block)
+        x = self._prepare_query(X, feature_names)
+        if space == "input":
+            return self._input_space(x)
+        out = np.asarray(self._transform(x, space=space, block=block), dtype=np.float32)
+        return out.reshape(out.shape[0], -1)
+
+    def _prepare_query(self, X: Any, feature_names: Any) -> Any:
+        """Validate a query and align its columns to the training features by name."""
+        x = as_2d_float(X, name="X")
         if feature_names is not None and self.feature_names_in_ is not None:
             names = np.asarray(feature_names, dtype=str)
             if names.shape != (x.shape[1],):
                 raise ValueError(
-                    f"`feature_names` has {names.size} entries but `{name}` has {x.shape[1]} columns."
+                    f"`feature_names` has {names.size} entries but `X` has {x.shape[1]} columns."
                 )
-            pos = {g: i for i, g in enumerate(names)}
-            missing = [g for g in self.feature_names_in_ if g not in pos]
+            pos = {g: i for i, g in enumerate(names.tolist())}
+            missing = [g for g in self.feature_names_in_.tolist() if g not in pos]
             if missing:
                 shown = ", ".join(missing[:10]) + (" …" if len(missing) > 10 else "")
                 raise KeyError(
                     f"The query lacks {len(missing)} of the {self.n_features_in_} features the model "
                     f"was trained on: {shown}."
                 )
-            order = np.fromiter((pos[g] for g in self.feature_names_in_), dtype=np.int64)
+            order = np.fromiter((pos[g] for g in self.feature_names_in_.tolist()), dtype=np.int64)
             if not np.array_equal(order, np.arange(x.shape[1])):
                 x = x[:, order]
         elif x.shape[1] != self.n_features_in_:
             raise ValueError(
-                f"`{name}` has {x.shape[1]} features but the model was trained on {self.n_features_in_}."
+                f"`X` has {x.shape[1]} features but the model was trained on {self.n_features_in_}."
             )
         return x
 
-    def fit_transform(self, X: Any, y: None = None, *, feature_names: Any = None) -> np.ndarray:
-        """Fit and return the embedding of the training data (``embedding_``).
+    def _input_space(self, x: Any) -> np.ndarray:
+        out = x.toarray() if sp.issparse(x) else np.asarray(x)
+        return out.astype(np.float32, copy=False)
 
-        Parameters
-        ----------
-        X
-            Training data, as for ``fit``.
-        y
-            Ignored.
-        feature_names
-            Names of the columns, used to align a query's features in ``transform``.
-        """
-        return self.fit(X, feature_names=feature_names).embedding_
+    def _transform(self, x: Any, *, space: str, block: int | None) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
 
+    def _block_network(self) -> Any:
+        """The network whose blocks ``transform(..., block=k)`` reads (``forward_to``, ``n_blocks``)."""
+        return None
+
+    def _check_block(self, block: Any) -> int:
+        network = self._block_network()
+        if network is None:
+            raise ValueError(f"{type(self).__name__} has no network blocks to read (`block`).")
+        n = network.n_blocks
+        if isinstance(block, bool) or not isinstance(block, int | np.integer) or not 0 <= block < n:
+            raise ValueError(f"`block` must be an integer block index in 0..{n - 1}, got {block!r}.")
+        return int(block)
+
+    # ---- budgets ----------------------------------------------------------------------------
     def _step_budget(
         self, n: int, *, preset_epochs: int | None, scale: float, epoch_range: tuple[int, int], min_steps: int
     ) -> int:
@@ -153,105 +321,56 @@ class BaseModel:
         return int(max(min_steps, round(epochs * per_epoch)))
 
     # ---- persistence ------------------------------------------------------------------------
-    def _extra_state(self) -> dict[str, Any]:
-        return {}
+    def _get_state(self) -> dict[str, Any]:
+        """Fitted state besides the modules and the recorded input (hook; plain data only)."""
+        return {k: getattr(self, k, None) for k in self._state_names}
 
-    def _set_extra_state(self, state: dict[str, Any]) -> None:
-        pass
-
-    def _build_modules(self) -> None:  # pragma: no cover - implemented by subclasses
-        raise NotImplementedError
+    def _set_state(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
-        """Save parameters, weights and fitted state to one file (``torch.save`` format).
+        """Save the fitted model to one safe file (safetensors tensors + a JSON description).
 
         Parameters
         ----------
         path
-            File to write.
+            File to write (any extension; ``.mx`` or ``.safetensors`` are good choices).
         overwrite
             Replace an existing file.
         """
+        from ._persist import save_model
+
         self._check_fitted()
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass `overwrite=True` to replace it.")
-        payload = {
-            "format_version": _FORMAT_VERSION,
-            "class": type(self).__name__,
-            "params": self.get_params(),
-            "modules": {
-                k: {n: t.detach().cpu() for n, t in getattr(self, k).state_dict().items()}
-                for k in self._module_names
-            },
-            "state": {k: getattr(self, k, None) for k in self._state_names},
-            "input": {
-                "n_features_in_": self.n_features_in_,
-                "feature_names_in_": self.feature_names_in_,
-                "feature_mean_": self.feature_mean_,
-                "feature_std_": self.feature_std_,
-                "input_spec_": getattr(self, "input_spec_", None),
-            },
-            "extra": self._extra_state(),
-        }
-        torch.save(payload, path)
-
-    def _block_network(self) -> Any:
-        """The network whose blocks ``transform(..., layer=k)`` reads (``forward_to``, ``n_blocks``);
-        ``None`` for models without one."""
-        return None
-
-    def _check_layer(self, layer: Any) -> int:
-        """Validate a ``layer`` argument against :meth:`_block_network`."""
-        network = self._block_network()
-        if network is None:
-            raise ValueError(f"{type(self).__name__} cannot return a block's output (`layer`).")
-        n = network.n_blocks
-        if isinstance(layer, bool) or not isinstance(layer, int | np.integer) or not 0 <= layer < n:
-            raise ValueError(f"`layer` must be an integer block index in 0..{n - 1}, got {layer!r}.")
-        return int(layer)
+        save_model(self, Path(path), overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | torch.device = "auto") -> BaseModel:
-        """Load a model written by :meth:`save`.
+        """Load a model written by :meth:`save`. Nothing in the file is executed.
 
         Parameters
         ----------
         path
-            The file. Only load files you trust: the format is pickle-based.
+            The file.
         device
             Where to put the networks (``"auto"``, ``"cpu"``, ``"cuda"``, ...).
         """
-        payload = torch.load(Path(path), map_location="cpu", weights_only=False)
-        if not isinstance(payload, dict) or "class" not in payload:
-            raise ValueError(f"{path} is not a manifex model file.")
-        klass = _registry().get(payload["class"])
-        if klass is None or (cls is not BaseModel and not issubclass(klass, cls)):
-            raise TypeError(f"{path} holds a {payload['class']}, not a {cls.__name__}.")
-        params = dict(payload["params"])
-        params["device"] = device
-        model = klass(**params)
-        for k, v in payload["input"].items():
-            setattr(model, k, v)
-        for k, v in payload["state"].items():
-            setattr(model, k, v)
-        model._set_extra_state(payload["extra"])
-        model.device_ = resolve_device(device)
-        model._build_modules()
-        for k in klass._module_names:
-            module = getattr(model, k)
-            module.load_state_dict(payload["modules"][k])
-            module.to(model.device_).eval()
-        return model
+        from ._persist import load_model_file
+
+        return load_model_file(Path(path), device=device, expected=cls)
 
 
 def load_model(path: str | os.PathLike, *, device: str | torch.device = "auto") -> BaseModel:
-    """Load any manifex model saved with ``model.save(path)``.
+    """Load any manifex model saved with ``model.save(path)``; nothing in the file is executed.
+
+    The file holds tensors (safetensors) and a JSON description; it is checked (format, class,
+    checksum) before anything is built. Files of the old pickle-based format are refused: convert
+    one you trust with :func:`manifex.models.convert_legacy_file`.
 
     Parameters
     ----------
     path
-        The file. Only load files you trust: the format is pickle-based.
+        The file.
     device
         Where to put the networks (``"auto"``, ``"cpu"``, ``"cuda"``, ...).
 
@@ -264,11 +383,13 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "auto") 
     --------
     >>> import scanpy as sc, manifex as mx
     >>> adata = sc.datasets.pbmc68k_reduced()
-    >>> model = mx.tl.dlme(adata, return_model=True, progress=False)
-    >>> model.save("pbmc_dlme.pt")
-    >>> model = mx.models.load_model("pbmc_dlme.pt")
+    >>> model = mx.tl.dlme(adata, n_steps=200, return_model=True, progress=False)
+    >>> model.save("pbmc_dlme.mx")
+    >>> model = mx.models.load_model("pbmc_dlme.mx")
     >>> query = adata[:100].copy()
     >>> mx.tl.embed(query, model, reference=adata)
+    >>> query.obsm["X_dlme"].shape
+    (100, 2)
     """
     return BaseModel.load(path, device=device)
 

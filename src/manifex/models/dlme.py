@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
@@ -12,12 +14,13 @@ import torch
 from scanpy import logging as logg
 
 from .._neighbors import knn_indices
-from .._train import DeviceData, step_decay, train
-from .._utils import as_2d_float, check_random_state, make_generator, resolve_device, seeded
+from .._train import DeviceData, EarlyStopping, split_validation, step_decay, train
+from .._utils import make_generator
 from ..augment.expression import AugmentContext, Compose, ExpressionAugmentation, expression_preset
 from ..losses.dlme import dlme_loss
 from ..nn.mlp import MLP
 from ._base import BaseModel
+from ._checks import check_common, check_dims, check_fraction, check_int, check_positive
 
 __all__ = ["DLME"]
 
@@ -74,6 +77,12 @@ class DLME(BaseModel):
         Explicit ``n_epochs`` / ``n_steps`` win over the preset.
     knn_method
         ``"auto"`` (exact up to 10,000 cells, pynndescent above), ``"exact"`` or ``"pynndescent"``.
+    early_stopping
+        Hold out ``validation_fraction`` of the cells, measure the loss on them once per epoch
+        and stop after ``patience`` epochs without improvement, keeping the best weights (the
+        step budget is then an upper bound). Off by default: DLME's budget is fixed.
+    validation_fraction, patience
+        Share of held-out cells and checks without improvement, with ``early_stopping``.
     standardize
         Scale each input feature to unit variance before training (stored and reapplied in
         :meth:`transform`). Off by default: PCA coordinates keep their variance ordering.
@@ -85,8 +94,15 @@ class DLME(BaseModel):
         cast kernels (on an H200 a step took 4–17% longer with it; see the GPU benchmark).
     random_state
         Seed for weights, batching, augmentation and the kNN search.
+    checkpoint
+        File to save the training state to every ``checkpoint_every`` epochs and at the end. If
+        it exists when :meth:`fit` starts, training resumes from it; a file written for other
+        data (by fingerprint) or other parameters is refused.
+    checkpoint_every
+        Epochs between checkpoints.
     progress
-        Show a progress bar.
+        Show a progress bar (``None``: follow ``scanpy.settings.verbosity``). When the output is
+        not a terminal, at most one line per epoch is printed.
 
     Examples
     --------
@@ -98,7 +114,8 @@ class DLME(BaseModel):
     """
 
     _module_names: ClassVar[tuple[str, ...]] = ("encoder_", "projector_")
-    _state_names: ClassVar[tuple[str, ...]] = ("history_", "scale_")
+    _state_names: ClassVar[tuple[str, ...]] = ("history_", "scale_", "timings_", "knn_info_")
+    _training_only_params: ClassVar[tuple[str, ...]] = ("augment",)
 
     def __init__(
         self,
@@ -119,10 +136,15 @@ class DLME(BaseModel):
         preset: Literal["default", "fast", "paper"] = "default",
         knn_method: str = "auto",
         standardize: bool = False,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        patience: int = 5,
         device: str | torch.device = "auto",
         amp: bool = False,
         random_state: int = 0,
-        progress: bool = True,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int = 10,
+        progress: bool | None = None,
     ):
         self.n_components = n_components
         self.n_neighbors = n_neighbors
@@ -140,30 +162,34 @@ class DLME(BaseModel):
         self.preset = preset
         self.knn_method = knn_method
         self.standardize = standardize
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.patience = patience
         self.device = device
         self.amp = amp
         self.random_state = random_state
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
         self.progress = progress
-        self.n_features_in_ = None
 
     # -----------------------------------------------------------------------------------------
     def _validate_params(self) -> None:
-        if not isinstance(self.n_components, int | np.integer) or self.n_components < 1:
-            raise ValueError(f"`n_components` must be a positive integer, got {self.n_components!r}.")
-        if not isinstance(self.n_neighbors, int | np.integer) or self.n_neighbors < 1:
-            raise ValueError(f"`n_neighbors` must be a positive integer, got {self.n_neighbors!r}.")
-        if not isinstance(self.batch_size, int | np.integer) or self.batch_size < 2:
-            raise ValueError(f"`batch_size` must be an integer ≥ 2, got {self.batch_size!r}.")
+        check_int(self, "n_components", 1)
+        check_int(self, "n_neighbors", 1)
+        check_int(self, "batch_size", 2)
+        check_int(self, "n_epochs", 1, allow_none=True)
+        check_int(self, "n_steps", 1, allow_none=True)
+        check_int(self, "patience", 1)
+        check_int(self, "checkpoint_every", 1)
+        check_dims(self, "encoder_dims")
+        check_dims(self, "projector_dims")
         if self.preset not in PRESETS:
             raise ValueError(f"`preset` must be one of {sorted(PRESETS)}, got {self.preset!r}.")
         for name in ("nu_z", "nu_y", "aug_near_rate", "lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"`{name}` must be positive, got {getattr(self, name)!r}.")
-        if self.n_epochs is not None and self.n_epochs < 1:
-            raise ValueError(f"`n_epochs` must be ≥ 1, got {self.n_epochs!r}.")
-        if self.n_steps is not None and self.n_steps < 1:
-            raise ValueError(f"`n_steps` must be ≥ 1, got {self.n_steps!r}.")
-        check_random_state(self.random_state)
+            check_positive(self, name)
+        check_positive(self, "weight_decay", allow_zero=True)
+        check_fraction(self, "validation_fraction")
+        check_common(self)
 
     def _augmentation(self) -> ExpressionAugmentation:
         if isinstance(self.augment, str):
@@ -194,25 +220,9 @@ class DLME(BaseModel):
         self.projector_ = MLP(self.encoder_dims[-1], self.projector_dims, self.n_components)
 
     # -----------------------------------------------------------------------------------------
-    def fit(self, X: Any, y: None = None, *, feature_names: Any = None) -> DLME:
-        """Train on ``X`` (cells × features, dense or scipy sparse).
-
-        Parameters
-        ----------
-        X
-            Input data, e.g. PCA coordinates or log-normalised HVG expression.
-        y
-            Ignored.
-        feature_names
-            Names of the columns, used to align the genes of a query in :meth:`transform`.
-        """
-        self._validate_params()
-        x = as_2d_float(X, name="X", min_rows=max(20, self.n_neighbors + 1))
+    def _fit(self, x: Any, *, device: torch.device, seed: int) -> None:
         augment = self._augmentation()
-        device = resolve_device(self.device)
-        seed = check_random_state(self.random_state)
         n = x.shape[0]
-        self._record_input(x, feature_names)
         self.scale_ = (
             np.where(self.feature_std_ > 0, 1.0 / np.maximum(self.feature_std_, 1e-12), 1.0).astype(
                 np.float32
@@ -225,12 +235,10 @@ class DLME(BaseModel):
         logg.info(f"DLME: {n} cells × {x.shape[1]} features, kNN (K={self.n_neighbors}) ...")
         t0 = time.perf_counter()
         knn = knn_indices(x_in, self.n_neighbors, method=self.knn_method, random_state=seed)
+        self.knn_info_ = {"method": self.knn_method, "n_neighbors": int(self.n_neighbors)}
         self.timings_ = {"knn_s": time.perf_counter() - t0}
 
-        with seeded(seed, device):
-            self._build_modules()
-        self.encoder_.to(device)
-        self.projector_.to(device)
+        enc, proj = self.encoder_, self.projector_
         data = DeviceData(x_in, device)
         std = torch.as_tensor(
             self.feature_std_ * (self.scale_ if self.scale_ is not None else 1.0), device=device
@@ -239,25 +247,52 @@ class DLME(BaseModel):
         ctx = AugmentContext(
             data=data, knn=torch.as_tensor(knn, device=device), feature_std=std, generator=gen
         )
-        batch = min(self.batch_size, n)
-        n_steps = self.n_steps_for(n)
+        train_rows, val_rows = split_validation(
+            n, self.validation_fraction if self.early_stopping else 0.0, seed
+        )
+        n_train = len(train_rows)
+        rows = torch.as_tensor(train_rows, device=device)
+        batch = min(self.batch_size, n_train)
+        n_steps = self.n_steps_for(n_train)
         nu_z, nu_y, rate = self.nu_z, self.nu_y, self.aug_near_rate
-        enc, proj = self.encoder_, self.projector_
 
-        def step(idx: torch.Tensor) -> torch.Tensor:
+        def loss_of(idx: torch.Tensor, aug_ctx: AugmentContext) -> torch.Tensor:
             xb = data[idx]
-            xa = augment(xb, idx, ctx)
+            xa = augment(xb, idx, aug_ctx)
             z = enc(torch.cat([xb, xa]))
             y = proj(z)
             return dlme_loss(z.float(), y.float(), nu_z=nu_z, nu_y=nu_y, aug_near_rate=rate)
 
+        def step(i: torch.Tensor) -> torch.Tensor:
+            return loss_of(rows[i], ctx)
+
+        stopper = None
+        if len(val_rows):
+            vrows = torch.as_tensor(val_rows, device=device)
+            vctx = dataclasses.replace(ctx, generator=make_generator(seed + 1, device))
+
+            def validate() -> float:
+                vctx.generator.manual_seed(seed + 1)  # the same augmentations at every check
+                vb = min(batch, len(vrows))
+                losses = [
+                    float(loss_of(vrows[s : s + vb], vctx))
+                    for s in range(0, len(vrows) - vb + 1, vb)
+                ]
+                return float(np.mean(losses))
+
+            stopper = EarlyStopping(validate, every=max(1, n_train // batch), patience=self.patience)
+            logg.info(f"    early stopping on {len(val_rows)} held-out cells")
+
         params = list(enc.parameters()) + list(proj.parameters())
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        ckpt = self._checkpoint_file(x)
+        if ckpt is not None:
+            ckpt.read()
         self.history_ = train(
             step,
             modules=[enc, proj],
             optimizer=opt,
-            n=n,
+            n=n_train,
             batch_size=batch,
             n_steps=n_steps,
             device=device,
@@ -266,54 +301,33 @@ class DLME(BaseModel):
             amp=self.amp,
             progress=self.progress,
             desc="DLME",
+            early_stopping=stopper,
+            checkpoint=ckpt,
         ).as_dict()
-        self.device_ = device
+        self.history_["n_validation"] = len(val_rows)
         self.timings_["train_s"] = self.history_["seconds"]
         t0 = time.perf_counter()
         self.embedding_ = self._embed(data)
         self.timings_["embed_s"] = time.perf_counter() - t0
-        return self
 
     def _block_network(self) -> MLP:
         return self.encoder_
 
-    def transform(
-        self, X: Any, *, feature_names: Any = None, return_latent: bool = False, layer: int | None = None
-    ) -> np.ndarray:
-        """Embed new cells with the trained network.
-
-        Parameters
-        ----------
-        X
-            Query data, same kind of preprocessing as the training data.
-        feature_names
-            Column names of ``X``; when the model knows its training feature names, the columns
-            are aligned by name (order does not matter; missing features raise ``KeyError``).
-        return_latent
-            Return the ``z`` codes (dimension ``encoder_dims[-1]``) instead of the output.
-        layer
-            Return the output of encoder block ``layer`` instead (0-based; the last block is
-            ``z``).
-        """
-        x = self._check_query(X, feature_names)
-        if layer is not None:
-            layer = self._check_layer(layer)
+    def _transform(self, x: Any, *, space: str, block: int | None) -> np.ndarray:
         data = DeviceData(_apply_scale(x, self.scale_), self.device_)
-        return self._embed(data, return_latent=return_latent, layer=layer)
+        return self._embed(data, latent=space == "latent", block=block)
 
     @torch.no_grad()
-    def _embed(
-        self, data: DeviceData, *, return_latent: bool = False, layer: int | None = None
-    ) -> np.ndarray:
+    def _embed(self, data: DeviceData, *, latent: bool = False, block: int | None = None) -> np.ndarray:
         self.encoder_.eval()
         self.projector_.eval()
         out = []
         for xb in data.batches(4096):
-            if layer is not None:
-                out.append(self.encoder_.forward_to(xb, layer).float().cpu())
+            if block is not None:
+                out.append(self.encoder_.forward_to(xb, block).float().cpu())
                 continue
             z = self.encoder_(xb)
-            out.append((z if return_latent else self.projector_(z)).float().cpu())
+            out.append((z if latent else self.projector_(z)).float().cpu())
         return torch.cat(out).numpy()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -12,10 +13,11 @@ import torch
 from scanpy import logging as logg
 from torch import nn
 
-from .._train import DeviceData, EarlyStopping, train
-from .._utils import as_2d_float, check_random_state, make_generator, resolve_device, seeded
+from .._train import DeviceData, EarlyStopping, split_validation, train
+from .._utils import as_2d_float, make_generator
 from ..nn.mlp import MLP
 from ._base import BaseModel
+from ._checks import check_common, check_positive
 
 __all__ = ["N2D"]
 
@@ -64,7 +66,7 @@ class N2D(BaseModel):
     reference's single start on the same manifold beside it. ``gmm_reg_covar`` keeps the
     covariance of very tight blobs invertible.
 
-    **Choosing k.** With ``n_clusters=None`` the code and manifold have ``n_components`` (10)
+    **Choosing k.** With ``n_clusters=None`` the code and manifold have ``n_latent`` (10)
     dimensions, a mixture is fitted for every ``k`` in ``k_range`` and the ``k`` with the lowest
     Bayesian information criterion is kept; the curve is stored in ``bic_``. BIC on a
     ``min_dist=0`` UMAP manifold tends to favour more components than there are classes when
@@ -74,11 +76,11 @@ class N2D(BaseModel):
     ----------
     n_clusters
         Number of clusters ``k``. ``None`` chooses it by BIC over ``k_range``.
-    n_components
+    n_latent
         Size of the autoencoder code. Default: ``n_clusters`` (the reference), or 10 when
         ``n_clusters`` is not given.
     manifold_dim
-        Dimension of the UMAP manifold that is clustered. Default: ``n_components``.
+        Dimension of the UMAP manifold that is clustered. Default: ``n_latent``.
     hidden_dims
         Widths of the encoder's hidden layers (the decoder mirrors them).
     n_neighbors, min_dist, metric
@@ -152,6 +154,7 @@ class N2D(BaseModel):
     """
 
     _module_names: ClassVar[tuple[str, ...]] = ("encoder_", "decoder_")
+    _extra_spaces: ClassVar[tuple[str, ...]] = ("manifold",)
     _state_names: ClassVar[tuple[str, ...]] = (
         "history_",
         "umap_",
@@ -168,7 +171,7 @@ class N2D(BaseModel):
         self,
         n_clusters: int | None = None,
         *,
-        n_components: int | None = None,
+        n_latent: int | None = None,
         manifold_dim: int | None = None,
         hidden_dims: Sequence[int] = (500, 500, 2000),
         n_neighbors: int = 20,
@@ -189,10 +192,12 @@ class N2D(BaseModel):
         device: str | torch.device = "auto",
         amp: bool = False,
         random_state: int = 0,
-        progress: bool = True,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int = 10,
+        progress: bool | None = None,
     ):
         self.n_clusters = n_clusters
-        self.n_components = n_components
+        self.n_latent = n_latent
         self.manifold_dim = manifold_dim
         self.hidden_dims = tuple(hidden_dims)
         self.n_neighbors = n_neighbors
@@ -213,8 +218,9 @@ class N2D(BaseModel):
         self.device = device
         self.amp = amp
         self.random_state = random_state
+        self.checkpoint = checkpoint
+        self.checkpoint_every = checkpoint_every
         self.progress = progress
-        self.n_features_in_ = None
 
     # -----------------------------------------------------------------------------------------
     def _validate_params(self) -> None:
@@ -226,7 +232,7 @@ class N2D(BaseModel):
                 raise ValueError(f"`{name}` must be an integer ≥ {minimum}, got {v!r}.")
 
         pos_int("n_clusters", 2, allow_none=True)
-        pos_int("n_components", 1, allow_none=True)
+        pos_int("n_latent", 1, allow_none=True)
         pos_int("manifold_dim", 1, allow_none=True)
         pos_int("n_neighbors", 2)
         pos_int("gmm_n_init", 1)
@@ -252,13 +258,14 @@ class N2D(BaseModel):
             )
         if not (isinstance(self.min_dist, int | float) and self.min_dist >= 0):
             raise ValueError(f"`min_dist` must be ≥ 0, got {self.min_dist!r}.")
-        if not self.gmm_reg_covar >= 0:
-            raise ValueError(f"`gmm_reg_covar` must be ≥ 0, got {self.gmm_reg_covar!r}.")
-        if not self.lr > 0:
-            raise ValueError(f"`lr` must be positive, got {self.lr!r}.")
+        check_positive(self, "gmm_reg_covar", allow_zero=True)
+        check_positive(self, "lr")
         if self.preset not in PRESETS:
             raise ValueError(f"`preset` must be one of {sorted(PRESETS)}, got {self.preset!r}.")
-        check_random_state(self.random_state)
+        pos_int("checkpoint_every", 1)
+        if not isinstance(self.map_2d, bool | np.bool_):
+            raise TypeError(f"`map_2d` must be True or False, got {self.map_2d!r}.")
+        check_common(self)
 
     def _min_cells(self) -> int:
         """Fewest cells :meth:`fit` accepts."""
@@ -294,17 +301,31 @@ class N2D(BaseModel):
         )
 
     def _code_dim(self) -> int:
-        if self.n_components is not None:
-            return int(self.n_components)
+        if self.n_latent is not None:
+            return int(self.n_latent)
         return int(self.n_clusters) if self.n_clusters is not None else DEFAULT_CODE_DIM
 
+    # -----------------------------------------------------------------------------------------
+    def _prepare_fit_input(self, X: Any) -> Any:
+        self.kind_ = "expression"
+        x = as_2d_float(X, name="X")
+        self._check_n_cells(x.shape[0])
+        return x
+
     def _build_modules(self) -> None:
+        if getattr(self, "code_dim_", None) is None:  # a fit; a loaded model has its own
+            self.code_dim_ = self._code_dim()
         d, h, k = self.n_features_in_, list(self.hidden_dims), self.code_dim_
         self.encoder_ = MLP(d, h, k, batchnorm=False, activation="relu")
         self.decoder_ = MLP(k, h[::-1], d, batchnorm=False, activation="relu")
+        for m in (*self.encoder_.modules(), *self.decoder_.modules()):
+            if isinstance(m, nn.Linear):  # Keras' Dense default, as in the reference
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
 
-    # -----------------------------------------------------------------------------------------
-    def fit(self, X: Any, y: None = None, *, feature_names: Any = None) -> N2D:
+    def fit(
+        self, X: Any, y: None = None, *, feature_names: Any = None, input_spec: dict[str, Any] | None = None
+    ) -> N2D:
         """Train the autoencoder, build the manifold and fit the mixture on ``X``.
 
         Parameters
@@ -316,6 +337,8 @@ class N2D(BaseModel):
             Ignored.
         feature_names
             Names of the columns, used to align the features of a query in :meth:`predict`.
+        input_spec
+            What AnnData input ``X`` came from (set by :func:`manifex.tl.n2d`).
 
         Examples
         --------
@@ -324,33 +347,22 @@ class N2D(BaseModel):
         >>> mx.models.N2D(n_clusters=2, n_steps=10, map_2d=False, progress=False).fit(x).n_clusters_
         2
         """
-        self._validate_params()
-        x = as_2d_float(X, name="X")
-        self._check_n_cells(x.shape[0])
-        device = resolve_device(self.device)
-        seed = check_random_state(self.random_state)
+        self.code_dim_ = None
+        return super().fit(X, feature_names=feature_names, input_spec=input_spec)
+
+    def _fit(self, x: Any, *, device: torch.device, seed: int) -> None:
         n = x.shape[0]
-        self._record_input(x, feature_names)
-        self.code_dim_ = self._code_dim()
         timings: dict[str, float] = {}
 
-        with seeded(seed, device):
-            self._build_modules()
-            for m in (*self.encoder_.modules(), *self.decoder_.modules()):
-                if isinstance(m, nn.Linear):  # Keras' Dense default, as in the reference
-                    nn.init.xavier_uniform_(m.weight)
-                    nn.init.zeros_(m.bias)
-        enc, dec = self.encoder_.to(device), self.decoder_.to(device)
+        enc, dec = self.encoder_, self.decoder_
         data = DeviceData(x, device)
         gen = make_generator(seed, device)
         n_steps = self.n_steps_for(n)
-        n_val = round(self.validation_fraction * n) if self.early_stopping else 0
-        if n < MIN_CELLS_EARLY_STOPPING or n_val < 20:
-            n_val = 0
-        perm = np.random.default_rng(seed).permutation(n)
-        rows = torch.as_tensor(np.sort(perm[n_val:]), device=device)
-        val_rows = torch.as_tensor(np.sort(perm[:n_val]), device=device)
-        n_train = int(rows.numel())
+        use_val = self.early_stopping and n >= MIN_CELLS_EARLY_STOPPING
+        train_rows, held_out = split_validation(n, self.validation_fraction if use_val else 0.0, seed)
+        rows = torch.as_tensor(train_rows, device=device)
+        val_rows = torch.as_tensor(held_out, device=device)
+        n_val, n_train = len(held_out), len(train_rows)
         batch = min(self.batch_size, n_train)
         logg.info(
             f"N2D: {n} cells × {x.shape[1]} features; autoencoder ≤ {n_steps} steps, "
@@ -374,6 +386,9 @@ class N2D(BaseModel):
         )
         params = list(enc.parameters()) + list(dec.parameters())
         opt = torch.optim.Adam(params, lr=self.lr)
+        ckpt = self._checkpoint_file(x)
+        if ckpt is not None:
+            ckpt.read()
         self.history_ = train(
             step,
             modules=[enc, dec],
@@ -387,10 +402,10 @@ class N2D(BaseModel):
             progress=self.progress,
             desc="N2D autoencoder",
             early_stopping=stopper,
+            checkpoint=ckpt,
         ).as_dict()
         self.history_["n_validation"] = n_val
         timings["autoencoder"] = self.history_["seconds"]
-        self.device_ = device
         code = self._encode(data)
         self.code_ = code
 
@@ -421,7 +436,7 @@ class N2D(BaseModel):
             self.umap2d_ = None
             self.embedding_ = manifold[:, :2] if dim >= 2 else np.hstack([manifold, np.zeros_like(manifold)])
         self.timings_ = timings
-        return self
+
 
     def fit_predict(self, X: Any, y: None = None, *, feature_names: Any = None) -> np.ndarray:
         """Fit and return the cluster of each training cell (``labels_``).
@@ -435,44 +450,41 @@ class N2D(BaseModel):
         """
         return self.fit(X, feature_names=feature_names).labels_
 
-    def transform(
-        self,
-        X: Any,
-        *,
-        feature_names: Any = None,
-        space: Literal["manifold", "code", "map"] = "manifold",
-    ) -> np.ndarray:
-        """Embed new cells with the fitted model.
-
-        Parameters
-        ----------
-        X
-            Query data, prepared like the training data.
-        feature_names
-            Column names of ``X``; aligned to the training features by name when both are known.
-        space
-            ``"manifold"`` (the clustered UMAP manifold, via ``UMAP.transform``), ``"code"``
-            (the autoencoder code) or ``"map"`` (the 2-d UMAP map).
-
-        Examples
-        --------
-        >>> import numpy as np, manifex as mx
-        >>> x = np.random.default_rng(0).normal(size=(100, 5)).astype("float32")
-        >>> m = mx.models.N2D(n_clusters=2, n_steps=10, map_2d=False, progress=False).fit(x)
-        >>> m.transform(x[:7], space="code").shape
-        (7, 2)
-        """
-        x = self._check_query(X, feature_names)
-        code = self._encode(DeviceData(x, self.device_))
-        if space == "code":
+    def _transform(self, x: Any, *, space: str, block: int | None) -> np.ndarray:
+        data = DeviceData(x, self.device_)
+        if block is not None:
+            return self._encode(data, block=block)
+        code = self._encode(data)
+        if space == "latent":
             return code
         if space == "manifold":
             return self._umap_transform(self.umap_, code)
-        if space == "map":
-            if self.umap2d_ is None:
-                raise ValueError("This model was fitted with `map_2d=False`; there is no 2-d map.")
-            return self._umap_transform(self.umap2d_, code)
-        raise ValueError(f"`space` must be 'manifold', 'code' or 'map', got {space!r}.")
+        if self.umap2d_ is None:  # map_2d=False: the map is the manifold's first two axes
+            manifold = self._umap_transform(self.umap_, code)
+            return manifold[:, :2] if manifold.shape[1] >= 2 else np.hstack([manifold, np.zeros_like(manifold)])
+        return self._umap_transform(self.umap2d_, code)
+
+    def _block_network(self) -> MLP:
+        return self.encoder_
+
+    def _get_state(self) -> dict[str, Any]:
+        from ._sklearn_state import gmm_state, umap_state
+
+        state = super()._get_state()
+        state["umap_"] = umap_state(self.umap_)
+        state["umap2d_"] = umap_state(self.umap2d_) if self.umap2d_ is not None else None
+        state["gmm_"] = gmm_state(self.gmm_)
+        return state
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        from ._sklearn_state import gmm_from_state, umap_from_state
+
+        state = dict(state)
+        self.umap_ = umap_from_state(state.pop("umap_"))
+        u2 = state.pop("umap2d_")
+        self.umap2d_ = umap_from_state(u2) if u2 is not None else None
+        self.gmm_ = gmm_from_state(state.pop("gmm_"))
+        super()._set_state(state)
 
     def predict_proba(self, X: Any, *, feature_names: Any = None) -> np.ndarray:
         """Cluster probabilities of new cells, shape ``(n, n_clusters_)``.
@@ -485,7 +497,7 @@ class N2D(BaseModel):
         >>> m.predict_proba(x[:4]).shape
         (4, 2)
         """
-        manifold = self.transform(X, feature_names=feature_names)
+        manifold = self.transform(X, feature_names=feature_names, space="manifold")
         return self.gmm_.predict_proba(manifold)
 
     def predict(self, X: Any, *, feature_names: Any = None) -> np.ndarray:
@@ -506,9 +518,12 @@ class N2D(BaseModel):
         return int(self.manifold_dim) if self.manifold_dim is not None else self.code_dim_
 
     @torch.no_grad()
-    def _encode(self, data: DeviceData) -> np.ndarray:
+    def _encode(self, data: DeviceData, *, block: int | None = None) -> np.ndarray:
         self.encoder_.eval()
-        out = [self.encoder_(xb).float().cpu() for xb in data.batches(4096)]
+        enc = self.encoder_
+        out = [
+            (enc(xb) if block is None else enc.forward_to(xb, block)).float().cpu() for xb in data.batches(4096)
+        ]
         return torch.cat(out).numpy().astype(np.float32)
 
     def _umap(self, n_components: int, seed: int):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,16 +15,18 @@ from scanpy import logging as logg
 from torch import nn
 
 from .._neighbors import knn_indices
-from .._train import DeviceData, TrainHistory, cosine_with_warmup, train
-from .._utils import as_2d_float, check_random_state, make_generator, resolve_device, seeded
+from .._train import DeviceData, EarlyStopping, cosine_with_warmup, split_validation, train
+from .._utils import as_2d_float, check_random_state, make_generator, seeded
 from ..augment.expression import AugmentContext, expression_preset
 from ..augment.image import IMAGE_PRESETS, image_preset
 from ..losses.infonce import cauchy_infonce
 from ..nn.mlp import MLP
 from ..nn.resnet import make_backbone, projection_head
 from ._base import BaseModel
+from ._checks import check_common, check_fraction, check_int, check_positive
+from ._images import prepare_images
 
-__all__ = ["PRESETS", "TSimCNE", "prepare_images"]
+__all__ = ["PRESETS", "TSimCNE", "prepare_images"]  # prepare_images: see _images
 
 #: Training budgets: ``n_epochs`` = (stage 1, stage 2, stage 3) epochs, the batch size used
 #: when ``batch_size`` is not given and the stage-3 learning-rate factor used when
@@ -41,69 +42,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"n_epochs": (1000, 50, 450), "batch_size": 512},
 }
 
-MIN_IMAGE_SIZE = 8
 _STAGES = ("pretrain", "linear", "finetune")
-
-
-def prepare_images(images: Any, *, name: str = "images") -> tuple[np.ndarray, tuple[float, float]]:
-    """Validate an image array and return it as ``(n, C, H, W)`` uint8 plus its pixel range.
-
-    uint8 images are kept as they are (range 0–255). Other numeric images are mapped to 0–255:
-    values within [0, 1] as ``round(255 x)``, values within [0, 255] as they are (rounded), and
-    anything else linearly from its ``(min, max)``; the range is returned so queries are mapped
-    alike (see :func:`images_to_uint8`).
-
-    Raises
-    ------
-    TypeError
-        Non-numeric images.
-    ValueError
-        Wrong number of dimensions, images smaller than 8 px, or non-finite pixels.
-    """
-    if isinstance(images, torch.Tensor):
-        images = images.detach().cpu().numpy()
-    x = np.asarray(images)
-    if x.dtype.kind not in "buif":
-        raise TypeError(f"`{name}` must hold numbers, got dtype {x.dtype}.")
-    if x.ndim not in (3, 4):
-        raise ValueError(
-            f"`{name}` must have shape (n, H, W) or (n, H, W, C), got {x.ndim} dimensions {x.shape}."
-        )
-    if x.shape[0] < 1:
-        raise ValueError(f"`{name}` holds no images.")
-    if min(x.shape[1], x.shape[2]) < MIN_IMAGE_SIZE:
-        raise ValueError(
-            f"`{name}` are {x.shape[1]}×{x.shape[2]} px; t-SimCNE needs at least "
-            f"{MIN_IMAGE_SIZE}×{MIN_IMAGE_SIZE} px."
-        )
-    if x.ndim == 4 and not 1 <= x.shape[3] <= 4:
-        raise ValueError(
-            f"`{name}` has {x.shape[3]} channels in its last axis; expected (n, H, W, C) with C ≤ 4."
-        )
-    if x.dtype == np.uint8:
-        rng = (0.0, 255.0)
-    else:
-        if x.dtype.kind == "f" and not np.isfinite(x).all():
-            bad = int((~np.isfinite(x)).sum())
-            raise ValueError(f"`{name}` contains {bad} NaN or infinite pixel value(s).")
-        lo, hi = float(x.min()), float(x.max())
-        if lo >= 0.0 and hi <= 1.0 and x.dtype.kind in "fb":
-            rng = (0.0, 1.0)
-        elif lo >= 0.0 and hi <= 255.0:
-            rng = (0.0, 255.0)
-        else:
-            rng = (lo, hi if hi > lo else lo + 1.0)
-    return images_to_uint8(x, rng), rng
-
-
-def images_to_uint8(x: np.ndarray, pixel_range: tuple[float, float]) -> np.ndarray:
-    """Map images of shape (n, H, W[, C]) with the given pixel range to ``(n, C, H, W)`` uint8."""
-    if x.ndim == 3:
-        x = x[:, :, :, None]
-    if x.dtype != np.uint8:
-        lo, hi = pixel_range
-        x = np.clip(np.rint((x.astype(np.float32) - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
 class _Net(nn.Module):
@@ -191,14 +130,26 @@ class TSimCNE(BaseModel):
         Mixed precision on CUDA.
     random_state
         Seed of weights, batching and augmentations. Same seed + same device → same map.
+    pixel_range
+        ``(lo, hi)`` pixel values mapped to black and white; ``None`` infers it from the values
+        and dtype (uint8: 0–255; bool or values within [0, 1]: 0–1; values within [0, 255]:
+        0–255; else the training images' own min and max), the same way for queries
+        (:func:`~manifex.models.tsimcne.prepare_images`).
+    early_stopping
+        Hold out ``validation_fraction`` of the training data and stop a stage after
+        ``patience`` epochs without improvement of its held-out loss, keeping the best weights.
+        Off by default (the paper trains a fixed budget).
+    validation_fraction, patience
+        Share of held-out data and checks without improvement, with ``early_stopping``.
     checkpoint
-        File to save training state to every ``checkpoint_every`` epochs. If it exists when
-        :meth:`fit` starts, training resumes from it (it must come from the same data and
-        parameters).
+        File to save the training state to every ``checkpoint_every`` epochs and at the end of
+        each stage. If it exists when :meth:`fit` starts, training resumes from it; a file
+        written for other data (by fingerprint) or other parameters is refused.
     checkpoint_every
         Epochs between checkpoints.
     progress
-        Show a progress bar per stage.
+        Show a progress bar per stage (``None``: follow ``scanpy.settings.verbosity``; at most
+        one line per epoch when the output is not a terminal).
 
     Attributes
     ----------
@@ -221,6 +172,7 @@ class TSimCNE(BaseModel):
     """
 
     _module_names: ClassVar[tuple[str, ...]] = ("net_",)
+    _training_only_params: ClassVar[tuple[str, ...]] = ("augment",)
     _state_names: ClassVar[tuple[str, ...]] = (
         "history_",
         "kind_",
@@ -250,11 +202,15 @@ class TSimCNE(BaseModel):
         finetune_lr_factor: float | None = None,
         grad_clip_value: float | None = 4.0,
         device: str | torch.device = "auto",
+        pixel_range: tuple[float, float] | None = None,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        patience: int = 5,
         amp: bool = True,
         random_state: int = 0,
         checkpoint: str | os.PathLike | None = None,
         checkpoint_every: int = 10,
-        progress: bool = True,
+        progress: bool | None = None,
     ):
         self.n_components = n_components
         self.backbone = backbone
@@ -275,42 +231,50 @@ class TSimCNE(BaseModel):
         self.device = device
         self.amp = amp
         self.random_state = random_state
+        self.pixel_range = pixel_range
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.patience = patience
         self.checkpoint = checkpoint
         self.checkpoint_every = checkpoint_every
         self.progress = progress
-        self.n_features_in_ = None
 
     # ---- parameters -------------------------------------------------------------------------
     def _validate_params(self) -> None:
-        def pos_int(name: str, v: Any, lo: int = 1) -> None:
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < lo:
-                raise ValueError(f"`{name}` must be an integer ≥ {lo}, got {v!r}.")
-
-        pos_int("n_components", self.n_components)
-        pos_int("pretrain_dim", self.pretrain_dim)
-        pos_int("head_hidden", self.head_hidden)
-        pos_int("n_neighbors", self.n_neighbors)
-        if self.batch_size is not None:
-            pos_int("batch_size", self.batch_size, 2)
+        for name in ("n_components", "pretrain_dim", "head_hidden", "n_neighbors", "checkpoint_every", "patience"):
+            check_int(self, name, 1)
+        check_int(self, "batch_size", 2, allow_none=True)
+        check_int(self, "warmup_epochs", 0)
         if self.preset not in PRESETS:
             raise ValueError(f"`preset` must be one of {sorted(PRESETS)}, got {self.preset!r}.")
-        pos_int("warmup_epochs", self.warmup_epochs, 0)
-        pos_int("checkpoint_every", self.checkpoint_every)
         if self.n_epochs is not None:
-            if len(self.n_epochs) != 3:
-                raise ValueError(f"`n_epochs` must be (stage 1, stage 2, stage 3), got {self.n_epochs!r}.")
-            for i, e in enumerate(self.n_epochs):
-                pos_int(f"n_epochs[{i}]", e, 0)
-        if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"`lr` must be positive, got {self.lr!r}.")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"`momentum` must be in [0, 1), got {self.momentum!r}.")
-        if self.weight_decay < 0:
-            raise ValueError(f"`weight_decay` must be non-negative, got {self.weight_decay!r}.")
-        if self.finetune_lr_factor is not None and not self.finetune_lr_factor > 0:
-            raise ValueError(f"`finetune_lr_factor` must be positive, got {self.finetune_lr_factor!r}.")
-        if self.grad_clip_value is not None and not self.grad_clip_value > 0:
-            raise ValueError(f"`grad_clip_value` must be positive or None, got {self.grad_clip_value!r}.")
+            ok = len(self.n_epochs) == 3 and all(
+                not isinstance(e, bool) and isinstance(e, int | np.integer) and e >= 0 for e in self.n_epochs
+            )
+            if not ok:
+                raise ValueError(
+                    f"`n_epochs` must be three integers ≥ 0 (stage 1, stage 2, stage 3), got {self.n_epochs!r}."
+                )
+            if self.n_epochs[0] < 1 or self.n_epochs[1] + self.n_epochs[2] < 1:
+                raise ValueError(
+                    "`n_epochs` must train stage 1 (≥ 1 epoch) and the 2-d output (stage 2 + stage 3 ≥ 1 "
+                    f"epoch); got {self.n_epochs!r}, which would return an untrained map."
+                )
+        check_positive(self, "lr", allow_none=True)
+        check_positive(self, "weight_decay", allow_zero=True)
+        check_positive(self, "finetune_lr_factor", allow_none=True)
+        check_positive(self, "grad_clip_value", allow_none=True)
+        check_fraction(self, "momentum")
+        check_fraction(self, "validation_fraction")
+        if self.pixel_range is not None:
+            pr = self.pixel_range
+            if (
+                not isinstance(pr, tuple | list)
+                or len(pr) != 2
+                or not all(isinstance(v, int | float | np.integer | np.floating) for v in pr)
+                or not pr[1] > pr[0]
+            ):
+                raise ValueError(f"`pixel_range` must be (lo, hi) with hi > lo, or None; got {pr!r}.")
         if not isinstance(self.backbone, nn.Module) and self.backbone not in {
             "auto",
             "small",
@@ -322,7 +286,7 @@ class TSimCNE(BaseModel):
             )
         if not (callable(self.augment) or isinstance(self.augment, str)):
             raise TypeError("`augment` must be a preset name or a callable.")
-        check_random_state(self.random_state)
+        check_common(self)
 
     @property
     def epochs(self) -> tuple[int, int, int]:
@@ -399,7 +363,7 @@ class TSimCNE(BaseModel):
         return image_preset(name)
 
     # ---- input ------------------------------------------------------------------------------
-    def _prepare_fit_input(self, X: Any, feature_names: Any):
+    def _prepare_fit_input(self, X: Any):
         if isinstance(X, torch.Tensor):
             X = X.detach().cpu().numpy()
         ndim = getattr(X, "ndim", None)
@@ -407,76 +371,67 @@ class TSimCNE(BaseModel):
             X = np.asarray(X)
             ndim = X.ndim
         if ndim == 2:
-            x = as_2d_float(X, name="X", min_rows=max(20, self.n_neighbors + 1))
             self.kind_ = "expression"
             self.image_shape_ = None
             self.pixel_range_ = None
-            self._record_input(x, feature_names)
-            return x
-        u8, rng = prepare_images(X, name="X")
+            return as_2d_float(X, name="X", min_rows=self._min_rows())
+        u8, rng = prepare_images(X, name="X", pixel_range=self.pixel_range)
         if u8.shape[0] < 2:
             raise ValueError("t-SimCNE needs at least 2 images.")
         self.kind_ = "image"
         _, c, h, w = u8.shape
         self.image_shape_ = (int(h), int(w), int(c))
-        self.pixel_range_ = rng
-        self.n_features_in_ = int(h * w * c)
-        self.feature_names_in_ = None
-        self.feature_mean_ = None
-        self.feature_std_ = None
+        self.pixel_range_ = tuple(float(v) for v in rng)
         return u8
 
-    def _query(self, X: Any, feature_names: Any = None):
-        self._check_fitted()
+    def _prepare_query(self, X: Any, feature_names: Any = None):
         if self.kind_ == "expression":
-            return self._check_query(X, feature_names)
-        u8, _ = prepare_images(X, name="X")
+            return super()._prepare_query(X, feature_names)
+        if feature_names is not None:
+            raise ValueError("`feature_names` apply to expression data, not to images.")
+        u8, _ = prepare_images(
+            X, name="X", pixel_range=self.pixel_range, reference_range=self.pixel_range_
+        )
         if u8.shape[1:] != (self.image_shape_[2], self.image_shape_[0], self.image_shape_[1]):
             h, w, c = self.image_shape_
             raise ValueError(
                 f"The model was trained on {h}×{w} images with {c} channel(s), got "
                 f"{u8.shape[2]}×{u8.shape[3]} with {u8.shape[1]}."
             )
-        if np.asarray(X).dtype != np.uint8:
-            u8 = images_to_uint8(np.asarray(X), self.pixel_range_)
         return u8
 
-    # ---- fitting ----------------------------------------------------------------------------
-    def fit(self, X: Any, y: None = None, *, feature_names: Any = None) -> TSimCNE:
-        """Train the three stages on images or on an expression matrix.
+    def _input_space(self, x: Any) -> np.ndarray:
+        if self.kind_ == "image":
+            return x.reshape(x.shape[0], -1).astype(np.float32) / np.float32(255.0)
+        return super()._input_space(x)
 
-        Parameters
-        ----------
-        X
-            Images ``(n, H, W)`` / ``(n, H, W, C)`` (uint8, or float / int of any range), or a
-            cells × features matrix (dense or sparse) for the expression variant.
-        y
-            Ignored.
-        feature_names
-            Column names of an expression matrix (to align queries by name).
-        """
-        self._validate_params()
-        x = self._prepare_fit_input(X, feature_names)
-        device = resolve_device(self.device)
-        seed = check_random_state(self.random_state)
+    def _device_data(self, x: Any, device: torch.device) -> Any:
+        return torch.from_numpy(x).to(device) if self.kind_ == "image" else DeviceData(x, device)
+
+    # ---- fitting ----------------------------------------------------------------------------
+    def _fit(self, x: Any, *, device: torch.device, seed: int) -> None:
         n = x.shape[0]
         augment = self._augmentation()
-        batch = min(self.effective_batch_size, n)
-        per_epoch = max(1, n // batch) if n > batch else 1
+        train_rows, val_rows = split_validation(
+            n, self.validation_fraction if self.early_stopping else 0.0, seed, min_train=2
+        )
+        n_train = len(train_rows)
+        rows = torch.as_tensor(train_rows, device=device)
+        batch = min(self.effective_batch_size, n_train)
+        per_epoch = max(1, n_train // batch) if n_train > batch else 1
         lr = self._learning_rate(batch)
         gen = make_generator(seed, device)
+        data = self._device_data(x, device)  # images: (n, C, H, W) uint8 on the device, the only copy
 
         if self.kind_ == "image":
-            data = torch.from_numpy(x).to(device)  # (n, C, H, W) uint8, the only copy
 
-            def views(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            def views(idx: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
                 xb = data[idx].float().div_(255.0)
-                return augment(xb, gen), augment(xb, gen)
+                return augment(xb, g), augment(xb, g)
 
             logg.info(f"t-SimCNE: {n} images of {self.image_shape_} on {device}")
         else:
             knn = knn_indices(x, min(self.n_neighbors, n - 1), random_state=seed)
-            data = DeviceData(x, device)
             ctx = AugmentContext(
                 data=data,
                 knn=torch.as_tensor(knn, device=device),
@@ -484,9 +439,10 @@ class TSimCNE(BaseModel):
                 generator=gen,
             )
 
-            def views(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            def views(idx: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                c = ctx if g is gen else dataclasses.replace(ctx, generator=g)
                 xb = data[idx]
-                return augment(xb, idx, ctx), augment(xb, idx, ctx)
+                return augment(xb, idx, c), augment(xb, idx, c)
 
             logg.info(f"t-SimCNE (expression variant): {n} cells × {x.shape[1]} features on {device}")
 
@@ -495,79 +451,72 @@ class TSimCNE(BaseModel):
             fresh_out = nn.Linear(self.head_hidden, self.n_components)
         net = self.net_.to(device)
         fresh_out.to(device)
-
         timing = {"augment": 0.0}
-        recent: deque[torch.Tensor] = deque(maxlen=per_epoch)  # this epoch's losses, for checkpoints
 
-        def step(idx: torch.Tensor) -> torch.Tensor:
+        def loss_of(idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+            a, b = views(idx, g)
+            za, zb = net(torch.cat([a, b])).float().chunk(2)
+            return cauchy_infonce(za, zb)
+
+        def step(i: torch.Tensor) -> torch.Tensor:
             t0 = time.perf_counter()
-            a, b = views(idx)
+            a, b = views(rows[i], gen)
             timing["augment"] += time.perf_counter() - t0
-            z = net(torch.cat([a, b]))
-            za, zb = z.float().chunk(2)
-            loss = cauchy_infonce(za, zb)
-            recent.append(loss.detach())
-            return loss
+            za, zb = net(torch.cat([a, b])).float().chunk(2)
+            return cauchy_infonce(za, zb)
 
-        e1, e2, e3 = self.epochs
-        state = self._load_checkpoint(n, device) if self.checkpoint is not None else None
-        start_stage = state["stage"] if state is not None else 0
-        histories: dict[str, dict[str, Any]] = state["histories"] if state is not None else {}
-        if state is not None and start_stage >= 1:
-            net.head[2] = fresh_out
-        if state is not None:
-            net.load_state_dict(state["net"])
-            gen.set_state(state["generator"].to(gen.get_state().device))
+        stopper = None
+        if len(val_rows):
+            vrows = torch.as_tensor(val_rows, device=device)
+            vgen = make_generator(seed + 1, device)
 
-        for stage in range(start_stage, 3):
-            name = _STAGES[stage]
-            epochs = (e1, e2, e3)[stage]
-            if stage == 1 and start_stage < 1:
+            def validate() -> float:
+                vgen.manual_seed(seed + 1)  # the same views at every check
+                vb = min(batch, len(vrows))
+                return float(
+                    np.mean([float(loss_of(vrows[s : s + vb], vgen)) for s in range(0, len(vrows) - vb + 1, vb)])
+                )
+
+            stopper = EarlyStopping(validate, every=per_epoch, patience=self.patience)
+
+        ckpt = self._checkpoint_file(x, phases=_STAGES)
+        if ckpt is not None:
+            ckpt.read()
+        histories: dict[str, dict[str, Any]] = {}
+        for stage, (name, epochs) in enumerate(zip(_STAGES, self.epochs, strict=True)):
+            if stage == 1:
                 net.head[2] = fresh_out
+            if ckpt is not None and ckpt.position(name) == "before":
+                histories[name] = ckpt.histories[name]
+                continue
             for p in net.parameters():
                 p.requires_grad_(stage != 1)
-            if stage == 1:
-                for p in net.head[2].parameters():
-                    p.requires_grad_(True)
+            for p in net.head[2].parameters():
+                p.requires_grad_(True)
             params = [p for p in net.parameters() if p.requires_grad]
             stage_lr = lr * (self.effective_finetune_lr_factor if stage == 2 else 1.0)
             opt = torch.optim.SGD(params, lr=stage_lr, momentum=self.momentum, weight_decay=self.weight_decay)
             n_steps = epochs * per_epoch
             warm = 0 if stage == 1 else min(self.warmup_epochs * per_epoch, n_steps // 10)
-            history = TrainHistory()
-            start_step = 0
-            if state is not None and stage == start_stage and state.get("step", 0) > 0:
-                opt.load_state_dict(state["optimizer"])
-                for g in opt.param_groups:
-                    g["lr"] = stage_lr
-                start_step = int(state["step"])
-                h = state["history"]
-                history = TrainHistory(list(h["loss"]), list(h["lr"]), start_step, float(h["seconds"]))
-            timing["augment"] = float(state.get("augment_seconds", 0.0)) if start_step else 0.0
-            callback = self._checkpoint_callback(
-                stage, net, opt, gen, histories, timing, n, recent, per_epoch
-            )
-            if n_steps > start_step:
-                history = train(
-                    step,
-                    modules=[net],
-                    optimizer=opt,
-                    n=n,
-                    batch_size=batch,
-                    n_steps=n_steps,
-                    device=device,
-                    generator=gen,
-                    lr_lambda=cosine_with_warmup(n_steps, warm),
-                    grad_clip_value=self.grad_clip_value,
-                    amp=self.amp,
-                    progress=self.progress,
-                    desc=f"t-SimCNE {stage + 1}/3 ({name})",
-                    history=history,
-                    callback=callback,
-                    callback_every=self.checkpoint_every * per_epoch if self.checkpoint else None,
-                    start_step=start_step,
-                )
-            h = history.as_dict()
+            timing["augment"] = 0.0
+            h = train(
+                step,
+                modules=[net],
+                optimizer=opt,
+                n=n_train,
+                batch_size=batch,
+                n_steps=n_steps,
+                device=device,
+                generator=gen,
+                lr_lambda=cosine_with_warmup(n_steps, warm),
+                grad_clip_value=self.grad_clip_value,
+                amp=self.amp,
+                progress=self.progress,
+                desc=f"t-SimCNE {stage + 1}/3 ({name})",
+                early_stopping=stopper,
+                checkpoint=ckpt,
+                phase=name,
+            ).as_dict()
             seen = h["n_steps"] * batch
             h.update(
                 epochs=int(epochs),
@@ -576,55 +525,26 @@ class TSimCNE(BaseModel):
                 images_per_second=float(seen / h["seconds"]) if h["seconds"] > 0 else float("nan"),
             )
             histories[name] = h
-            state = None
-            if self.checkpoint is not None:
-                self._save_checkpoint(stage + 1, 0, net, None, gen, histories, None, 0.0, n)
         for p in net.parameters():
             p.requires_grad_(True)
         net.eval()
         self.history_ = {
             **histories,
-            "loss": np.concatenate([histories[s]["loss"] for s in _STAGES]),
+            "loss": np.concatenate([np.asarray(histories[s]["loss"], dtype=np.float64) for s in _STAGES]),
             "n_steps": int(sum(histories[s]["n_steps"] for s in _STAGES)),
             "seconds": float(sum(histories[s]["seconds"] for s in _STAGES)),
             "batch_size": int(batch),
             "steps_per_epoch": int(per_epoch),
+            "n_validation": len(val_rows),
         }
-        self.device_ = device
         self.embedding_, self.features_ = self._embed(data, both=True)
-        return self
 
     def _block_network(self) -> nn.Module:
         return self.net_.backbone
 
-    def transform(
-        self, X: Any, *, feature_names: Any = None, return_features: bool = False, layer: int | None = None
-    ) -> np.ndarray:
-        """Embed new images (or cells) with the trained network, without augmentation.
-
-        Parameters
-        ----------
-        X
-            Images of the training size and channel count, or an expression matrix with the
-            training features (aligned by name when ``feature_names`` are given).
-        feature_names
-            Column names of an expression query.
-        return_features
-            Return the backbone features (512-d for ResNet-18, 128-d for the small network)
-            instead of the map.
-        layer
-            Return the activations after backbone block ``layer`` instead (0-based: a residual
-            block of the convolutional networks, flattened to channels × height × width, or a
-            hidden block of the MLP). Early convolutional blocks keep the spatial layout of
-            strokes and edges, which tells apart classes the network never saw better than the
-            pooled features (see the one-shot benchmark); the small network's block 0 on
-            28 px images has 32 × 7 × 7 = 1,568 values, ResNet-18's 64 × 32 × 32 = 65,536.
-        """
-        x = self._query(X, feature_names)
-        if layer is not None:
-            layer = self._check_layer(layer)
-        data = torch.from_numpy(x).to(self.device_) if self.kind_ == "image" else DeviceData(x, self.device_)
-        return self._embed(data, return_features=return_features, layer=layer)
+    def _transform(self, x: Any, *, space: str, block: int | None) -> np.ndarray:
+        data = self._device_data(x, self.device_)
+        return self._embed(data, return_features=space == "latent", layer=block)
 
     @torch.no_grad()
     def _embed(
@@ -665,7 +585,7 @@ class TSimCNE(BaseModel):
         ``{"augment_s", "step_s", "augment_fraction", "images_per_s"}`` per step.
         """
         self._check_fitted()
-        x = self._query(X)
+        x = self._prepare_query(X)
         device = self.device_
         net = copy.deepcopy(self.net_).to(device).train()
         gen = make_generator(check_random_state(self.random_state), device)
@@ -712,58 +632,3 @@ class TSimCNE(BaseModel):
             "augment_fraction": t_aug / t_step,
             "images_per_s": batch / t_step,
         }
-
-    # ---- checkpoints ------------------------------------------------------------------------
-    def _ckpt_params(self) -> dict[str, Any]:
-        skip = {"device", "progress", "checkpoint", "checkpoint_every", "amp"}
-        return {k: repr(v) for k, v in self.get_params().items() if k not in skip}
-
-    def _save_checkpoint(self, stage, step, net, opt, gen, histories, history, aug_s, n) -> None:
-        path = Path(self.checkpoint)
-        payload = {
-            "stage": stage,
-            "step": step,
-            "net": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-            "optimizer": opt.state_dict() if opt is not None else None,
-            "generator": gen.get_state().cpu(),
-            "histories": histories,
-            "history": history,
-            "augment_seconds": aug_s,
-            "n": n,
-            "image_shape": self.image_shape_,
-            "params": self._ckpt_params(),
-        }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-
-    def _checkpoint_callback(self, stage, net, opt, gen, histories, timing, n, recent, per_epoch):
-        if self.checkpoint is None:
-            return None
-
-        def cb(step: int, history: TrainHistory) -> None:
-            # the trainer records an epoch's mean loss after this call: add it here
-            loss, lr = list(history.loss), list(history.lr)
-            if len(loss) < step // per_epoch and recent:
-                loss.append(float(torch.stack(list(recent)).float().mean()))
-                lr.append(float(opt.param_groups[0]["lr"]))
-            h = {"loss": loss, "lr": lr, "seconds": history.seconds}
-            self._save_checkpoint(stage, step, net, opt, gen, histories, h, timing["augment"], n)
-
-        return cb
-
-    def _load_checkpoint(self, n: int, device: torch.device) -> dict[str, Any] | None:
-        path = Path(self.checkpoint)
-        if not path.exists():
-            return None
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if state.get("n") != n or state.get("image_shape") != self.image_shape_:
-            raise ValueError(
-                f"Checkpoint {path} was written for other data; delete it or choose another path."
-            )
-        if state.get("params") != self._ckpt_params():
-            raise ValueError(
-                f"Checkpoint {path} was written with other parameters; delete it or choose another path."
-            )
-        logg.info(f"t-SimCNE: resuming from {path} (stage {state['stage'] + 1}, step {state['step']})")
-        return state
