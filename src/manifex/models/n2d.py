@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -17,7 +16,16 @@ from .._train import DeviceData, EarlyStopping, split_validation, train
 from .._utils import as_2d_float, make_generator
 from ..nn.mlp import MLP
 from ._base import BaseModel
-from ._checks import check_common, check_positive
+from ._checks import check_common, check_dims, check_int, check_positive
+from ._n2d_steps import (
+    choose_k,
+    fit_umap,
+    make_gmm,
+    n2d_set_state,
+    n2d_state,
+    subsample_rows,
+    umap_transform,
+)
 
 __all__ = ["N2D"]
 
@@ -91,6 +99,11 @@ class N2D(BaseModel):
         Mixture restarts (k-means initialisations); the fit with the best likelihood is kept.
     gmm_reg_covar
         Added to the diagonal of every covariance.
+    umap_subsample
+        Above this many cells, both UMAPs are fitted on a seeded random subsample of this size
+        and the other cells are placed with ``UMAP.transform``; the mixture is still fitted on
+        every cell. A seeded UMAP runs single-threaded, and its cost grows faster than the
+        number of cells: at 1M cells a full fit takes hours. ``None`` always fits on every cell.
     map_2d
         Also compute a 2-d UMAP of the code for plotting (``embedding_``).
     batch_size, lr
@@ -180,6 +193,7 @@ class N2D(BaseModel):
         k_range: tuple[int, int] = DEFAULT_K_RANGE,
         gmm_n_init: int = 10,
         gmm_reg_covar: float = 1e-4,
+        umap_subsample: int | None = 200_000,
         map_2d: bool = True,
         batch_size: int = 256,
         lr: float = 1e-3,
@@ -206,6 +220,7 @@ class N2D(BaseModel):
         self.k_range = tuple(k_range)
         self.gmm_n_init = gmm_n_init
         self.gmm_reg_covar = gmm_reg_covar
+        self.umap_subsample = umap_subsample
         self.map_2d = map_2d
         self.batch_size = batch_size
         self.lr = lr
@@ -224,30 +239,15 @@ class N2D(BaseModel):
 
     # -----------------------------------------------------------------------------------------
     def _validate_params(self) -> None:
-        def pos_int(name: str, minimum: int = 1, allow_none: bool = False) -> None:
-            v = getattr(self, name)
-            if v is None and allow_none:
-                return
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < minimum:
-                raise ValueError(f"`{name}` must be an integer ≥ {minimum}, got {v!r}.")
-
-        pos_int("n_clusters", 2, allow_none=True)
-        pos_int("n_latent", 1, allow_none=True)
-        pos_int("manifold_dim", 1, allow_none=True)
-        pos_int("n_neighbors", 2)
-        pos_int("gmm_n_init", 1)
-        pos_int("batch_size", 2)
-        pos_int("n_epochs", 1, allow_none=True)
-        pos_int("n_steps", 1, allow_none=True)
-        pos_int("patience", 1)
-        if not isinstance(self.early_stopping, bool | np.bool_):
-            raise TypeError(f"`early_stopping` must be True or False, got {self.early_stopping!r}.")
+        for name, lo in (("n_neighbors", 2), ("gmm_n_init", 1), ("batch_size", 2), ("patience", 1)):
+            check_int(self, name, lo)
+        for name, lo in (("n_clusters", 2), ("n_latent", 1), ("manifold_dim", 1), ("n_epochs", 1), ("n_steps", 1)):
+            check_int(self, name, lo, allow_none=True)
+        check_int(self, "checkpoint_every", 1)
+        check_int(self, "umap_subsample", 100, allow_none=True)
         if not (isinstance(self.validation_fraction, int | float) and 0 < self.validation_fraction < 0.5):
             raise ValueError(f"`validation_fraction` must be in (0, 0.5), got {self.validation_fraction!r}.")
-        if not self.hidden_dims or any(
-            isinstance(h, bool) or not isinstance(h, int | np.integer) or h < 1 for h in self.hidden_dims
-        ):
-            raise ValueError(f"`hidden_dims` must be positive integers, got {self.hidden_dims!r}.")
+        check_dims(self, "hidden_dims")
         if (
             len(self.k_range) != 2
             or not all(isinstance(k, int | np.integer) for k in self.k_range)
@@ -256,13 +256,11 @@ class N2D(BaseModel):
             raise ValueError(
                 f"`k_range` must be (k_min, k_max) with 2 ≤ k_min ≤ k_max, got {self.k_range!r}."
             )
-        if not (isinstance(self.min_dist, int | float) and self.min_dist >= 0):
-            raise ValueError(f"`min_dist` must be ≥ 0, got {self.min_dist!r}.")
+        check_positive(self, "min_dist", allow_zero=True)
         check_positive(self, "gmm_reg_covar", allow_zero=True)
         check_positive(self, "lr")
         if self.preset not in PRESETS:
             raise ValueError(f"`preset` must be one of {sorted(PRESETS)}, got {self.preset!r}.")
-        pos_int("checkpoint_every", 1)
         if not isinstance(self.map_2d, bool | np.bool_):
             raise TypeError(f"`map_2d` must be True or False, got {self.map_2d!r}.")
         check_common(self)
@@ -308,6 +306,7 @@ class N2D(BaseModel):
     # -----------------------------------------------------------------------------------------
     def _prepare_fit_input(self, X: Any) -> Any:
         self.kind_ = "expression"
+        self.code_dim_ = None  # chosen in _build_modules; a loaded model keeps its own
         x = as_2d_float(X, name="X")
         self._check_n_cells(x.shape[0])
         return x
@@ -322,33 +321,6 @@ class N2D(BaseModel):
             if isinstance(m, nn.Linear):  # Keras' Dense default, as in the reference
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
-
-    def fit(
-        self, X: Any, y: None = None, *, feature_names: Any = None, input_spec: dict[str, Any] | None = None
-    ) -> N2D:
-        """Train the autoencoder, build the manifold and fit the mixture on ``X``.
-
-        Parameters
-        ----------
-        X
-            Cells × features, dense or scipy sparse (e.g. PCA coordinates, scaled HVG
-            expression, or flattened images scaled to [0, 1]).
-        y
-            Ignored.
-        feature_names
-            Names of the columns, used to align the features of a query in :meth:`predict`.
-        input_spec
-            What AnnData input ``X`` came from (set by :func:`manifex.tl.n2d`).
-
-        Examples
-        --------
-        >>> import numpy as np, manifex as mx
-        >>> x = np.random.default_rng(0).normal(size=(100, 5)).astype("float32")
-        >>> mx.models.N2D(n_clusters=2, n_steps=10, map_2d=False, progress=False).fit(x).n_clusters_
-        2
-        """
-        self.code_dim_ = None
-        return super().fit(X, feature_names=feature_names, input_spec=input_spec)
 
     def _fit(self, x: Any, *, device: torch.device, seed: int) -> None:
         n = x.shape[0]
@@ -411,26 +383,27 @@ class N2D(BaseModel):
 
         t0 = time.perf_counter()
         dim = self._manifold_dim()
-        self.umap_ = self._umap(dim, seed)
-        manifold = self._fit_umap(self.umap_, code)
+        fit_rows = subsample_rows(n, self.umap_subsample, seed)
+        if fit_rows is not None:
+            logg.info(f"    UMAP fitted on {len(fit_rows)} of {n} cells, the others transformed")
+        self.umap_, manifold = fit_umap(self, dim, code, seed, fit_rows)
         self.manifold_ = manifold
         timings["umap"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         if self.n_clusters is None:
-            self.n_clusters_, self.bic_ = self._choose_k(manifold, seed)
+            self.n_clusters_, self.bic_ = choose_k(self, manifold, seed)
             logg.info(f"    chose n_clusters={self.n_clusters_} by BIC over k={list(self.k_range)}")
         else:
             self.n_clusters_, self.bic_ = int(self.n_clusters), None
-        self.gmm_ = self._gmm(self.n_clusters_, self.gmm_n_init, seed).fit(manifold)
+        self.gmm_ = make_gmm(self, self.n_clusters_, self.gmm_n_init, seed).fit(manifold)
         self.proba_ = self.gmm_.predict_proba(manifold)
         self.labels_ = self.proba_.argmax(1).astype(np.int64)
         timings["gmm"] = time.perf_counter() - t0
 
         if self.map_2d:
             t0 = time.perf_counter()
-            self.umap2d_ = self._umap(2, seed)
-            self.embedding_ = self._fit_umap(self.umap2d_, code)
+            self.umap2d_, self.embedding_ = fit_umap(self, 2, code, seed, fit_rows)
             timings["map_2d"] = time.perf_counter() - t0
         else:
             self.umap2d_ = None
@@ -458,33 +431,20 @@ class N2D(BaseModel):
         if space == "latent":
             return code
         if space == "manifold":
-            return self._umap_transform(self.umap_, code)
+            return umap_transform(self.umap_, code)
         if self.umap2d_ is None:  # map_2d=False: the map is the manifold's first two axes
-            manifold = self._umap_transform(self.umap_, code)
+            manifold = umap_transform(self.umap_, code)
             return manifold[:, :2] if manifold.shape[1] >= 2 else np.hstack([manifold, np.zeros_like(manifold)])
-        return self._umap_transform(self.umap2d_, code)
+        return umap_transform(self.umap2d_, code)
 
     def _block_network(self) -> MLP:
         return self.encoder_
 
     def _get_state(self) -> dict[str, Any]:
-        from ._sklearn_state import gmm_state, umap_state
-
-        state = super()._get_state()
-        state["umap_"] = umap_state(self.umap_)
-        state["umap2d_"] = umap_state(self.umap2d_) if self.umap2d_ is not None else None
-        state["gmm_"] = gmm_state(self.gmm_)
-        return state
+        return n2d_state(self, super()._get_state())
 
     def _set_state(self, state: dict[str, Any]) -> None:
-        from ._sklearn_state import gmm_from_state, umap_from_state
-
-        state = dict(state)
-        self.umap_ = umap_from_state(state.pop("umap_"))
-        u2 = state.pop("umap2d_")
-        self.umap2d_ = umap_from_state(u2) if u2 is not None else None
-        self.gmm_ = gmm_from_state(state.pop("gmm_"))
-        super()._set_state(state)
+        super()._set_state(n2d_set_state(self, state))
 
     def predict_proba(self, X: Any, *, feature_names: Any = None) -> np.ndarray:
         """Cluster probabilities of new cells, shape ``(n, n_clusters_)``.
@@ -525,49 +485,3 @@ class N2D(BaseModel):
             (enc(xb) if block is None else enc.forward_to(xb, block)).float().cpu() for xb in data.batches(4096)
         ]
         return torch.cat(out).numpy().astype(np.float32)
-
-    def _umap(self, n_components: int, seed: int):
-        from umap import UMAP
-
-        return UMAP(
-            n_neighbors=self.n_neighbors,
-            min_dist=float(self.min_dist),
-            n_components=n_components,
-            metric=self.metric,
-            random_state=seed,
-            n_jobs=1,
-            verbose=False,
-        )
-
-    @staticmethod
-    def _fit_umap(reducer: Any, code: np.ndarray) -> np.ndarray:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*n_jobs.*", category=UserWarning)
-            warnings.filterwarnings("ignore", message=".*spectral initialisation.*")
-            return np.asarray(reducer.fit_transform(code), dtype=np.float32)
-
-    @staticmethod
-    def _umap_transform(reducer: Any, code: np.ndarray) -> np.ndarray:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*n_jobs.*", category=UserWarning)
-            return np.asarray(reducer.transform(code), dtype=np.float32)
-
-    def _gmm(self, k: int, n_init: int, seed: int):
-        from sklearn.mixture import GaussianMixture
-
-        return GaussianMixture(
-            n_components=k,
-            covariance_type="full",
-            n_init=n_init,
-            init_params="kmeans",
-            reg_covar=self.gmm_reg_covar,
-            max_iter=300,
-            random_state=seed,
-        )
-
-    def _choose_k(self, manifold: np.ndarray, seed: int) -> tuple[int, dict[str, np.ndarray]]:
-        k_min, k_max = int(self.k_range[0]), int(min(self.k_range[1], manifold.shape[0] - 1))
-        ks = np.arange(k_min, max(k_min, k_max) + 1)
-        n_init = min(self.gmm_n_init, 3)
-        bic = np.array([self._gmm(int(k), n_init, seed).fit(manifold).bic(manifold) for k in ks])
-        return int(ks[int(np.argmin(bic))]), {"k": ks.astype(np.int64), "bic": bic.astype(np.float64)}

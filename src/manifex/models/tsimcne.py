@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -16,15 +14,20 @@ from torch import nn
 
 from .._neighbors import knn_indices
 from .._train import DeviceData, EarlyStopping, cosine_with_warmup, split_validation, train
-from .._utils import as_2d_float, check_random_state, make_generator, seeded
-from ..augment.expression import AugmentContext, expression_preset
-from ..augment.image import IMAGE_PRESETS, image_preset
+from .._utils import as_2d_float, make_generator, seeded
 from ..losses.infonce import cauchy_infonce
-from ..nn.mlp import MLP
-from ..nn.resnet import make_backbone, projection_head
+from ..nn.resnet import projection_head
 from ._base import BaseModel
-from ._checks import check_common, check_fraction, check_int, check_positive
 from ._images import prepare_images
+from ._tsimcne_parts import (
+    Net,
+    augmentation_for,
+    feature_dim,
+    make_backbone_for,
+    make_views,
+    profile_steps,
+    validate_params,
+)
 
 __all__ = ["PRESETS", "TSimCNE", "prepare_images"]  # prepare_images: see _images
 
@@ -43,18 +46,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 _STAGES = ("pretrain", "linear", "finetune")
-
-
-class _Net(nn.Module):
-    """Backbone followed by the projection head."""
-
-    def __init__(self, backbone: nn.Module, head: nn.Sequential):
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
 
 
 class TSimCNE(BaseModel):
@@ -241,52 +232,7 @@ class TSimCNE(BaseModel):
 
     # ---- parameters -------------------------------------------------------------------------
     def _validate_params(self) -> None:
-        for name in ("n_components", "pretrain_dim", "head_hidden", "n_neighbors", "checkpoint_every", "patience"):
-            check_int(self, name, 1)
-        check_int(self, "batch_size", 2, allow_none=True)
-        check_int(self, "warmup_epochs", 0)
-        if self.preset not in PRESETS:
-            raise ValueError(f"`preset` must be one of {sorted(PRESETS)}, got {self.preset!r}.")
-        if self.n_epochs is not None:
-            ok = len(self.n_epochs) == 3 and all(
-                not isinstance(e, bool) and isinstance(e, int | np.integer) and e >= 0 for e in self.n_epochs
-            )
-            if not ok:
-                raise ValueError(
-                    f"`n_epochs` must be three integers ≥ 0 (stage 1, stage 2, stage 3), got {self.n_epochs!r}."
-                )
-            if self.n_epochs[0] < 1 or self.n_epochs[1] + self.n_epochs[2] < 1:
-                raise ValueError(
-                    "`n_epochs` must train stage 1 (≥ 1 epoch) and the 2-d output (stage 2 + stage 3 ≥ 1 "
-                    f"epoch); got {self.n_epochs!r}, which would return an untrained map."
-                )
-        check_positive(self, "lr", allow_none=True)
-        check_positive(self, "weight_decay", allow_zero=True)
-        check_positive(self, "finetune_lr_factor", allow_none=True)
-        check_positive(self, "grad_clip_value", allow_none=True)
-        check_fraction(self, "momentum")
-        check_fraction(self, "validation_fraction")
-        if self.pixel_range is not None:
-            pr = self.pixel_range
-            if (
-                not isinstance(pr, tuple | list)
-                or len(pr) != 2
-                or not all(isinstance(v, int | float | np.integer | np.floating) for v in pr)
-                or not pr[1] > pr[0]
-            ):
-                raise ValueError(f"`pixel_range` must be (lo, hi) with hi > lo, or None; got {pr!r}.")
-        if not isinstance(self.backbone, nn.Module) and self.backbone not in {
-            "auto",
-            "small",
-            "resnet18",
-            "mlp",
-        }:
-            raise ValueError(
-                f"`backbone` must be 'auto', 'small', 'resnet18', 'mlp' or an nn.Module, got {self.backbone!r}."
-            )
-        if not (callable(self.augment) or isinstance(self.augment, str)):
-            raise TypeError("`augment` must be a preset name or a callable.")
-        check_common(self)
+        validate_params(self, PRESETS)
 
     @property
     def epochs(self) -> tuple[int, int, int]:
@@ -307,60 +253,6 @@ class TSimCNE(BaseModel):
 
     def _learning_rate(self, batch: int) -> float:
         return float(self.lr) if self.lr is not None else 0.03 * batch / 256
-
-    # ---- modules ----------------------------------------------------------------------------
-    def _make_backbone(self) -> nn.Module:
-        if isinstance(self.backbone, nn.Module):
-            return copy.deepcopy(self.backbone)
-        if self.kind_ == "expression":
-            if self.backbone not in ("auto", "mlp"):
-                raise ValueError(f"Expression data needs backbone='mlp' (or 'auto'), got {self.backbone!r}.")
-            return MLP(self.n_features_in_, self.mlp_dims)
-        if self.backbone == "mlp":
-            raise ValueError("backbone='mlp' is for expression data; images need a convolutional backbone.")
-        h, w, c = self.image_shape_
-        return make_backbone(self.backbone, c, min(h, w))
-
-    def _feature_dim(self, backbone: nn.Module) -> int:
-        if getattr(backbone, "out_dim", None) is not None and not isinstance(backbone, MLP):
-            return int(backbone.out_dim)
-        if isinstance(backbone, MLP):
-            return int(backbone.d_out)
-        shape = (2, self.image_shape_[2], self.image_shape_[0], self.image_shape_[1])
-        was = backbone.training
-        backbone.eval()
-        with torch.no_grad():
-            out = backbone(torch.zeros(shape))
-        backbone.train(was)
-        if out.ndim != 2:
-            raise ValueError(f"A custom backbone must return (B, d) features, got shape {tuple(out.shape)}.")
-        return int(out.shape[1])
-
-    def _build_modules(self, out_dim: int | None = None) -> None:
-        """Build backbone + head; the head's output is ``out_dim`` (default: the final map)."""
-        backbone = self._make_backbone()
-        self.feature_dim_ = self._feature_dim(backbone)
-        head = projection_head(self.feature_dim_, self.head_hidden, out_dim or self.n_components)
-        self.net_ = _Net(backbone, head)
-
-    def _augmentation(self) -> Callable:
-        aug = self.augment
-        if callable(aug):
-            return aug
-        if self.kind_ == "expression":
-            name = "default" if aug == "auto" else aug
-            if name in IMAGE_PRESETS and name != "none":
-                raise ValueError(
-                    f"augment={aug!r} is an image preset; expression data needs an expression one."
-                )
-            return expression_preset(name)
-        c = self.image_shape_[2]
-        name = ("natural" if c == 3 else "digits") if aug == "auto" else aug
-        if name not in IMAGE_PRESETS:
-            raise ValueError(
-                f"Unknown image augmentation preset {aug!r}; choose one of {list(IMAGE_PRESETS)}."
-            )
-        return image_preset(name)
 
     # ---- input ------------------------------------------------------------------------------
     def _prepare_fit_input(self, X: Any):
@@ -423,28 +315,11 @@ class TSimCNE(BaseModel):
         gen = make_generator(seed, device)
         data = self._device_data(x, device)  # images: (n, C, H, W) uint8 on the device, the only copy
 
-        if self.kind_ == "image":
-
-            def views(idx: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-                xb = data[idx].float().div_(255.0)
-                return augment(xb, g), augment(xb, g)
-
-            logg.info(f"t-SimCNE: {n} images of {self.image_shape_} on {device}")
-        else:
+        knn = None
+        if self.kind_ == "expression":
             knn = knn_indices(x, min(self.n_neighbors, n - 1), random_state=seed)
-            ctx = AugmentContext(
-                data=data,
-                knn=torch.as_tensor(knn, device=device),
-                feature_std=torch.as_tensor(self.feature_std_, device=device),
-                generator=gen,
-            )
-
-            def views(idx: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-                c = ctx if g is gen else dataclasses.replace(ctx, generator=g)
-                xb = data[idx]
-                return augment(xb, idx, c), augment(xb, idx, c)
-
-            logg.info(f"t-SimCNE (expression variant): {n} cells × {x.shape[1]} features on {device}")
+        views = make_views(self, data, augment, knn, gen, device)
+        logg.info(f"t-SimCNE: {n} {self.kind_} rows of shape {x.shape[1:]} on {device}")
 
         with seeded(seed, device):
             self._build_modules(out_dim=self.pretrain_dim)
@@ -580,55 +455,27 @@ class TSimCNE(BaseModel):
         Runs ``n_steps`` stage-1 style steps (two views, forward, loss, backward, SGD step) on
         minibatches of ``X`` and reports mean seconds for the augmentation and for the step.
 
+        Parameters
+        ----------
+        X
+            Data like the training data (images or cells).
+        n_steps
+            Timed steps (after one warm-up step).
+
         Returns
         -------
         ``{"augment_s", "step_s", "augment_fraction", "images_per_s"}`` per step.
         """
         self._check_fitted()
-        x = self._prepare_query(X)
-        device = self.device_
-        net = copy.deepcopy(self.net_).to(device).train()
-        gen = make_generator(check_random_state(self.random_state), device)
-        aug = self._augmentation()
-        batch = min(self.effective_batch_size, x.shape[0])
-        opt = torch.optim.SGD(net.parameters(), lr=1e-6, momentum=self.momentum)
-        if self.kind_ == "image":
-            data = torch.from_numpy(x).to(device)
-        else:
-            data = DeviceData(x, device)
-            knn = knn_indices(x, min(self.n_neighbors, x.shape[0] - 1), random_state=0)
-            ctx = AugmentContext(data, torch.as_tensor(knn, device=device), None, gen)
+        return profile_steps(self, self._prepare_query(X), n_steps=n_steps)
 
-        def sync() -> None:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+    # ---- modules ----------------------------------------------------------------------------
+    def _build_modules(self, out_dim: int | None = None) -> None:
+        """Build backbone + head; the head's output is ``out_dim`` (default: the final map)."""
+        backbone = make_backbone_for(self)
+        self.feature_dim_ = feature_dim(self, backbone)
+        head = projection_head(self.feature_dim_, self.head_hidden, out_dim or self.n_components)
+        self.net_ = Net(backbone, head)
 
-        t_aug = t_step = 0.0
-        for i in range(n_steps + 1):
-            idx = torch.randint(x.shape[0], (batch,), generator=gen, device=gen.device).to(device)
-            sync()
-            t0 = time.perf_counter()
-            if self.kind_ == "image":
-                xb = data[idx].float().div_(255.0)
-                a, b = aug(xb, gen), aug(xb, gen)
-            else:
-                xb = data[idx]
-                a, b = aug(xb, idx, ctx), aug(xb, idx, ctx)
-            sync()
-            t1 = time.perf_counter()
-            opt.zero_grad()
-            za, zb = net(torch.cat([a, b])).float().chunk(2)
-            cauchy_infonce(za, zb).backward()
-            opt.step()
-            sync()
-            t2 = time.perf_counter()
-            if i > 0:  # the first step warms up
-                t_aug += t1 - t0
-                t_step += t2 - t0
-        t_aug, t_step = t_aug / n_steps, t_step / n_steps
-        return {
-            "augment_s": t_aug,
-            "step_s": t_step,
-            "augment_fraction": t_aug / t_step,
-            "images_per_s": batch / t_step,
-        }
+    def _augmentation(self) -> Callable:
+        return augmentation_for(self)
