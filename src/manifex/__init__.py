@@ -2,11 +2,11 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import augment, datasets, losses, metrics, models, nn, pl, pp, tl
+from . import augment, datasets, losses, metrics, models, neighbors, nn, pl, pp, tl
 
 try:
     __version__ = version("manifex")
 except PackageNotFoundError:  # pragma: no cover
     __version__ = "0.0.0"
 
-__all__ = ["augment", "datasets", "losses", "metrics", "models", "nn", "pl", "pp", "tl"]
+__all__ = ["augment", "datasets", "losses", "metrics", "models", "neighbors", "nn", "pl", "pp", "tl"]
