@@ -1,24 +1,30 @@
 from __future__ import annotations
 
+from numbers import Real
 from typing import Any
 
 import numpy as np
 from anndata import AnnData
 
+from ._checks import basis_key, check_adata, check_ax, check_str
 from ._embedding import embedding
 
 
-def tsimcne(adata: AnnData, *, key: str = "tsimcne", **kwargs: Any):
-    """Scatter plot of a t-SimCNE map (``obsm["X_<key>"]``); see :func:`manifex.pl.embedding`.
+def tsimcne(adata: AnnData, *, basis: str = "tsimcne", **kwargs: Any):
+    """Scatter plot of a t-SimCNE map (``obsm["X_<basis>"]``); see :func:`manifex.pl.embedding`.
 
     Parameters
     ----------
     adata
         AnnData after :func:`manifex.tl.tsimcne`.
-    key
+    basis
         The ``key_added`` of that call.
     **kwargs
         Passed to :func:`scanpy.pl.embedding` (``color``, ``ax``, ``show``, ...).
+
+    Returns
+    -------
+    What :func:`scanpy.pl.embedding` returns (the axes with ``show=False``).
 
     Examples
     --------
@@ -29,7 +35,7 @@ def tsimcne(adata: AnnData, *, key: str = "tsimcne", **kwargs: Any):
     >>> mx.tl.tsimcne(adata, image_key="image", n_epochs=(2, 1, 1), progress=False)
     >>> ax = mx.pl.tsimcne(adata, color="label", show=False)
     """
-    return embedding(adata, key, **kwargs)
+    return embedding(adata, basis, **kwargs)
 
 
 def _to_display(img: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -69,7 +75,8 @@ def image_map(
         AnnData with images in ``obsm[image_key]`` (``(n_obs, H, W)`` or ``(n_obs, H, W, C)``)
         and a 2-d embedding in ``obsm["X_<basis>"]``.
     basis
-        Embedding key without the ``X_`` prefix (``"tsimcne"``, ``"umap"``, ...).
+        Embedding key, found as :func:`scanpy.pl.embedding` finds it (``obsm[basis]``, else
+        ``obsm["X_" + basis]``): ``"tsimcne"``, ``"umap"``, ...
     image_key
         ``obsm`` key of the images.
     n
@@ -102,34 +109,38 @@ def image_map(
     >>> adata = mx.datasets.image_anndata((d.images * 255 / 16).astype("uint8"), labels=d.target)
     >>> mx.tl.tsimcne(adata, image_key="image", n_epochs=(2, 1, 1), progress=False)
     >>> ax = mx.pl.image_map(adata, "tsimcne", n=200, show=False)
+    >>> ax.get_title()
+    'tsimcne: ... images'
     """
     import matplotlib.pyplot as plt
     import pandas as pd
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
-    if not isinstance(adata, AnnData):
-        raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
-    key = basis if basis.startswith("X_") else f"X_{basis}"
-    if key not in adata.obsm:
-        raise KeyError(f"adata.obsm has no {key!r}; run the matching tool first.")
+    check_adata(adata)
+    check_ax(ax)
+    key = basis_key(adata, basis)
+    check_str(image_key, "image_key")
     if image_key not in adata.obsm:
         raise KeyError(f"`image_key`={image_key!r} is not in adata.obsm (keys: {list(adata.obsm.keys())}).")
-    emb = np.asarray(adata.obsm[key], dtype=np.float64)
-    if emb.ndim != 2 or emb.shape[1] < 2:
-        raise ValueError(f"adata.obsm[{key!r}] must be (n_obs, ≥2), got shape {emb.shape}.")
-    emb = emb[:, :2]
+    emb = np.asarray(adata.obsm[key], dtype=np.float64)[:, :2]
+    if not np.isfinite(emb).all():
+        raise ValueError(f"adata.obsm[{key!r}] contains NaN or infinite values.")
     images = np.asarray(adata.obsm[image_key])
     if images.ndim not in (3, 4):
         raise ValueError(
             f"adata.obsm[{image_key!r}] must be (n_obs, H, W) or (n_obs, H, W, C), got shape {images.shape}."
         )
-    if not isinstance(n, int | np.integer) or n < 0:
+    if images.dtype.kind not in "uifb":
+        raise TypeError(f"adata.obsm[{image_key!r}] must hold numeric images, got dtype {images.dtype}.")
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
         raise ValueError(f"`n` must be a non-negative integer, got {n!r}.")
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(8, 8))
+    if zoom is not None and not (isinstance(zoom, Real) and zoom > 0):
+        raise ValueError(f"`zoom` must be a positive number or None, got {zoom!r}.")
+    if min_distance is not None and not (isinstance(min_distance, Real) and min_distance >= 0):
+        raise ValueError(f"`min_distance` must be a non-negative number or None, got {min_distance!r}.")
     c: Any = "lightgray"
     if color is not None:
+        check_str(color, "color")
         if color not in adata.obs:
             raise KeyError(f"`color`={color!r} is not a column of adata.obs.")
         col = adata.obs[color]
@@ -138,6 +149,9 @@ def image_map(
             if not pd.api.types.is_numeric_dtype(col) or isinstance(col.dtype, pd.CategoricalDtype)
             else col.to_numpy()
         )
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 8))
     ax.scatter(
         emb[:, 0], emb[:, 1], s=2, c=c, cmap="tab10" if color is not None else None, alpha=0.4, linewidths=0
     )

@@ -3,25 +3,30 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from anndata import AnnData
 
+from ..metrics._quality import matched_confusion
+from ._checks import check_adata, check_ax, check_str
 from ._embedding import embedding
 
 
-def n2d(adata: AnnData, *, key: str = "n2d", color: str | list[str] | None = None, **kwargs: Any):
-    """Scatter plot of the N2D map (``obsm["X_<key>"]``), coloured by the N2D clusters by default.
+def n2d(adata: AnnData, *, basis: str = "n2d", color: str | list[str] | None = None, **kwargs: Any):
+    """Scatter plot of the N2D map (``obsm["X_<basis>"]``), coloured by the N2D clusters by default.
 
     Parameters
     ----------
     adata
         AnnData after :func:`manifex.tl.n2d`.
-    key
-        The ``key_added`` of that call.
+    basis
+        The ``key_added`` of that call (map in ``obsm["X_<basis>"]``, clusters in ``obs[basis]``).
     color
-        What to colour by (``obs`` columns or genes); default the clusters ``obs[key]``.
+        What to colour by (``obs`` columns or genes); default the clusters ``obs[basis]``.
     **kwargs
         Passed on to :func:`scanpy.pl.embedding` (``ax``, ``show``, ``legend_loc``, ...).
+
+    Returns
+    -------
+    What :func:`scanpy.pl.embedding` returns (the axes with ``show=False``).
 
     Examples
     --------
@@ -30,48 +35,17 @@ def n2d(adata: AnnData, *, key: str = "n2d", color: str | list[str] | None = Non
     >>> mx.tl.n2d(adata, n_clusters=5, n_steps=50, progress=False)
     >>> ax = mx.pl.n2d(adata, show=False)
     """
-    if color is None and key in adata.obs:
-        color = key
-    return embedding(adata, key, color=color, **kwargs)
-
-
-def matched_confusion(clusters: Any, labels: Any) -> tuple[pd.DataFrame, float]:
-    """Cluster × label counts with clusters reordered to their Hungarian-matched labels.
-
-    Returns the table (rows: clusters, each placed at the label it is matched to, unmatched
-    clusters last; columns: labels) and the accuracy of the matching.
-
-    Examples
-    --------
-    >>> from manifex.pl._n2d import matched_confusion
-    >>> table, acc = matched_confusion(["b", "b", "a", "a"], ["x", "x", "y", "y"])
-    >>> list(table.index), acc
-    (['b', 'a'], 1.0)
-    """
-    from scipy.optimize import linear_sum_assignment
-
-    c = pd.Categorical(
-        np.asarray(clusters).astype(str) if not isinstance(clusters, pd.Categorical) else clusters
-    )
-    y = pd.Categorical(np.asarray(labels).astype(str) if not isinstance(labels, pd.Categorical) else labels)
-    if len(c) != len(y):
-        raise ValueError(f"`clusters` has {len(c)} entries but `labels` has {len(y)}.")
-    if (c.codes < 0).any() or (y.codes < 0).any():
-        raise ValueError("`clusters` and `labels` must not contain missing values.")
-    counts = pd.crosstab(pd.Series(c, name="cluster"), pd.Series(y, name="label"), dropna=False).astype(
-        np.int64
-    )
-    rows, cols = linear_sum_assignment(-counts.to_numpy())
-    acc = float(counts.to_numpy()[rows, cols].sum() / max(1, len(c)))
-    order = [counts.index[r] for r, _ in sorted(zip(rows, cols), key=lambda rc: rc[1])]
-    order += [i for i in counts.index if i not in order]
-    return counts.loc[order], acc
+    check_adata(adata)
+    check_str(basis, "basis")
+    if color is None and basis in adata.obs:
+        color = basis
+    return embedding(adata, basis, color=color, **kwargs)
 
 
 def cluster_confusion(
     adata: AnnData,
     *,
-    key: str = "n2d",
+    clusters: str = "n2d",
     labels: str = "label",
     normalize: bool = True,
     annotate: bool | None = None,
@@ -81,15 +55,17 @@ def cluster_confusion(
 ):
     """Heat map of clusters against reference labels after Hungarian matching.
 
-    Rows are the clusters of ``obs[key]`` reordered so that each sits opposite the label it is
-    matched to (so a perfect clustering is a diagonal); the title gives the matched accuracy
-    (ACC). Works for any clustering in ``obs`` (N2D, Leiden, ...).
+    Rows are the clusters of ``obs[clusters]`` reordered so that each sits opposite the label
+    it is matched to (so a perfect clustering is a diagonal); the title gives the matched
+    accuracy (ACC, :func:`manifex.metrics.clustering_accuracy`). Works for any clustering in
+    ``obs`` (N2D, Leiden, ...). Cells without a cluster or a label (missing values) are refused:
+    subset them away first.
 
     Parameters
     ----------
     adata
         AnnData with both columns in ``obs``.
-    key
+    clusters
         Column holding the clusters (default: N2D's).
     labels
         Column holding the reference labels.
@@ -112,15 +88,23 @@ def cluster_confusion(
     --------
     >>> import scanpy as sc, manifex as mx
     >>> adata = sc.datasets.pbmc68k_reduced()
-    >>> mx.tl.n2d(adata, n_clusters=5, n_steps=50, progress=False)
-    >>> ax = mx.pl.cluster_confusion(adata, labels="bulk_labels", show=False)
+    >>> ax = mx.pl.cluster_confusion(adata, clusters="louvain", labels="bulk_labels", show=False)
+    >>> ax.get_title()
+    'louvain vs bulk_labels (ACC 0.5...)'
     """
     import matplotlib.pyplot as plt
 
-    for col, what in ((key, "key"), (labels, "labels")):
+    check_adata(adata)
+    check_ax(ax)
+    for col, what in ((clusters, "clusters"), (labels, "labels")):
+        check_str(col, what)
         if col not in adata.obs:
             raise KeyError(f"`{what}`={col!r} is not a column of adata.obs.")
-    table, acc = matched_confusion(adata.obs[key].to_numpy(), adata.obs[labels].to_numpy())
+    try:
+        table, acc = matched_confusion(adata.obs[labels], adata.obs[clusters])
+    except ValueError as e:  # name the obs columns, not the arguments of the metric
+        msg = str(e).replace("`labels_true`", f"obs[{labels!r}]").replace("`labels_pred`", f"obs[{clusters!r}]")
+        raise ValueError(msg) from None
     values = table.to_numpy().astype(float)
     if normalize:
         values = values / np.maximum(values.sum(1, keepdims=True), 1)
@@ -132,8 +116,8 @@ def cluster_confusion(
     ax.set_xticks(range(table.shape[1]), [str(v) for v in table.columns], rotation=90)
     ax.set_yticks(range(table.shape[0]), [str(v) for v in table.index])
     ax.set_xlabel(labels)
-    ax.set_ylabel(key)
-    ax.set_title(f"{key} vs {labels} (ACC {acc:.3f})")
+    ax.set_ylabel(clusters)
+    ax.set_title(f"{clusters} vs {labels} (ACC {acc:.3f})")
     if annotate is None:
         annotate = table.shape[0] <= 20 and table.shape[1] <= 20
     if annotate:

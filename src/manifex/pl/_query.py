@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
+from numbers import Real
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from ._checks import basis_key, check_adata, check_ax, check_str
+
 __all__ = ["confidence_map", "query_map"]
 
 
-def _basis_key(adatas: list[AnnData], basis: str) -> str:
-    if not isinstance(basis, str):
-        raise TypeError(f"`basis` must be a string, got {type(basis).__name__}.")
-    key = basis if basis.startswith("X_") else f"X_{basis}"
-    for a in adatas:
-        if not isinstance(a, AnnData):
-            raise TypeError(f"Expected an AnnData, got {type(a).__name__}.")
-        if key not in a.obsm:
-            raise KeyError(
-                f"obsm has no {key!r}; run mx.tl.embed (query) / the mx.tl method (reference) first."
-            )
-        if np.shape(a.obsm[key])[1] < 2:
-            raise ValueError(f"obsm[{key!r}] must have at least 2 columns to plot.")
-    return key
-
-
 def _size(n: int, s: float | None) -> float:
-    return s if s is not None else float(max(1.0, min(30.0, 20000 / max(n, 1))))
+    if s is not None and (isinstance(s, bool) or not isinstance(s, Real) or not s > 0):
+        raise ValueError(f"`size` must be a positive number or None, got {s!r}.")
+    return float(s) if s is not None else float(max(1.0, min(30.0, 20000 / max(n, 1))))
 
 
 def _finish(ax: Any, title: str | None, show: bool | None, created: bool) -> Any:
@@ -103,7 +92,8 @@ def query_map(
     query
         Cells embedded with :func:`manifex.tl.embed` (same ``basis``).
     basis
-        Embedding key without ``X_``.
+        Embedding key, found as :func:`scanpy.pl.embedding` finds it (``obsm[basis]``, else
+        ``obsm["X_" + basis]``).
     color
         A query ``obs`` column to colour the query cells by (categorical: one colour per value,
         with a legend; numeric: a colour bar). Default: one highlight colour. For labels from
@@ -138,19 +128,24 @@ def query_map(
     """
     import matplotlib.pyplot as plt
 
-    key = _basis_key([reference, query], basis)
-    er, eq = np.asarray(reference.obsm[key])[:, :2], np.asarray(query.obsm[key])[:, :2]
+    check_adata(reference, "reference")
+    check_adata(query, "query")
+    check_ax(ax)
+    kr, kq = basis_key(reference, basis, name="reference"), basis_key(query, basis, name="query")
+    er, eq = np.asarray(reference.obsm[kr])[:, :2], np.asarray(query.obsm[kq])[:, :2]
+    if color is not None:
+        check_str(color, "color")
+        if color not in query.obs:
+            raise KeyError(f"`color`={color!r} is not a column of query.obs.")
+    s = _size(reference.n_obs + query.n_obs, size)
     created = ax is None
     numeric = False
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 5))
-    s = _size(reference.n_obs + query.n_obs, size)
     ax.scatter(er[:, 0], er[:, 1], s=s, c=reference_color, linewidths=0, rasterized=True, label="reference")
     if color is None:
         ax.scatter(eq[:, 0], eq[:, 1], s=s * 1.5, c=highlight, linewidths=0, rasterized=True, label="query")
     else:
-        if color not in query.obs:
-            raise KeyError(f"query.obs has no column {color!r}.")
         vals = query.obs[color]
         numeric = pd.api.types.is_numeric_dtype(vals) and not isinstance(vals.dtype, pd.CategoricalDtype)
         if numeric:
@@ -197,7 +192,8 @@ def query_map(
             )
         else:
             ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, markerscale=2, fontsize=8)
-    return _finish(ax, title if title is not None else f"query on reference ({key[2:]})", show, created)
+    name = kq[2:] if kq.startswith("X_") else kq
+    return _finish(ax, title if title is not None else f"query on reference ({name})", show, created)
 
 
 def confidence_map(
@@ -223,7 +219,8 @@ def confidence_map(
         The ``key_added`` of that call: labels in ``obs[key]``, confidence in
         ``obs[key + "_confidence"]``.
     basis
-        Embedding key without ``X_``; default the one recorded in ``uns[key]``.
+        Embedding key (``obsm[basis]``, else ``obsm["X_" + basis]``); default the one recorded
+        in ``uns[key]``.
     reference
         Draw these cells greyed underneath.
     unknown_label
@@ -255,27 +252,35 @@ def confidence_map(
     """
     import matplotlib.pyplot as plt
 
-    if not isinstance(query, AnnData):
-        raise TypeError(f"`query` must be an AnnData, got {type(query).__name__}.")
+    check_adata(query, "query")
+    if reference is not None:
+        check_adata(reference, "reference")
+    check_ax(ax)
+    check_str(key, "key")
     conf_key = f"{key}_confidence"
     if key not in query.obs or conf_key not in query.obs:
-        raise KeyError(f"query.obs needs {key!r} and {conf_key!r}; run mx.tl.transfer_labels first.")
+        raise KeyError(
+            f"`key`={key!r}: query.obs needs {key!r} and {conf_key!r}; run mx.tl.transfer_labels first."
+        )
+    conf = query.obs[conf_key]
+    if not pd.api.types.is_numeric_dtype(conf) or isinstance(conf.dtype, pd.CategoricalDtype):
+        raise TypeError(f"query.obs[{conf_key!r}] must be numeric, got dtype {conf.dtype}.")
     info = query.uns.get(key, {})
     if basis is None:
         basis = info.get("basis") if isinstance(info, dict) else None
         if basis is None:
-            raise ValueError("Pass `basis=`; it is not recorded in query.uns[key].")
+            raise ValueError(f"Pass `basis=`; it is not recorded in query.uns[{key!r}].")
     if unknown_label is None and isinstance(info, dict):
         unknown_label = info.get("unknown_label")
-    holders = [query] + ([reference] if reference is not None else [])
-    bkey = _basis_key(holders, basis)
-    eq = np.asarray(query.obsm[bkey])[:, :2]
+    kq = basis_key(query, basis, name="query")
+    kr = basis_key(reference, basis, name="reference") if reference is not None else None
+    eq = np.asarray(query.obsm[kq])[:, :2]
+    s = _size(query.n_obs + (reference.n_obs if reference is not None else 0), size)
     created = ax is None
     if ax is None:
         _, ax = plt.subplots(figsize=(5.6, 5))
-    s = _size(query.n_obs + (reference.n_obs if reference is not None else 0), size)
     if reference is not None:
-        er = np.asarray(reference.obsm[bkey])[:, :2]
+        er = np.asarray(reference.obsm[kr])[:, :2]
         ax.scatter(er[:, 0], er[:, 1], s=s, c="#e5e5e5", linewidths=0, rasterized=True)
     unknown = (
         query.obs[key].astype(str).to_numpy() == str(unknown_label)
@@ -286,7 +291,7 @@ def confidence_map(
         eq[~unknown, 0],
         eq[~unknown, 1],
         s=s * 1.5,
-        c=query.obs[conf_key].to_numpy()[~unknown],
+        c=conf.to_numpy(dtype=float)[~unknown],
         cmap=cmap,
         vmin=0,
         vmax=1,

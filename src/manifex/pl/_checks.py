@@ -1,0 +1,95 @@
+"""Argument checks shared by the plots: each runs before anything is drawn or changed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from anndata import AnnData
+
+
+def check_adata(adata: Any, name: str = "adata", *, allow_empty: bool = False) -> AnnData:
+    """``adata`` itself, after checking that it is an AnnData with cells."""
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"`{name}` must be an AnnData, got {type(adata).__name__}.")
+    if not allow_empty and adata.n_obs == 0:
+        raise ValueError(f"`{name}` has no cells (n_obs = 0): nothing to plot.")
+    return adata
+
+
+def check_str(value: Any, name: str) -> str:
+    """``value``, after checking that it is a non-empty string."""
+    if not isinstance(value, str):
+        raise TypeError(f"`{name}` must be a string, got {type(value).__name__} ({value!r}).")
+    if not value:
+        raise ValueError(f"`{name}` must not be empty.")
+    return value
+
+
+def basis_key(adata: AnnData, basis: Any, *, name: str = "adata", min_dims: int = 2) -> str:
+    """The ``obsm`` key of ``basis``, found as :func:`scanpy.pl.embedding` finds it.
+
+    ``obsm[basis]`` when present, else ``obsm["X_" + basis]``; the array must be 2-d with at
+    least ``min_dims`` columns.
+    """
+    check_str(basis, "basis")
+    if basis in adata.obsm:
+        key = basis
+    elif f"X_{basis}" in adata.obsm:
+        key = f"X_{basis}"
+    else:
+        raise KeyError(
+            f"`basis`={basis!r}: {name}.obsm has neither {basis!r} nor 'X_{basis}' "
+            f"(keys: {list(adata.obsm.keys())}); run the matching mx.tl function first."
+        )
+    shape = np.shape(adata.obsm[key])
+    if len(shape) != 2 or shape[1] < min_dims:
+        raise ValueError(
+            f"{name}.obsm[{key!r}] must be (n_obs, ≥{min_dims}) to plot, got shape {tuple(shape)}."
+        )
+    return key
+
+
+def check_color(adata: AnnData, color: Any, kwargs: dict[str, Any]) -> None:
+    """Check that every ``color`` key is an ``obs`` column or a gene, as scanpy will look it up.
+
+    Done before :func:`scanpy.pl.embedding` is called, because scanpy converts string columns to
+    categoricals (a change to the AnnData) before it finds that a key is missing.
+    """
+    if color is None:
+        return
+    keys: Iterable[Any] = [color] if isinstance(color, str) else color
+    try:
+        keys = list(keys)
+    except TypeError:
+        raise TypeError(f"`color` must be a string or a list of strings, got {type(color).__name__}.") from None
+    gene_symbols = kwargs.get("gene_symbols")
+    use_raw = kwargs.get("use_raw")
+    layer = kwargs.get("layer")
+    genes = set(adata.var_names)
+    if gene_symbols is not None:
+        if gene_symbols not in adata.var:
+            raise KeyError(f"`gene_symbols`={gene_symbols!r} is not a column of adata.var.")
+        genes |= set(adata.var[gene_symbols].astype(str))
+    if adata.raw is not None and use_raw is not False and layer is None:
+        genes |= set(adata.raw.var_names)
+        if gene_symbols is not None and gene_symbols in adata.raw.var:
+            genes |= set(adata.raw.var[gene_symbols].astype(str))
+    for c in keys:
+        if c is None:
+            continue
+        if not isinstance(c, str):
+            raise TypeError(f"`color` entries must be strings, got {type(c).__name__} ({c!r}).")
+        if c not in adata.obs.columns and c not in genes:
+            raise KeyError(f"`color`={c!r} is neither a column of adata.obs nor a gene in adata.var_names.")
+
+
+def check_ax(ax: Any) -> None:
+    """Check that ``ax`` is ``None`` or a matplotlib ``Axes``."""
+    if ax is None:
+        return
+    from matplotlib.axes import Axes
+
+    if not isinstance(ax, Axes):
+        raise TypeError(f"`ax` must be a matplotlib Axes or None, got {type(ax).__name__}.")
