@@ -465,7 +465,7 @@ def test_query_plots(blob_model):
 
 def test_embed_own_pca_warns_only_for_other_axes(pbmc_ref_query, monkeypatch):
     """Re-embedding the reference itself is silent; a query with its own PCA is warned about."""
-    import manifex.tl._query as tq
+    import manifex.tl._genes as tq
 
     ref, query, model = pbmc_ref_query
     said: list[str] = []
@@ -480,32 +480,36 @@ def test_embed_own_pca_warns_only_for_other_axes(pbmc_ref_query, monkeypatch):
     assert any("own obsm['X_pca']" in m for m in said)
 
 
-def test_dlme_layer_readout_and_one_shot_on_a_block():
-    from manifex.metrics._invariance import embed_with
-
+def test_dlme_block_readout_and_one_shot_on_a_block():
     a = _blobs(n_classes=6, per=40, seed=3)
     model = mx.models.DLME(n_steps=30, progress=False, device="cpu")
     res = mx.metrics.holdout_one_shot(
-        model, a.X, a.obs["label"], holdout=["type4", "type5"], space="latent", layer=0, n_episodes=20
+        model, a.X, a.obs["label"], holdout=["type4", "type5"], space="latent", block=0, n_episodes=20
     )
     assert res["embedding"].shape == (80, model.encoder_dims[0])
     # the last encoder block is the latent z
     np.testing.assert_allclose(
-        model.transform(a.X, layer=len(model.encoder_dims) - 1), model.transform(a.X, return_latent=True)
+        model.transform(a.X, space="latent", block=len(model.encoder_dims) - 1),
+        model.transform(a.X, space="latent"),
     )
-    with pytest.raises(ValueError, match="layer"):
-        model.transform(a.X, layer=len(model.encoder_dims))
+    with pytest.raises(ValueError, match="block"):
+        model.transform(a.X, space="latent", block=len(model.encoder_dims))
     with pytest.raises(ValueError, match="space='latent'"):
-        embed_with(model, a.X, space="input", layer=0)
+        mx.metrics.holdout_one_shot(mx.models.DLME(**FIT), a.X, a.obs["label"], space="input", block=0)
+    with pytest.raises(ValueError, match="space='latent'"):
+        mx.tl.embed(a.copy(), model, space="input", block=0)
 
 
-def test_embed_layer_needs_a_model_with_blocks():
+def test_embed_block_of_n2d_and_out_of_range():
     a = _blobs(n_classes=3, per=40, seed=4)
     model = mx.tl.n2d(
         a, n_clusters=3, use_rep="X", n_steps=20, progress=False, device="cpu", return_model=True
     )
     q = a.copy()
     snap = snapshot(q)
-    with pytest.raises(ValueError, match="N2D cannot return a block"):
-        mx.tl.embed(q, model, space="latent", layer=0)
+    with pytest.raises(ValueError, match="`block` must be an integer block index"):
+        mx.tl.embed(q, model, space="latent", block=99)
     assert snapshot(q) == snap
+    mx.tl.embed(q, model, space="latent", block=0)
+    assert q.obsm["X_n2d_block0"].shape == (q.n_obs, model.hidden_dims[0])
+    assert q.uns["n2d_block0"]["block"] == 0

@@ -1,7 +1,8 @@
 """Embedding quality metrics for every method and baseline, plus invariance and few-shot scores."""
 
 from ._batch import batch_entropy, ilisi
-from ._invariance import holdout_classes, holdout_one_shot, invariance_score, one_shot_accuracy
+from ._invariance import invariance_score
+from ._oneshot import holdout_classes, holdout_one_shot, one_shot_accuracy
 from ._quality import (
     cluster_scores,
     clustering_accuracy,

@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._neighbors import knn_indices
+from ._genes import scale_like_reference
 
 #: Fewest shared genes for the coverage check.
 MIN_SHARED_GENES = 50
@@ -92,11 +93,8 @@ def expression_pair(
                 "reference.X is scaled (it has negative values) but the query is not, and "
                 "reference.var lacks the 'mean' and 'std' that sc.pp.scale records"
             )
-        mean = reference.var["mean"].reindex(genes).to_numpy(np.float32)
-        std = reference.var["std"].reindex(genes).to_numpy(np.float32)
-        std = np.where(np.isfinite(std) & (std > 0), std, 1.0).astype(np.float32)
-        lim = float(np.abs(xr).max())
-        xq = np.clip((xq - mean) / std, -lim, lim)
+        lim = float(np.abs(xr).max())  # the reference's own clipping, if any
+        xq = scale_like_reference(xq, reference, genes, lim, arg="the coverage check")
         scaled_query = True
     elif q_scaled and not ref_scaled:
         return "the query has negative values (scaled) but the reference does not"

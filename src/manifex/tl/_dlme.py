@@ -65,6 +65,8 @@ def dlme(
         Show a progress bar.
     key_added
         Results go to ``obsm["X_<key_added>"]`` and ``uns[key_added]``; default ``"dlme"``.
+        The input's key (``"pca"`` when training on ``X_pca``) and scanpy's ``"pca"`` /
+        ``"neighbors"`` are refused; other existing entries are replaced with a logged warning.
     return_model
         Also return the fitted model (to embed new cells with :func:`manifex.tl.embed`, or
         ``model.save(path)``).

@@ -7,7 +7,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ..models.n2d import DEFAULT_K_RANGE, N2D
-from ._utils import check_adata, check_key_added, run_embedding
+from ._utils import check_adata, run_embedding
 
 
 def n2d(
@@ -16,7 +16,7 @@ def n2d(
     n_clusters: int | None = None,
     use_rep: str | None = None,
     layer: str | None = None,
-    n_components: int | None = None,
+    n_latent: int | None = None,
     n_neighbors: int = 20,
     min_dist: float = 0.0,
     k_range: tuple[int, int] = DEFAULT_K_RANGE,
@@ -53,7 +53,7 @@ def n2d(
         reduction, so no PCA is computed on the fly here, unlike :func:`manifex.tl.dlme`).
     layer
         Use ``adata.layers[layer]`` (sparse is fine: minibatches are densified on the fly).
-    n_components
+    n_latent
         Size of the autoencoder code; default ``n_clusters`` (10 when ``n_clusters`` is ``None``).
     n_neighbors, min_dist
         UMAP settings of the manifold and the map (reference: 20 and 0).
@@ -75,7 +75,9 @@ def n2d(
         Show a progress bar.
     key_added
         Clusters go to ``obs[key_added]``, the map to ``obsm["X_<key_added>"]`` and the record to
-        ``uns[key_added]``.
+        ``uns[key_added]``. A key that would replace an ``obs`` column that is not an earlier
+        result of this key (e.g. your cell-type labels) or the input (``"pca"``) is refused;
+        an earlier result is replaced with a logged warning.
     return_model
         Also return the fitted model (``model.predict`` assigns new cells to the clusters;
         ``model.save(path)`` stores it).
@@ -118,7 +120,7 @@ def n2d(
     """
     model = N2D(
         n_clusters=n_clusters,
-        n_components=n_components,
+        n_latent=n_latent,
         n_neighbors=n_neighbors,
         min_dist=min_dist,
         k_range=k_range,
@@ -132,9 +134,9 @@ def n2d(
         progress=progress,
         **model_kwargs,
     )
-    # everything that can be checked without data is checked before any work
+    # everything that can be checked without training is checked before any work
     model._validate_params()
-    check_adata(adata, min_cells=1)
+    check_adata(adata)
     if n_clusters is not None and adata.n_obs < n_clusters:
         raise ValueError(
             f"`adata` has {adata.n_obs} cells, fewer than `n_clusters`={n_clusters}; "
@@ -142,9 +144,18 @@ def n2d(
         )
     if adata.n_obs <= n_neighbors:
         raise ValueError(
-            f"`adata` has {adata.n_obs} cells; UMAP with `n_neighbors`={n_neighbors} needs more than that."
+            f"`adata` has {adata.n_obs} cells; UMAP with `n_neighbors`={n_neighbors} needs more than that: "
+            "lower `n_neighbors` or use more cells."
         )
-    check_key_added(key_added, given=key_added)
+
+    def writes(key: str) -> list[tuple[str, str]]:
+        return [
+            ("obs", key),
+            ("obs", f"{key}_probability"),
+            ("obsm", f"X_{key}_code"),
+            ("obsm", f"X_{key}_manifold"),
+            ("obsm", f"{key}_proba"),
+        ]
 
     def collect(m: N2D, key: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         k = m.n_clusters_
@@ -194,5 +205,6 @@ def n2d(
         copy=copy,
         min_cells=model._min_cells(),
         collect=collect,
+        extra_writes=writes,
         auto_pca=False,
     )

@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 from anndata import AnnData
-from scanpy import logging as logg
 
 from ..models.tsimcne import TSimCNE, prepare_images
-from ._utils import check_key_added, plain, run_embedding
+from ._utils import InputSpec, check_adata, run_embedding
 
 _STAGES = ("pretrain", "linear", "finetune")
 
@@ -138,11 +136,15 @@ def tsimcne(
         progress=progress,
         **model_kwargs,
     )
-    key = key_added or "tsimcne"
+    if not isinstance(add_features, bool | np.bool_):
+        raise TypeError(f"`add_features` must be True or False, got {add_features!r}.")
 
     def collect(m: TSimCNE, k: str) -> tuple[dict, dict, dict]:
         obsm = {f"X_{k}_features": m.features_} if add_features else {}
         return obsm, {}, _stage_uns(m)
+
+    def writes(k: str) -> list[tuple[str, str]]:
+        return [("obsm", f"X_{k}_features")] if add_features else []
 
     if image_key is None and images is None:
         return run_embedding(
@@ -155,14 +157,11 @@ def tsimcne(
             return_model=return_model,
             copy=copy,
             collect=collect,
+            extra_writes=writes,
         )
 
     # ---- images: validate everything before any work ----------------------------------------
-    if not isinstance(adata, AnnData):
-        raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
-    if adata.n_obs < 2:
-        raise ValueError(f"`adata` has {adata.n_obs} observations; t-SimCNE needs at least 2 images.")
-    check_key_added(key, given=key_added)
+    check_adata(adata, min_cells=2)
     if image_key is not None and images is not None:
         raise ValueError("Pass either `image_key` or `images`, not both.")
     if use_rep is not None or layer is not None:
@@ -191,39 +190,26 @@ def tsimcne(
             f"There are {imgs.shape[0]} images ({source}) but adata has {adata.n_obs} observations."
         )
     prepare_images(imgs, name=f"images ({source})")  # dtype, size and finiteness checks
-    model._validate_params()
+    spec = InputSpec("images", image_key, description=source)
 
-    t0 = time.perf_counter()
-    model.fit(imgs)
-    seconds = time.perf_counter() - t0
-    model.input_spec_ = {"source": "images", "key": image_key or "", "key_added": key, "method": "tsimcne"}
-    history = model.history_
-    uns = {
-        "params": plain({k: v for k, v in model.get_params().items() if k != "progress"}),
-        "input": {"source": "images", "key": image_key or "", "description": source},
-        "loss": history["loss"],
-        "n_steps": history["n_steps"],
-        "device": str(model.device_),
-        "seconds": float(seconds),
-        "images_per_second": float(
-            sum(history[s]["n_steps"] for s in _STAGES)
-            * history["batch_size"]
-            / max(history["seconds"], 1e-9)
-        ),
-        **_stage_uns(model),
-    }
-    logg.info(
-        f"    finished tsimcne in {seconds:.1f}s on {model.device_}: added obsm['X_{key}'], uns[{key!r}]"
+    def collect_images(m: TSimCNE, k: str) -> tuple[dict, dict, dict]:
+        obsm, _, uns = collect(m, k)
+        h = m.history_
+        steps = sum(h[s]["n_steps"] for s in _STAGES if s in h)
+        uns["images_per_second"] = float(steps * h["batch_size"] / max(h["seconds"], 1e-9))
+        return obsm, {}, uns
+
+    return run_embedding(
+        adata,
+        model,
+        method="tsimcne",
+        use_rep=None,
+        layer=None,
+        key_added=key_added,
+        return_model=return_model,
+        copy=copy,
+        min_cells=2,
+        collect=collect_images,
+        extra_writes=writes,
+        given_input=(imgs, None, spec),
     )
-    target = adata.copy() if copy else adata
-    target.obsm[f"X_{key}"] = model.embedding_
-    if add_features:
-        target.obsm[f"X_{key}_features"] = model.features_
-    target.uns[key] = plain(uns)
-    if copy and return_model:
-        return target, model
-    if copy:
-        return target
-    if return_model:
-        return model
-    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +12,11 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scanpy import logging as logg
 
+from .._anndata import check_adata
 from .._utils import as_2d_float
+from ._prepcheck import gene_signature
+
+__all__ = ["InputSpec", "check_adata", "check_key_added", "get_input", "plain", "run_embedding"]
 
 MIN_CELLS = 20
 N_PCS_AUTO = 50
@@ -21,8 +26,10 @@ N_PCS_AUTO = 50
 class InputSpec:
     """Which part of an AnnData a model was trained on, so a query can be prepared alike.
 
-    ``source`` is ``"obsm"``, ``"layer"``, ``"X"`` or ``"pca"`` (a PCA computed by manifex from
-    ``X``/``layer``, whose loadings are kept so queries are projected the same way).
+    ``source`` is ``"obsm"``, ``"layer"``, ``"X"``, ``"images"`` (an ``obsm`` key) or ``"pca"`` (a
+    PCA computed by manifex from ``X``, whose loadings are kept so queries are projected the same
+    way). ``genes`` is a signature of the expression values a gene-level input was read from
+    (:func:`manifex.tl._prepcheck.gene_signature`), to check a query's preprocessing later.
     """
 
     source: str
@@ -32,6 +39,11 @@ class InputSpec:
     pca_mean: np.ndarray | None = None
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    genes: dict[str, Any] | None = None
+
+    def slots(self) -> list[tuple[str, str]]:
+        """The AnnData entries this input is read from (for the ``key_added`` check)."""
+        return [("obsm", self.key)] if self.source in ("obsm", "images") and self.key else []
 
     def to_uns(self) -> dict[str, Any]:
         return {
@@ -41,23 +53,85 @@ class InputSpec:
         }
 
 
-def check_adata(adata: Any, *, min_cells: int = MIN_CELLS, name: str = "adata") -> AnnData:
-    if not isinstance(adata, AnnData):
-        raise TypeError(f"`{name}` must be an AnnData, got {type(adata).__name__}.")
-    if adata.n_obs == 0 or adata.n_vars == 0:
-        raise ValueError(f"`{name}` is empty (shape {adata.shape}).")
-    if adata.n_obs < min_cells:
-        raise ValueError(f"`{name}` has {adata.n_obs} cells; at least {min_cells} are needed.")
-    return adata
+#: scanpy's own results: other steps read them (``sc.pp.neighbors`` uses ``X_pca`` by default,
+#: ``sc.tl.umap`` / ``leiden`` the neighbour graph), so a result is never written under these keys.
+RESERVED_KEYS = {
+    "pca": (("obsm", "X_pca"), ("uns", "pca"), ("varm", "PCs")),
+    "neighbors": (("uns", "neighbors"), ("obsp", "distances"), ("obsp", "connectivities")),
+}
+
+Slot = tuple[str, str]
 
 
-def check_key_added(key: Any, *, given: Any) -> str:
-    """Return ``key`` (where results are written) if it is a non-empty string.
+def _exists(adata: AnnData, slot: str, name: str) -> bool:
+    return name in getattr(adata, slot).keys() if slot != "obs" else name in adata.obs.columns
 
-    ``given`` is the user's ``key_added`` argument, named in the error message.
+
+def check_key_added(
+    adata: AnnData,
+    key_added: Any,
+    *,
+    default: str,
+    writes: Callable[[str], Iterable[Slot]],
+    inputs: Mapping[Slot, str] | Iterable[Slot] = (),
+    function: str,
+) -> str:
+    """The key a ``tl`` function writes its results under, checked before any work.
+
+    ``key_added`` (or ``default`` when it is ``None``) must be a non-empty string without ``"/"``
+    (an ``.h5ad`` cannot store such a key). ``writes(key)`` lists the ``(slot, name)`` entries
+    the call would write (``("obsm", "X_dlme")``, ``("uns", "dlme")``, ``("obs", "n2d")``);
+    ``inputs`` the entries it reads or must keep (a mapping may say what each one is, for the
+    message). Then
+
+    * writing over one of the call's inputs, or under a scanpy key whose contents other steps read
+      (:data:`RESERVED_KEYS`: ``"pca"``, ``"neighbors"``), raises ``ValueError``;
+    * writing over an existing ``obs`` column that is not a result recorded under the same key
+      (``uns[key]``) raises ``ValueError``: it holds the user's annotation (e.g. cell-type labels);
+    * any other existing entry is replaced, with a logged warning naming it.
+
+    Returns the key.
     """
+    key = default if key_added is None else key_added
     if not isinstance(key, str) or not key:
-        raise ValueError(f"`key_added` must be a non-empty string, got {given!r}.")
+        raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
+    if "/" in key:
+        raise ValueError(
+            f"`key_added`={key!r} contains '/', which an .h5ad file cannot store in a key; use e.g. "
+            f"{key.replace('/', '_')!r}."
+        )
+    if key in RESERVED_KEYS:
+        raise ValueError(
+            f"`key_added`={key!r} is reserved: scanpy keeps its own results under it "
+            f"({', '.join(f'{s}[{n!r}]' for s, n in RESERVED_KEYS[key])}), which other steps read. "
+            "Choose another key."
+        )
+    what = dict(inputs) if isinstance(inputs, Mapping) else dict.fromkeys(inputs, "an input of this call")
+    planned = list(dict.fromkeys(writes(key)))
+    reserved = {slot for slots in RESERVED_KEYS.values() for slot in slots}
+    ours = isinstance(adata.uns.get(key), Mapping)
+    replaced = []
+    for slot, name in planned:
+        where = f"{slot}[{name!r}]"
+        if (slot, name) in what:
+            raise ValueError(
+                f"`key_added`={key!r} would write {where}, which is {what[(slot, name)]}; choose another key."
+            )
+        if (slot, name) in reserved:
+            raise ValueError(
+                f"`key_added`={key!r} would write {where}, scanpy's own result; choose another key."
+            )
+        if not _exists(adata, slot, name):
+            continue
+        if slot == "obs" and not ours:
+            raise ValueError(
+                f"`key_added`={key!r} would replace the column obs[{name!r}], which is not an earlier "
+                f"result of this key (no uns[{key!r}]): it holds your own annotation. Choose another "
+                "key, or delete the column first."
+            )
+        replaced.append(where)
+    if replaced:
+        logg.warning(f"{function}: replacing the existing {', '.join(replaced)} (key_added={key!r})")
     return key
 
 
@@ -86,11 +160,7 @@ def get_input(
             raise TypeError(f"`use_rep` must be a string, got {type(use_rep).__name__}.")
         if use_rep == "X":
             x = as_2d_float(adata.X, name="adata.X")
-            return (
-                x,
-                np.asarray(adata.var_names),
-                InputSpec("X", None, np.asarray(adata.var_names), description="X"),
-            )
+            return x, _names(adata), _gene_spec("X", None, adata, x, "X")
         if use_rep not in adata.obsm:
             raise KeyError(f"`use_rep`={use_rep!r} is not in adata.obsm (keys: {list(adata.obsm.keys())}).")
         rep = adata.obsm[use_rep]
@@ -110,11 +180,7 @@ def get_input(
         if layer not in adata.layers:
             raise KeyError(f"`layer`={layer!r} is not in adata.layers (keys: {list(adata.layers.keys())}).")
         x = as_2d_float(adata.layers[layer], name=f"adata.layers[{layer!r}]")
-        return (
-            x,
-            np.asarray(adata.var_names),
-            InputSpec("layer", layer, np.asarray(adata.var_names), description=f"layers[{layer!r}]"),
-        )
+        return x, _names(adata), _gene_spec("layer", layer, adata, x, f"layers[{layer!r}]")
     if "X_pca" in adata.obsm:
         x = as_2d_float(adata.obsm["X_pca"], name="adata.obsm['X_pca']")
         if n_pcs is not None:
@@ -128,19 +194,30 @@ def get_input(
     x = as_2d_float(adata.X, name="adata.X")
     if x.shape[1] <= N_PCS_AUTO or not auto_pca:
         logg.info("    using adata.X as input")
-        return (
-            x,
-            np.asarray(adata.var_names),
-            InputSpec("X", None, np.asarray(adata.var_names), description="X"),
-        )
+        return x, _names(adata), _gene_spec("X", None, adata, x, "X")
+    names = _names(adata)
     n_comps = min(n_pcs or N_PCS_AUTO, min(x.shape) - 1)
     logg.warning(f"no 'X_pca' in adata.obsm: computing a {n_comps}-component PCA of adata.X as input")
     comps, mean = _pca(x, n_comps, random_state)
     xp = _project(x, comps, mean)
-    spec = InputSpec(
-        "pca", None, np.asarray(adata.var_names), comps, mean, description=f"PCA({n_comps}) of X"
-    )
+    spec = InputSpec("pca", None, names, comps, mean, description=f"PCA({n_comps}) of X")
+    spec.genes = gene_signature(x)
     return xp, None, spec
+
+
+def _names(adata: AnnData) -> np.ndarray:
+    if not adata.var_names.is_unique:
+        raise ValueError(
+            "adata.var_names are not unique, so a query's genes could not be matched by name; run "
+            "`adata.var_names_make_unique()` first."
+        )
+    return np.asarray(adata.var_names, dtype=str)
+
+
+def _gene_spec(source: str, key: str | None, adata: AnnData, x: Any, description: str) -> InputSpec:
+    spec = InputSpec(source, key, _names(adata), description=description)
+    spec.genes = gene_signature(x)
+    return spec
 
 
 def pcs_fingerprint(pcs: Any) -> str:
@@ -179,6 +256,27 @@ def plain(obj: Any) -> Any:
     return repr(obj)
 
 
+def check_n_cells(adata: AnnData, minimum: int, *, n_neighbors: int | None = None, method: str = "") -> None:
+    """At least ``minimum`` cells; the message names ``n_neighbors`` when it sets the minimum."""
+    if adata.n_obs >= minimum:
+        return
+    if n_neighbors is not None and minimum == n_neighbors + 1 and minimum > MIN_CELLS:
+        raise ValueError(
+            f"`adata` has {adata.n_obs} cells; {method} with `n_neighbors`={n_neighbors} needs more than "
+            f"{n_neighbors} (at least {minimum}): lower `n_neighbors` or use more cells."
+        )
+    raise ValueError(f"`adata` has {adata.n_obs} cells; {method} needs at least {minimum}.")
+
+
+def input_slot(adata: AnnData, use_rep: Any, layer: Any) -> list[Slot]:
+    """The ``obsm`` entry :func:`get_input` will read (before it reads it), for the key check."""
+    if isinstance(use_rep, str) and use_rep != "X":
+        return [("obsm", use_rep)]
+    if use_rep is None and layer is None and "X_pca" in adata.obsm:
+        return [("obsm", "X_pca")]
+    return []
+
+
 def run_embedding(
     adata: AnnData,
     model: Any,
@@ -190,35 +288,46 @@ def run_embedding(
     return_model: bool,
     copy: bool,
     min_cells: int = MIN_CELLS,
-    extra_obsm: dict[str, str] | None = None,
-    fit_kwargs: dict[str, Any] | None = None,
     collect: Any = None,
+    extra_writes: Any = None,
     auto_pca: bool = True,
+    given_input: tuple[Any, Any, InputSpec] | None = None,
 ):
     """Shared body of the ``tl`` embedding functions.
 
-    Validates everything before any work, fits ``model`` on the selected input, and only then
-    writes ``obsm["X_<key>"]`` and ``uns[key]`` (so a failure leaves ``adata`` untouched).
-    ``collect(model) -> (obsm: dict, obs: dict, uns: dict)`` adds method-specific outputs.
-    ``auto_pca=False`` trains on ``X`` itself when there is no ``X_pca`` (see :func:`get_input`).
+    Validates everything before any work (the AnnData, the model's parameters, the key the
+    results go to), fits ``model`` on the selected input (:func:`get_input`, or ``given_input``
+    ``(x, feature_names, spec)``) with the input recorded through ``fit(..., input_spec=...)``,
+    and only then writes ``obsm["X_<key>"]`` and ``uns[key]`` (so a failure leaves ``adata``
+    untouched). ``collect(model, key) -> (obsm, obs, uns)`` adds method-specific outputs, whose
+    entries ``extra_writes(key)`` lists in advance. ``auto_pca=False`` trains on ``X`` itself
+    when there is no ``X_pca``.
     """
     import time
     from dataclasses import asdict
 
-    check_adata(adata, min_cells=min_cells)
-    key = check_key_added(method if key_added is None else key_added, given=key_added)
-    if hasattr(model, "_validate_params"):
-        model._validate_params()
-    seed = getattr(model, "random_state", 0)
-    x, feature_names, spec = get_input(
-        adata, use_rep=use_rep, layer=layer, random_state=seed, auto_pca=auto_pca
+    check_adata(adata)
+    check_n_cells(
+        adata, min_cells, n_neighbors=getattr(model, "n_neighbors", None), method=type(model).__name__
     )
+    model._validate_params()
+    inputs = input_slot(adata, use_rep, layer) if given_input is None else given_input[2].slots()
+
+    def writes(k: str) -> list[Slot]:
+        return [("obsm", f"X_{k}"), ("uns", k), *(extra_writes(k) if extra_writes is not None else [])]
+
+    key = check_key_added(adata, key_added, default=method, writes=writes, inputs=inputs, function=method)
+    if given_input is None:
+        seed = getattr(model, "random_state", 0)
+        x, feature_names, spec = get_input(
+            adata, use_rep=use_rep, layer=layer, random_state=seed, auto_pca=auto_pca
+        )
+    else:
+        x, feature_names, spec = given_input
+    input_spec = {**asdict(spec), "key_added": key, "method": method}
     t0 = time.perf_counter()
-    model.fit(x, feature_names=feature_names, **(fit_kwargs or {}))
+    model.fit(x, feature_names=feature_names, input_spec=input_spec)
     seconds = time.perf_counter() - t0
-    model.input_spec_ = asdict(spec)
-    model.input_spec_["key_added"] = key
-    model.input_spec_["method"] = method
 
     obsm: dict[str, Any] = {f"X_{key}": model.embedding_}
     obs: dict[str, Any] = {}
@@ -228,7 +337,7 @@ def run_embedding(
         obsm.update(more_obsm)
     history = getattr(model, "history_", None) or {}
     uns = {
-        "params": plain({k: v for k, v in model.get_params().items() if k not in {"progress"}}),
+        "params": plain({k: v for k, v in model.get_params(deep=False).items() if k not in {"progress"}}),
         "input": spec.to_uns(),
         "loss": history.get("loss"),
         "n_steps": history.get("n_steps"),

@@ -1,0 +1,290 @@
+"""Map new cells (a query) into a trained embedding: :func:`embed`.
+
+The query is prepared exactly like the reference input recorded in ``model.input_spec_`` (genes
+aligned by name, projection on the reference's PCs: :mod:`manifex.tl._genes`), checked for
+matching preprocessing (:mod:`manifex.tl._prepcheck`) and embedded by ``model.transform``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Literal
+
+import numpy as np
+from anndata import AnnData
+from scanpy import logging as logg
+
+from .._transform import check_model, check_space, model_transform
+from ..models import BaseModel, load_model
+from ._genes import prepare_query
+from ._prepcheck import preprocessing_problems
+from ._utils import check_adata, check_key_added, plain
+
+__all__ = ["embed"]
+
+
+def embed(
+    query: AnnData,
+    model: BaseModel | str | os.PathLike,
+    *,
+    reference: AnnData | None = None,
+    space: Literal["embedding", "latent", "input"] = "embedding",
+    block: int | None = None,
+    use_rep: str | None = None,
+    fill_missing: Literal["error", "zero"] = "error",
+    scale_query: bool = False,
+    max_value: float | None = None,
+    check_preprocessing: Literal["error", "warn", "ignore"] = "error",
+    key_added: str | None = None,
+    copy: bool = False,
+) -> AnnData | None:
+    """Embed new cells (a query) with a fitted manifex model, like the reference it was trained on.
+
+    The model records what it was trained on (``model.input_spec_``, set by ``mx.tl.dlme``,
+    ``mx.tl.tsimcne``, ``mx.tl.n2d``): an ``obsm`` representation, ``X``, a layer, a PCA that
+    manifex computed, or images. The query is prepared the same way:
+
+    ``obsm`` representation (e.g. ``X_scVI``)
+        The query must hold it under the same key (or ``use_rep``), computed by the same model
+        (e.g. ``scvi_model.get_latent_representation(query)``).
+    ``obsm["X_pca"]`` with a ``reference``
+        When ``reference`` carries ``varm["PCs"]``, the query's genes are aligned by name and
+        projected on the reference's loadings after centring with the *reference's* gene means,
+        i.e. exactly the reference's PCA (unlike ``sc.tl.ingest``, which centres a query on its
+        own mean and so shifts a query made of few cell types). A ``X_pca`` of the query itself
+        is then ignored: ``sc.pp.pca`` on the query has different axes. Without ``reference``
+        the query's ``obsm["X_pca"]`` is used as given.
+    genes (``X``, a layer, or manifex's own PCA)
+        Genes are aligned to the training genes by name (any order; missing genes raise
+        ``KeyError`` unless ``fill_missing="zero"``).
+
+    Before embedding, the query's preprocessing is compared with the training data's
+    (:mod:`manifex.tl._prepcheck`), so that a query prepared otherwise is refused with what looks
+    wrong and how to fix it, not embedded as garbage:
+
+    * gene level, whenever the model input is built from genes: the query's values against the
+      training genes -- measured on ``reference`` when given, else recorded by the ``tl``
+      function in ``model.input_spec_``, else read from ``model.feature_mean_``. Raw counts
+      (non-negative integers up to at least 20) against normalised data and the reverse;
+      unscaled data against a ``sc.pp.scale``-d reference and the reverse; the mean total per
+      cell after ``expm1`` (the ``normalize_total`` target) off by more than 4× (e.g. 1e6
+      against 1e4); values 10× larger than the reference's largest (unscaled data); a scaled
+      query beyond the ``max_value`` the reference was clipped at;
+    * model input: the per-feature standard deviation and mean of the prepared query against
+      ``model.feature_std_`` / ``model.feature_mean_``. Flagged when the median ratio of standard
+      deviations is above 10 or below 1/10, or the median absolute mean difference exceeds 5
+      reference standard deviations.
+
+    These limits tolerate a query of a single cell type (its spread is smaller, its mean offset)
+    and of cell types the reference lacks (large z-scores once scaled), but not data on another
+    scale.
+
+    Parameters
+    ----------
+    query
+        The new cells. Its ``X`` (or the layer / ``obsm`` entry the model uses) must be
+        preprocessed like the reference's: same normalisation, log1p and, if the reference was
+        scaled, the same scaling (``scale_query=True`` applies the reference's).
+    model
+        A fitted model (``mx.tl.dlme(..., return_model=True)``) or the path of one saved with
+        ``model.save(path)``.
+    reference
+        The AnnData the model was trained on. Needed to project genes onto its PCs when the model
+        was trained on ``obsm["X_pca"]``; also used for the gene-level preprocessing check.
+    space
+        ``"embedding"``: the map written by the ``tl`` function (DLME / t-SimCNE output, N2D's 2-d
+        map). ``"latent"``: the network's internal representation (DLME's 80-d ``z``, t-SimCNE's
+        backbone features, N2D's code), written under ``"<key>_latent"`` by default; embed the
+        reference the same way to classify in that space. ``"input"``: what the network reads,
+        without the network (for a model trained on ``X_pca``, the query on the *reference's*
+        PCs; else the aligned genes, or images flattened to [0, 1]), under ``"<key>_input"``:
+        the baseline space, and on our benchmarks the better one for naming cell types the
+        reference never had from one example (see the query benchmarks).
+    block
+        With ``space="latent"``, the output of this block of the network instead (0-based;
+        DLME's encoder blocks, t-SimCNE's residual blocks flattened or its MLP blocks), under
+        ``"<key>_block<block>"``. For images, t-SimCNE's first block (``block=0``) names digits
+        the network never saw from one example better than the pixels' PCs do (see the query
+        benchmarks).
+    use_rep
+        Read the model input from this ``obsm`` key of the query instead of the recorded one
+        (for models trained on an ``obsm`` representation).
+    fill_missing
+        ``"error"``: genes the model needs but the query lacks raise ``KeyError``. ``"zero"``:
+        they are filled with 0 (and the number is logged and recorded in ``uns``) — 0 is "not
+        expressed" for log data and "the reference's mean" for scaled data; many missing genes
+        degrade the embedding.
+    scale_query
+        Standardise the query's genes with the reference's ``var["mean"]`` and ``var["std"]``
+        (written by ``sc.pp.scale``) before projecting them; needs ``reference``.
+    max_value
+        With ``scale_query``, clip the scaled values at ± this (``sc.pp.scale``'s
+        ``max_value``). ``None``: the value recorded in ``reference.uns["scale"]["max_value"]``
+        if any, else no clipping (a reference whose scaled values stop at a common bound, as
+        ``sc.pp.scale(max_value=10)`` leaves them, then makes the check ask for it).
+    check_preprocessing
+        What a preprocessing mismatch does: ``"error"`` (``ValueError``), ``"warn"``
+        (``UserWarning``) or ``"ignore"``.
+    key_added
+        Coordinates go to ``query.obsm["X_<key_added>"]`` and provenance to
+        ``query.uns[key_added]``. Default: the reference's key (e.g. ``"dlme"``, so
+        ``sc.pl.embedding(query, basis="dlme")`` works), ``"<key>_latent"`` for the latent space,
+        ``"<key>_block<block>"`` for a block's output, ``"<key>_input"`` for the input space.
+        A key whose entries are the model's input (``"pca"`` for a model trained on ``X_pca``)
+        is refused; other existing entries are replaced with a logged warning.
+    copy
+        Return a copy of ``query`` instead of writing into it.
+
+    Returns
+    -------
+    ``None``, or the modified copy when ``copy=True``. Writes
+
+    ``query.obsm["X_<key_added>"]``
+        The query's coordinates, ``(n_obs, d)``.
+    ``query.uns[key_added]``
+        Provenance: model class and method, space, input source, projection, number of features
+        and of filled-in genes, and the preprocessing check's statistics.
+
+    Nothing is written when an error is raised.
+
+    Examples
+    --------
+    >>> import scanpy as sc, manifex as mx
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> ref, query = adata[:500].copy(), adata[500:].copy()
+    >>> del query.obsm["X_pca"]
+    >>> model = mx.tl.dlme(ref, n_steps=30, progress=False, return_model=True)
+    >>> mx.tl.embed(query, model, reference=ref)
+    >>> query.obsm["X_dlme"].shape
+    (200, 2)
+    """
+    query = check_adata(query, min_cells=1, name="query")
+    if reference is not None:
+        check_adata(reference, min_cells=1, name="reference")
+    if fill_missing not in ("error", "zero"):
+        raise ValueError(f"`fill_missing` must be 'error' or 'zero', got {fill_missing!r}.")
+    if check_preprocessing not in ("error", "warn", "ignore"):
+        raise ValueError(
+            f"`check_preprocessing` must be 'error', 'warn' or 'ignore', got {check_preprocessing!r}."
+        )
+    check_space(space, block)
+    if not isinstance(scale_query, bool | np.bool_):
+        raise TypeError(f"`scale_query` must be True or False, got {scale_query!r}.")
+    if scale_query and reference is None:
+        raise ValueError("`scale_query=True` needs the `reference` whose scaling to apply.")
+    if max_value is not None and (
+        isinstance(max_value, bool)
+        or not isinstance(max_value, int | float | np.integer | np.floating)
+        or not np.isfinite(max_value)
+        or max_value <= 0
+    ):
+        raise ValueError(f"`max_value` must be a positive number or None, got {max_value!r}.")
+    if max_value is not None and not scale_query:
+        raise ValueError("`max_value` clips the scaling that `scale_query=True` applies; pass both.")
+    if use_rep is not None and not isinstance(use_rep, str):
+        raise TypeError(f"`use_rep` must be an obsm key (a string) or None, got {type(use_rep).__name__}.")
+    if isinstance(model, str | os.PathLike):
+        model = load_model(model, device="cpu")
+    check_model(model)
+
+    spec = _input_spec(model, use_rep)
+    base_key = str(spec.get("key_added") or spec.get("method") or type(model).__name__.lower())
+    if space == "embedding":
+        default = base_key
+    elif block is not None:
+        default = f"{base_key}_block{block}"
+    else:
+        default = f"{base_key}_{space}"
+    inputs = [("obsm", spec["key"])] if spec.get("source") in ("obsm", "images") and spec.get("key") else []
+    key = check_key_added(
+        query,
+        key_added,
+        default=default,
+        writes=lambda k: [("obsm", f"X_{k}"), ("uns", k)],
+        inputs=inputs,
+        function="embed",
+    )
+
+    prep = prepare_query(
+        query,
+        model,
+        spec,
+        reference=reference,
+        fill_missing=fill_missing,
+        scale_query=scale_query,
+        max_value=max_value,
+    )
+    problems, stats = preprocessing_problems(prep, model) if check_preprocessing != "ignore" else ([], {})
+    if problems:
+        msg = (
+            "The query does not look preprocessed like the data the model was trained on:\n  - "
+            + "\n  - ".join(problems)
+            + "\nPrepare the query with the reference's steps (normalize_total, log1p, the same "
+            "genes, the same scaling), or pass `check_preprocessing='warn'` to embed it anyway."
+        )
+        if check_preprocessing == "error":
+            raise ValueError(msg)
+        warnings.warn(msg, UserWarning, stacklevel=2)
+    coords = model_transform(model, prep["x"], feature_names=prep["feature_names"], space=space, block=block)
+    if coords.shape[0] != query.n_obs or not np.isfinite(coords).all():
+        raise RuntimeError("The model returned non-finite or misshapen coordinates for the query.")
+
+    uns = {
+        "method": str(spec.get("method", "")),
+        "model": type(model).__name__,
+        "space": space,
+        "input": {
+            "source": str(spec.get("source", "")),
+            "key": str(spec.get("key") or ""),
+            "description": prep["description"],
+        },
+        "n_features": int(prep["n_features"]),
+        "n_missing_features": int(prep["n_missing"]),
+        "fill_missing": fill_missing,
+        "scale_query": bool(scale_query),
+        "preprocessing_check": {
+            "policy": check_preprocessing,
+            "problems": "; ".join(problems),
+            **stats,
+        },
+    }
+    if scale_query:
+        used = max_value if max_value is not None else prep.get("max_value_used")
+        uns["max_value"] = float(used) if used is not None else "none"
+    if block is not None:
+        uns["block"] = int(block)
+    if reference is not None:
+        uns["reference_n_obs"] = int(reference.n_obs)
+    logg.info(
+        f"    embedded {query.n_obs} cells with {type(model).__name__} ({prep['description']}): "
+        f"added obsm['X_{key}'], uns[{key!r}]"
+    )
+    target = query.copy() if copy else query
+    target.obsm[f"X_{key}"] = coords.astype(np.float32)
+    target.uns[key] = plain(uns)
+    return target if copy else None
+
+
+def _input_spec(model: Any, use_rep: str | None) -> dict[str, Any]:
+    """What the model was trained on: its recorded input spec, or what can be told without one."""
+    spec = getattr(model, "input_spec_", None)
+    if spec:
+        spec = dict(spec)
+        if use_rep is not None:
+            if spec.get("source") not in ("obsm", None):
+                raise ValueError(
+                    f"`use_rep` applies to models trained on an obsm representation; this one was "
+                    f"trained on {spec.get('source')!r}."
+                )
+            spec["source"], spec["key"] = "obsm", use_rep
+        return spec
+    if use_rep is not None:
+        return {"source": "obsm", "key": use_rep}
+    if getattr(model, "feature_names_in_", None) is not None:
+        return {"source": "X", "key": None, "var_names": model.feature_names_in_}
+    raise ValueError(
+        f"This {type(model).__name__} has no record of the AnnData input it was trained on (it was "
+        "fitted outside `mx.tl`, without feature names): pass `use_rep=` naming the query's "
+        "obsm representation, or call `model.transform` on an array directly."
+    )
