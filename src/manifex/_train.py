@@ -211,7 +211,10 @@ def train(
     n, batch_size
         Data size and minibatch size. Each epoch is a fresh permutation drawn on the device with
         ``generator``; a last batch smaller than ``batch_size`` is dropped when ``n > batch_size``
-        (BatchNorm and contrastive losses dislike tiny batches).
+        (BatchNorm and contrastive losses dislike tiny batches). With several processes
+        (:mod:`manifex._distributed`) ``batch_size`` is the global batch: every rank draws the
+        same permutation and ``step_fn`` receives this rank's shard of each minibatch; the
+        gradients are averaged over the ranks.
     n_steps
         Total optimiser steps (the budget), independent of the number of epochs.
     lr_lambda
@@ -236,8 +239,17 @@ def train(
         the file when it holds this ``phase`` (a finished phase is not trained again).
     """
     from ._checkpoint import restore
+    from ._distributed import average_gradients, broadcast_parameters, shard, sync_buffers, world
     from ._progress import Progress, progress_enabled
 
+    w = world()
+    if w.distributed and batch_size % w.size:
+        raise ValueError(
+            f"`batch_size`={batch_size} is the global minibatch; with {w.size} processes it must be "
+            f"divisible by {w.size}."
+        )
+    if w.distributed and not w.is_main:
+        progress = False
     history = TrainHistory()
     ctx_dtype = _amp_context(device, amp)[1]
     scaler = torch.amp.GradScaler("cuda") if ctx_dtype == torch.float16 else None
@@ -293,6 +305,7 @@ def train(
         bad_checks += 1
         return bad_checks >= early_stopping.patience
 
+    broadcast_parameters(list(modules), w)
     for m in modules:
         m.train()
     t0 = time.perf_counter()
@@ -309,7 +322,7 @@ def train(
             for b in range(per_epoch):
                 if step >= n_steps:
                     break
-                idx = perm[b * batch_size : (b + 1) * batch_size]
+                idx = shard(perm[b * batch_size : (b + 1) * batch_size], w)
                 if lr_lambda is not None:
                     mult = lr_lambda(step)
                     for g, lr0 in zip(optimizer.param_groups, base_lrs):
@@ -325,6 +338,7 @@ def train(
                     scaler.unscale_(optimizer)
                 else:
                     loss.backward()
+                average_gradients(params, w)
                 if grad_clip_value is not None:
                     torch.nn.utils.clip_grad_value_(params, grad_clip_value)
                 if grad_clip_norm is not None:
@@ -346,13 +360,18 @@ def train(
                 losses = torch.stack(epoch_losses).float()
                 if not check_each_step:
                     _check_finite(losses, step - len(epoch_losses), desc)
-                mean_loss = losses.mean().item()
+                mean = losses.mean()
+                if w.distributed:  # per-row losses (N2D) differ by rank; gathered ones do not
+                    torch.distributed.all_reduce(mean)
+                    mean = mean / w.size
+                mean_loss = mean.item()
                 history.loss.append(mean_loss)
                 history.lr.append(float(optimizer.param_groups[0]["lr"]))
                 bar.epoch_end(len(history.loss), mean_loss)
                 epoch_losses = []
             if (
                 checkpoint is not None
+                and w.is_main
                 and not stop
                 and step < n_steps
                 and len(history.loss) % max(1, checkpoint.every_epochs) == 0
@@ -373,6 +392,7 @@ def train(
         bar.close()
         for m in modules:
             m.eval()
+    sync_buffers(list(modules), w)
     if best is not None:
         for m, state in zip(modules, best[2], strict=True):
             m.load_state_dict(state)
@@ -381,7 +401,7 @@ def train(
             logg.info(f"    {desc}: stopped early at step {step}; kept the weights of step {best[1]}")
     history.n_steps = step
     history.seconds = seconds0 + time.perf_counter() - t0
-    if checkpoint is not None:
+    if checkpoint is not None and w.is_main:
         checkpoint.write(
             phase=phase,
             step=step,

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 
 def demo(
@@ -57,7 +62,112 @@ def demo(
     return out
 
 
+_METHODS = ("dlme", "tsimcne", "n2d")
+
+
+def _value(text: str) -> Any:
+    """A ``--param`` value: JSON when it parses (numbers, true/false, null, lists), else a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _params(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"manifex: --param expects NAME=VALUE, got {pair!r}")
+        k, v = pair.split("=", 1)
+        v = _value(v)
+        out[k.strip().replace("-", "_")] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
+def _read(path: str, *, backed: bool = False):
+    import anndata as ad
+
+    p = Path(path)
+    if not p.exists():
+        raise SystemExit(f"manifex: {path} does not exist")
+    if p.suffix == ".zarr" or p.is_dir():
+        return ad.read_zarr(p)
+    if p.suffix != ".h5ad":
+        raise SystemExit(f"manifex: {path}: expected an .h5ad file or a .zarr store")
+    return ad.read_h5ad(p, backed="r" if backed else None)
+
+
+def _write_adata(adata: Any, path: str) -> None:
+    if path.endswith(".zarr"):
+        adata.write_zarr(path)
+    else:
+        adata.write_h5ad(path)
+
+
+def fit(args: argparse.Namespace) -> int:
+    """``manifex fit METHOD DATA``: train, write the model and the embedding (rank 0)."""
+    import manifex as mx
+
+    from ._distributed import init_from_env
+
+    w = init_from_env(args.device)
+    adata = _read(args.data)
+    kwargs = _params(args.param)
+    for name in ("use_rep", "layer", "key_added", "n_steps", "random_state"):
+        v = getattr(args, name)
+        if v is not None:
+            kwargs[name] = v
+    kwargs.update(device=args.device, return_model=True)
+    if args.method == "tsimcne" and args.image_key:
+        kwargs["image_key"] = args.image_key
+    t0 = time.perf_counter()
+    model = getattr(mx.tl, args.method)(adata, **kwargs)
+    key = model.input_spec_["key_added"]
+    if w.is_main:
+        if args.model_out:
+            model.save(args.model_out, overwrite=args.overwrite)
+        if args.embedding_out:
+            np.save(args.embedding_out, adata.obsm[f"X_{key}"])
+        if args.out:
+            _write_adata(adata, args.out)
+        print(
+            f"manifex fit {args.method}: {adata.n_obs} cells in {time.perf_counter() - t0:.1f}s on "
+            f"{w.size} process(es); obsm['X_{key}']"
+            + "".join(f", {k} {v}" for k, v in (("model", args.model_out), ("out", args.out)) if v)
+        )
+    return 0
+
+
+def transform(args: argparse.Namespace) -> int:
+    """``manifex transform MODEL DATA``: embed a query in chunks of rows, writing as it goes."""
+    import manifex as mx
+
+    model = mx.models.load_model(args.model, device=args.device)
+    adata = _read(args.data, backed=args.data.endswith(".h5ad"))
+    n = adata.n_obs
+    opts: dict[str, Any] = {"space": args.space}
+    if args.use_rep:
+        opts["use_rep"] = args.use_rep
+    out = None
+    key = None
+    for s in range(0, n, args.chunk_size):
+        chunk = adata[s : min(n, s + args.chunk_size)]
+        chunk = chunk.to_memory() if getattr(adata, "isbacked", False) else chunk.copy()
+        mx.tl.embed(chunk, model, **opts)
+        if key is None:
+            key = next(k for k in chunk.obsm if k.startswith("X_") and k not in adata.obsm_keys())
+        emb = np.asarray(chunk.obsm[key], dtype=np.float32)
+        if out is None:
+            out = np.lib.format.open_memmap(args.out, mode="w+", dtype=np.float32, shape=(n, emb.shape[1]))
+        out[s : s + emb.shape[0]] = emb
+    if out is not None:
+        out.flush()
+    print(f"manifex transform: {n} cells -> {args.out} ({key})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The ``manifex`` command (``demo``, ``fit``, ``transform``); ``manifex <command> -h`` for help."""
     parser = argparse.ArgumentParser(
         prog="manifex", description="Deep parametric manifold embeddings for single-cell data."
     )
@@ -69,10 +179,42 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
     p.add_argument("--seed", type=int, default=0)
+
+    f = sub.add_parser(
+        "fit",
+        help="train a method on an .h5ad / .zarr (also under torchrun --nproc-per-node N -m manifex fit)",
+    )
+    f.add_argument("method", choices=_METHODS)
+    f.add_argument("data", help="input .h5ad file or .zarr store")
+    f.add_argument("--model-out", help="write the fitted model to this file")
+    f.add_argument("--out", help="write the AnnData with the embedding to this .h5ad / .zarr")
+    f.add_argument("--embedding-out", help="write obsm['X_<key>'] to this .npy file")
+    f.add_argument("--use-rep", help="obsm key to train on (default: X_pca when present)")
+    f.add_argument("--layer", help="AnnData layer to train on")
+    f.add_argument("--image-key", help="t-SimCNE: obsm key of the images")
+    f.add_argument("--key-added", help="key of the results (default: the method's name)")
+    f.add_argument("--n-steps", type=int, help="optimiser steps (DLME, N2D)")
+    f.add_argument("--random-state", type=int, help="seed")
+    f.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
+    f.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="any other parameter")
+    f.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+
+    t = sub.add_parser("transform", help="embed a query with a saved model, in chunks of rows")
+    t.add_argument("model", help="model file written by `manifex fit --model-out` or model.save")
+    t.add_argument("data", help="query .h5ad (read backed) or .zarr")
+    t.add_argument("--out", required=True, help="output .npy (written chunk by chunk)")
+    t.add_argument("--space", default="embedding", choices=("embedding", "latent", "input"))
+    t.add_argument("--use-rep", help="obsm key of the query holding the model input")
+    t.add_argument("--chunk-size", type=int, default=100_000)
+    t.add_argument("--device", default="auto")
+
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(args.out, n_steps=args.n_steps, device=args.device, seed=args.seed)
-    return 0
+        return 0
+    if args.command == "fit":
+        return fit(args)
+    return transform(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,7 @@ import scipy.sparse as sp
 import torch
 from scanpy import logging as logg
 
+from .._distributed import gather, world
 from .._neighbors import knn_indices
 from .._train import DeviceData, EarlyStopping, split_validation, step_decay, train
 from .._utils import make_generator
@@ -244,8 +245,12 @@ class DLME(BaseModel):
             self.feature_std_ * (self.scale_ if self.scale_ is not None else 1.0), device=device
         )
         gen = make_generator(seed, device)
+        w = world()  # several processes: each rank augments with its own seed
         ctx = AugmentContext(
-            data=data, knn=torch.as_tensor(knn, device=device), feature_std=std, generator=gen
+            data=data,
+            knn=torch.as_tensor(knn, device=device),
+            feature_std=std,
+            generator=make_generator(seed + w.rank, device) if w.distributed else gen,
         )
         train_rows, val_rows = split_validation(
             n, self.validation_fraction if self.early_stopping else 0.0, seed
@@ -256,15 +261,18 @@ class DLME(BaseModel):
         n_steps = self.n_steps_for(n_train)
         nu_z, nu_y, rate = self.nu_z, self.nu_y, self.aug_near_rate
 
-        def loss_of(idx: torch.Tensor, aug_ctx: AugmentContext) -> torch.Tensor:
+        def loss_of(idx: torch.Tensor, aug_ctx: AugmentContext, gathered: bool = False) -> torch.Tensor:
             xb = data[idx]
             xa = augment(xb, idx, aug_ctx)
-            z = enc(torch.cat([xb, xa]))
-            y = proj(z)
-            return dlme_loss(z.float(), y.float(), nu_z=nu_z, nu_y=nu_y, aug_near_rate=rate)
+            z = enc(torch.cat([xb, xa])).float()
+            y = proj(z).float()
+            if gathered:  # several processes: the loss of the global batch (originals, then views)
+                z = torch.cat([gather(t) for t in z.chunk(2)])
+                y = torch.cat([gather(t) for t in y.chunk(2)])
+            return dlme_loss(z, y, nu_z=nu_z, nu_y=nu_y, aug_near_rate=rate)
 
         def step(i: torch.Tensor) -> torch.Tensor:
-            return loss_of(rows[i], ctx)
+            return loss_of(rows[i], ctx, gathered=w.distributed)
 
         stopper = None
         if len(val_rows):

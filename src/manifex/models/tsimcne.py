@@ -12,6 +12,7 @@ import torch
 from scanpy import logging as logg
 from torch import nn
 
+from .._distributed import gather, world
 from .._neighbors import knn_indices
 from .._train import DeviceData, EarlyStopping, cosine_with_warmup, split_validation, train
 from .._utils import as_2d_float, make_generator, seeded
@@ -318,7 +319,9 @@ class TSimCNE(BaseModel):
         knn = None
         if self.kind_ == "expression":
             knn = knn_indices(x, min(self.n_neighbors, n - 1), random_state=seed)
-        views = make_views(self, data, augment, knn, gen, device)
+        w = world()
+        aug_gen = make_generator(seed + w.rank, device) if w.distributed else gen
+        views = make_views(self, data, augment, knn, aug_gen, device)
         logg.info(f"t-SimCNE: {n} {self.kind_} rows of shape {x.shape[1:]} on {device}")
 
         with seeded(seed, device):
@@ -335,9 +338,11 @@ class TSimCNE(BaseModel):
 
         def step(i: torch.Tensor) -> torch.Tensor:
             t0 = time.perf_counter()
-            a, b = views(rows[i], gen)
+            a, b = views(rows[i], aug_gen)
             timing["augment"] += time.perf_counter() - t0
             za, zb = net(torch.cat([a, b])).float().chunk(2)
+            if w.distributed:  # several processes: negatives from the global batch
+                za, zb = gather(za), gather(zb)
             return cauchy_infonce(za, zb)
 
         stopper = None
