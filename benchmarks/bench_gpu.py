@@ -105,7 +105,7 @@ def part_tsimcne(seeds: list[int], preset: str) -> list[dict[str, Any]]:
         h = model.history_
         maps, feats = (
             model.transform(q_pool.obsm["image"]),
-            model.transform(q_pool.obsm["image"], return_features=True),
+            model.transform(q_pool.obsm["image"], space="latent"),
         )
         spaces = {
             f"t-SimCNE backbone features ({feats.shape[1]}-d)": feats,
@@ -175,7 +175,7 @@ def part_n2d(seeds: list[int]) -> list[dict[str, Any]]:
 
 
 def part_scale() -> list[dict[str, Any]]:
-    from .bench_scale import one
+    from .studies.scale import one
 
     r = one(SMOKE.get("scale_n", 100_000), SMOKE.get("scale_steps", 300))
     r.update(

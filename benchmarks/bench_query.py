@@ -186,9 +186,9 @@ def one_shot(
         ts, sec_ts = fit_tsimcne(ref_pool.obsm["image"], seed, tsimcne_epochs)
         qi = q_pool.obsm["image"]
         spaces["t-SimCNE 2-d map (transform)"] = (ts.transform(qi), sec_ts)
-        spaces["t-SimCNE backbone features (transform)"] = (ts.transform(qi, return_features=True), sec_ts)
-        spaces["t-SimCNE backbone block 0, flattened (transform, layer=0)"] = (
-            ts.transform(qi, layer=0),
+        spaces["t-SimCNE backbone features (transform)"] = (ts.transform(qi, space="latent"), sec_ts)
+        spaces["t-SimCNE backbone block 0, flattened (transform, block=0)"] = (
+            ts.transform(qi, space="latent", block=0),
             sec_ts,
         )
     rows = []

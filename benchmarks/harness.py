@@ -59,6 +59,27 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - t0
 
 
+def knn_indices(x: Any, k: int, *, random_state: int = 0, exact_max: int = 10_000) -> np.ndarray:
+    """Each row's ``k`` nearest other rows (Euclidean), as the studies measured them.
+
+    scikit-learn's exact brute-force search up to ``exact_max`` rows, pynndescent above (the
+    search manifex used when those reports were written); each row's own index is removed.
+    """
+    n = x.shape[0]
+    if n <= exact_max:
+        from sklearn.neighbors import NearestNeighbors
+
+        ind = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(x).kneighbors(x, return_distance=False)
+    else:
+        from pynndescent import NNDescent
+
+        ind = NNDescent(x, n_neighbors=k + 1, metric="euclidean", random_state=random_state, n_jobs=-1)
+        ind = ind.neighbor_graph[0]
+    is_self = ind == np.arange(n)[:, None]
+    is_self[~is_self.any(axis=1), -1] = True  # exact duplicates may hide a row's own index: drop the last
+    return np.ascontiguousarray(ind[~is_self].reshape(n, -1)[:, :k], dtype=np.int64)
+
+
 def umap_baseline(adata, *, use_rep: str = "X_pca", n_neighbors: int = 15, random_state: int = 0):
     """scanpy's ``neighbors`` + ``umap`` on a copy. Returns (embedding, seconds)."""
     import scanpy as sc

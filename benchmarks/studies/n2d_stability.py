@@ -1,6 +1,6 @@
 """Where N2D's run-to-run spread comes from: autoencoder seed, UMAP seed, mixture start.
 
-    python -m benchmarks.bench_n2d_stability [--dataset usps] [--ae-seeds 0 1 2]
+    python -m benchmarks.studies.n2d_stability [--dataset usps] [--ae-seeds 0 1 2]
                                              [--umap-seeds 0 1 2] [--starts 5]
                                              [--from-csv benchmarks/results/n2d_stability.csv]
 
@@ -30,7 +30,28 @@ import torch
 
 import manifex as mx
 
-from . import harness as H
+from .. import harness as H
+
+
+def refit_umap(model, code: np.ndarray, seed: int) -> np.ndarray:
+    """The model's UMAP step (its settings and manifold dimension) refitted with another seed."""
+    import warnings
+
+    from umap import UMAP
+
+    reducer = UMAP(
+        n_neighbors=model.n_neighbors,
+        min_dist=float(model.min_dist),
+        n_components=model.manifold_.shape[1],
+        metric=model.metric,
+        random_state=seed,
+        n_jobs=1,
+        verbose=False,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*n_jobs.*", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*spectral initialisation.*")
+        return np.asarray(reducer.fit_transform(code), dtype=np.float32)
 
 
 def run(dataset: str, ae_seeds: list[int], umap_seeds: list[int], starts: int) -> list[dict]:
@@ -45,11 +66,12 @@ def run(dataset: str, ae_seeds: list[int], umap_seeds: list[int], starts: int) -
         t0 = time.perf_counter()
         model = mx.models.N2D(n_clusters=k, random_state=ae, progress=False, device="cpu").fit(x)
         print(f"autoencoder seed {ae}: {time.perf_counter() - t0:.0f} s", flush=True)
+        code = model.transform(x, space="latent")
         for us in umap_seeds:
             if us == ae:
                 manifold = model.manifold_  # the model's own UMAP is seeded with random_state
             else:
-                manifold = model._fit_umap(model._umap(model._manifold_dim(), us), model.code_)
+                manifold = refit_umap(model, code, us)
             for n_init, n_starts in ((1, starts), (10, 2)):
                 for s in range(n_starts):
                     gmm = GaussianMixture(

@@ -1,7 +1,7 @@
 """One-shot accuracy on held-out classes: which DLME layer, training length and augmentation.
 
-    python -m benchmarks.bench_oneshot_variants [--datasets pbmc3k paul15 usps] [--seeds 0 1 2]
-    python -m benchmarks.bench_oneshot_variants --models tsimcne --datasets pbmc3k paul15 \\
+    python -m benchmarks.studies.oneshot_variants [--datasets pbmc3k paul15 usps] [--seeds 0 1 2]
+    python -m benchmarks.studies.oneshot_variants --models tsimcne --datasets pbmc3k paul15 \\
         --out benchmarks/results/oneshot_tsimcne.md
 
 The query benchmark (:mod:`benchmarks.bench_query`) finds DLME's latent ``z`` below the
@@ -39,8 +39,8 @@ import torch
 
 import manifex as mx
 
-from . import bench_query as Q
-from . import harness as H
+from .. import bench_query as Q
+from .. import harness as H
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "600 steps, knn_mix (bench_query's)": {"n_steps": 600},
@@ -59,9 +59,7 @@ TSIMCNE_VARIANTS: dict[str, dict[str, Any]] = {
 
 def local_whitening(xr: np.ndarray, k: int, alpha: float, seed: int) -> np.ndarray:
     """``C^-alpha`` for ``C`` the covariance of ``x_i - x_j`` over the reference's kNN pairs (halved)."""
-    from manifex._neighbors import knn_indices
-
-    nn = knn_indices(xr, k, random_state=seed)
+    nn = H.knn_indices(xr, k, random_state=seed)
     d = (xr[:, None, :] - xr[nn]).reshape(-1, xr.shape[1]).astype(np.float64)
     w, v = np.linalg.eigh(d.T @ d / (2 * len(d)))
     return (v * np.maximum(w, 1e-6 * w.max()) ** -alpha) @ v.T
@@ -87,7 +85,6 @@ def vicreg_loss(za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
 
 def fit_vicreg(xr: np.ndarray, seed: int, augment: str, n_steps: int = 1500, batch: int = 256):
     """DLME's encoder (500-300-80) + a 512-d expander trained by VICReg on augmented views."""
-    from manifex._neighbors import knn_indices
     from manifex.augment import AugmentContext, expression_preset
     from manifex.nn import MLP
 
@@ -95,7 +92,7 @@ def fit_vicreg(xr: np.ndarray, seed: int, augment: str, n_steps: int = 1500, bat
     torch.manual_seed(seed)
     enc, expander = MLP(x.shape[1], (500, 300, 80)), MLP(80, (512,), 512)
     g = torch.Generator().manual_seed(seed)
-    ctx = AugmentContext(x, torch.as_tensor(knn_indices(xr, 15, random_state=seed)), x.std(0), g)
+    ctx = AugmentContext(x, torch.as_tensor(H.knn_indices(xr, 15, random_state=seed)), x.std(0), g)
     aug = expression_preset(augment)
     params = [*enc.parameters(), *expander.parameters()]
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-5)
@@ -178,8 +175,8 @@ def dlme_rows(ref, xp: np.ndarray, base: dict[str, Any], score, seed: int) -> li
         )
         readouts = {}
         for i in range(model.encoder_.n_blocks):
-            fq = model.transform(xp, layer=i)
-            readouts[f"h{i} ({fq.shape[1]}-d)"] = (fq, model.transform(ref.obsm["X_pca"], layer=i))
+            fq = model.transform(xp, space="latent", block=i)
+            readouts[f"h{i} ({fq.shape[1]}-d)"] = (fq, model.transform(ref.obsm["X_pca"], space="latent", block=i))
         rows += readout_rows(base, f"DLME {variant}", readouts, score, seconds=sec)
         print(
             base["dataset"],
@@ -199,7 +196,7 @@ def tsimcne_rows(ref, xp: np.ndarray, base: dict[str, Any], score, seed: int) ->
     for variant, kw in TSIMCNE_VARIANTS.items():
         model = mx.models.TSimCNE(augment="default", device="cpu", random_state=seed, progress=False, **kw)
         _, sec = H.timed(lambda model=model: model.fit(xr))
-        fr, fq = model.transform(xr, return_features=True), model.transform(xp, return_features=True)
+        fr, fq = model.transform(xr, space="latent"), model.transform(xp, space="latent")
         readouts = {
             f"backbone features ({fq.shape[1]}-d)": (fq, fr),
             "2-d map": (model.transform(xp), model.transform(xr)),

@@ -1,6 +1,6 @@
 """DLME wall time and peak memory at 10k, 100k and 1M synthetic cells × 50 dimensions.
 
-    python -m benchmarks.bench_scale [--sizes 10000 100000 1000000] [--steps 300]
+    python -m benchmarks.studies.scale [--sizes 10000 100000 1000000] [--steps 300]
 
 Each size runs in a fresh subprocess so peak resident memory (ru_maxrss) belongs to that size
 alone. Data: a mixture of 20 Gaussian clusters in 50 dimensions (float32). The kNN graph
@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from . import harness as H
+from .. import harness as H
 
 
 def one(n: int, steps: int) -> dict:
@@ -25,14 +25,15 @@ def one(n: int, steps: int) -> dict:
 
     import numpy as np
 
-    from manifex._neighbors import knn_indices
     from manifex.models import DLME
 
     rng = np.random.default_rng(0)
     centers = rng.normal(scale=5.0, size=(20, 50)).astype(np.float32)
     x = centers[rng.integers(0, 20, n)] + rng.normal(size=(n, 50)).astype(np.float32)
     if n > 10_000:
-        knn_indices(x[:20_000], 15, method="pynndescent")  # compile numba first, outside the timings
+        from pynndescent import NNDescent
+
+        NNDescent(x[:20_000], n_neighbors=16, random_state=0)  # compile numba first, outside the timings
     m = DLME(n_steps=steps, progress=False, device="auto")
     m.fit(x)
     t_knn, t_fit = m.timings_["knn_s"], m.timings_["train_s"]
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for n in args.sizes:
         out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.bench_scale", "--child", str(n), "--steps", str(args.steps)],
+            [sys.executable, "-m", "benchmarks.studies.scale", "--child", str(n), "--steps", str(args.steps)],
             capture_output=True,
             text=True,
             check=True,

@@ -1,6 +1,6 @@
 """Which t-SimCNE choices buy how much on USPS: backbone, augmentations, schedule.
 
-    python -m benchmarks.bench_tsimcne_ablation [--epochs 30,5,10] [--variants cnn5-natural ...]
+    python -m benchmarks.studies.tsimcne_ablation [--epochs 30,5,10] [--variants cnn5-natural ...]
 
 The reference point is a plain CNN (five 3×3 convolutions, 32–128 channels, batch norm, ReLU,
 global average pooling) trained with the paper's loss and augmentations (which include
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import harness
+from .. import harness
 
 OUT = harness.RESULTS
 
