@@ -14,7 +14,7 @@ import torch
 from scanpy import logging as logg
 
 from .._distributed import gather, world
-from .._neighbors import knn_indices
+from .._neighbors import knn_graph
 from .._train import DeviceData, EarlyStopping, split_validation, step_decay, train
 from .._utils import make_generator
 from ..augment.expression import AugmentContext, Compose, ExpressionAugmentation, expression_preset
@@ -77,7 +77,10 @@ class DLME(BaseModel):
         ``"default"``, ``"fast"`` (100 epochs) or ``"paper"`` (1500 epochs as in the reference).
         Explicit ``n_epochs`` / ``n_steps`` win over the preset.
     knn_method
-        ``"auto"`` (exact up to 10,000 cells, pynndescent above), ``"exact"`` or ``"pynndescent"``.
+        How the kNN graph is built (:func:`manifex.neighbors.knn_graph`): ``"auto"`` (exact
+        search on the training device up to 20,000 cells on a CPU and 1,000,000 on a GPU, faiss
+        above), ``"exact"``, ``"faiss"`` or ``"pynndescent"``. The backend, its time and, for
+        approximate search, its recall against exact kNN on a sample are in ``knn_info_``.
     early_stopping
         Hold out ``validation_fraction`` of the cells, measure the loss on them once per epoch
         and stop after ``patience`` epochs without improvement, keeping the best weights (the
@@ -178,6 +181,11 @@ class DLME(BaseModel):
         check_int(self, "n_components", 1)
         check_int(self, "n_neighbors", 1)
         check_int(self, "batch_size", 2)
+        if self.knn_method not in ("auto", "exact", "faiss", "pynndescent"):
+            raise ValueError(
+                "`knn_method` must be 'auto', 'exact', 'faiss' or 'pynndescent', got "
+                f"{self.knn_method!r}."
+            )
         check_int(self, "n_epochs", 1, allow_none=True)
         check_int(self, "n_steps", 1, allow_none=True)
         check_int(self, "patience", 1)
@@ -235,8 +243,9 @@ class DLME(BaseModel):
 
         logg.info(f"DLME: {n} cells × {x.shape[1]} features, kNN (K={self.n_neighbors}) ...")
         t0 = time.perf_counter()
-        knn = knn_indices(x_in, self.n_neighbors, method=self.knn_method, random_state=seed)
-        self.knn_info_ = {"method": self.knn_method, "n_neighbors": int(self.n_neighbors)}
+        knn, self.knn_info_ = knn_graph(
+            x_in, self.n_neighbors, method=self.knn_method, device=device, random_state=seed
+        )
         self.timings_ = {"knn_s": time.perf_counter() - t0}
 
         enc, proj = self.encoder_, self.projector_

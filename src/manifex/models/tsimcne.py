@@ -13,7 +13,7 @@ from scanpy import logging as logg
 from torch import nn
 
 from .._distributed import gather, world
-from .._neighbors import knn_indices
+from .._neighbors import knn_graph
 from .._train import DeviceData, EarlyStopping, cosine_with_warmup, split_validation, train
 from .._utils import as_2d_float, make_generator, seeded
 from ..losses.infonce import cauchy_infonce
@@ -318,7 +318,7 @@ class TSimCNE(BaseModel):
 
         knn = None
         if self.kind_ == "expression":
-            knn = knn_indices(x, min(self.n_neighbors, n - 1), random_state=seed)
+            knn, self.knn_info_ = knn_graph(x, min(self.n_neighbors, n - 1), device=device, random_state=seed)
         w = world()
         aug_gen = make_generator(seed + w.rank, device) if w.distributed else gen
         views = make_views(self, data, augment, knn, aug_gen, device)
