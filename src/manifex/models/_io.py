@@ -239,12 +239,13 @@ def _safetensors_header(path: Path, data: bytes, kind: str) -> dict[str, Any]:
     what = _WHAT[kind]
     n = int.from_bytes(data[:8], "little")
     # a safetensors file starts with its header's length (little-endian u64, < 2**48) and "{"
-    if len(data) < 9 or data[6:8] != b"\0\0" or data[8:9] != b"{":
+    if len(data) < 8 or data[6:8] != b"\0\0" or data[8:9] not in (b"{", b""):
+        head = data[:4096]
         try:
-            sample = data[:4096].decode("utf-8")
-        except UnicodeDecodeError:
-            sample = None
-        if sample is not None and "\x00" not in sample:
+            sample = head.decode("utf-8")
+        except UnicodeDecodeError as err:  # a character cut at the end of the sample is fine
+            sample = head[: err.start].decode("utf-8") if err.start > len(head) - 4 else ""
+        if sample and "".join(sample.split()).isprintable():
             raise ModelFileError(f"{path} is a text file, not a {what}.")
         raise ModelFileError(
             f"{path} is not a {what}: its contents are of an unknown format (it does not start like a "
@@ -299,6 +300,8 @@ def _as_tensor(a: Any, name: str) -> torch.Tensor:
             raise TypeError(f"Array {name!r} is a {a.layout} tensor; only dense tensors can be written.")
         # a copy: safetensors refuses tensors that share memory (views of one another)
         return a.detach().to("cpu").resolve_conj().resolve_neg().contiguous().clone()
+    if isinstance(a, np.generic):
+        a = np.asarray(a)
     if isinstance(a, np.ndarray) and a.dtype.kind in "biuf":
         try:
             return torch.from_numpy(np.array(a, dtype=a.dtype.newbyteorder("="), order="C"))

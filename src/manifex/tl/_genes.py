@@ -114,6 +114,9 @@ def _scale(xg, reference, names, scale_query, max_value, out):
     if max_value is None:
         max_value = recorded_max_value(reference)
         out["max_value_used"] = max_value
+    mean = reference.var["mean"].reindex(names).to_numpy(np.float64) if "mean" in reference.var else None
+    if mean is not None and np.isfinite(mean).all():
+        out["unscaled"] = (xg, float(mean.sum()))  # the query's genes before scaling, the reference's
     if max_value is None and out.get("gene_ref") is not None:
         out["clip"] = out["gene_ref"].get("clip")
         out["clip_fix"] = f"pass `max_value={out['clip']:g}`" if out["clip"] is not None else ""

@@ -33,6 +33,10 @@ MEAN_SHIFT_LIMIT = 5.0
 COUNT_MAX_MIN = 20.0
 #: Ratio of mean totals per cell (query / training, after expm1 for log data) allowed, and its inverse.
 TOTAL_RATIO_LIMIT = 4.0
+#: Ratio of mean sums of log values per cell allowed (query / the reference's ``var["mean"]``), when
+#: the reference was scaled and its totals after expm1 are not known: on pbmc68k_reduced a single
+#: cell type's sum over the highly variable genes is 0.76-1.16× the mean; 1e6 against 1e4 is 2.7-3.4×.
+LOG_SUM_RATIO_LIMIT = 2.0
 #: Largest value of data read as log-transformed (log1p of counts normalised to 1e4 stays below 12).
 LOG_MAX = 30.0
 #: Rows and values a signature is computed on (a fixed sample beyond).
@@ -66,8 +70,8 @@ def gene_signature(x: np.ndarray | sp.spmatrix) -> dict[str, Any]:
     """A few numbers that tell how an expression matrix was preprocessed (plain types only).
 
     ``min``, ``max``, ``integer`` (every value whole), ``centred`` (per-gene means ≈ 0 relative
-    to their spread: scaled), ``clip`` (the largest absolute value when several entries sit
-    exactly on it in centred data: ``sc.pp.scale(max_value=...)``), ``total`` (mean sum per cell)
+    to their spread: scaled), ``clip`` (the largest absolute value when it is a round number that
+    several entries sit exactly on, in centred data: ``sc.pp.scale(max_value=...)``), ``total`` (mean sum per cell)
     and ``log_total`` (mean sum per cell after ``expm1``, for non-negative, non-integer data below
     :data:`LOG_MAX`, else ``None``).
 
@@ -94,9 +98,11 @@ def gene_signature(x: np.ndarray | sp.spmatrix) -> dict[str, Any]:
     centred = lo < 0 and _is_centred(mean, std)
     clip = None
     if centred and vals.size:
+        # a clip bound is a round number (max_value=10) that several entries sit exactly on;
+        # ties of unclipped z-scores (genes seen in one cell: √(n − 1)) are rarely round
         top = max(abs(lo), abs(hi))
-        if int(np.sum(np.abs(vals) == top)) >= 3:
-            clip = float(top)
+        if int(np.sum(np.abs(vals) == top)) >= 3 and abs(top * 10 - round(top * 10)) < 1e-3:
+            clip = float(round(top, 1))
     log_total = None
     if lo >= 0 and not integer and hi <= LOG_MAX:
         ex = xs.expm1() if sp.issparse(xs) else np.expm1(xs.astype(np.float64))
@@ -198,6 +204,32 @@ def clip_problem(q: dict[str, Any], clip: float | None, *, where: str, fix: str)
     )
 
 
+def unscaled_problems(xg: Any, ref_total: float) -> list[str]:
+    """The query's genes before ``scale_query`` scaled them, against the sum of the reference's
+    ``var["mean"]`` (what ``sc.pp.scale`` recorded: the mean of each gene before scaling)."""
+    q = gene_signature(xg)
+    if _counts(q):
+        return [
+            f"the query's genes look like raw counts (non-negative integers up to {q['max']:.0f}): run "
+            "sc.pp.normalize_total and sc.pp.log1p on the query as for the reference before scaling"
+        ]
+    if q["centred"]:
+        return [
+            "the query's genes are already centred / scaled, and `scale_query=True` scales them again "
+            "with the reference's statistics: pass the query's log data, before sc.pp.scale"
+        ]
+    if q["log_total"] is None or not ref_total > 0:
+        return []
+    r = q["total"] / ref_total
+    if 1 / LOG_SUM_RATIO_LIMIT <= r <= LOG_SUM_RATIO_LIMIT:
+        return []
+    return [
+        f"a query cell's log values sum to {r:.3g}× the reference's before scaling (its var['mean'], "
+        f"allowed 1/{LOG_SUM_RATIO_LIMIT:g} to {LOG_SUM_RATIO_LIMIT:g}): normalised to another total? Use "
+        "the same sc.pp.normalize_total(target_sum=...) and sc.pp.log1p as for the reference"
+    ]
+
+
 def input_problems(x: Any, model: Any) -> tuple[list[str], dict[str, float]]:
     """The prepared model input ``x`` against the model's per-feature means and spreads."""
     problems: list[str] = []
@@ -236,9 +268,10 @@ def preprocessing_problems(prep: dict[str, Any], model: Any) -> tuple[list[str],
 
     ``prep`` holds ``gene_q`` (the query's genes as the model input is built from them, or
     ``None``), ``gene_ref`` (a signature of the training genes: measured on the reference,
-    recorded, or from the model; or ``None``), ``gene_ref_from`` (its name in messages), ``clip``
-    (the reference's clipping when the query was scaled like it without ``max_value``) and
-    ``model_input``.
+    recorded, or from the model; or ``None``), ``gene_ref_from`` (its name in messages),
+    ``unscaled`` (the query's genes before ``scale_query`` and the sum of the reference's
+    ``var["mean"]``), ``clip`` (the reference's clipping when the query was scaled like it without
+    ``max_value``) and ``model_input``.
     """
     problems: list[str] = []
     stats: dict[str, Any] = {}
@@ -250,6 +283,8 @@ def preprocessing_problems(prep: dict[str, Any], model: Any) -> tuple[list[str],
         where = prep.get("gene_ref_from", "the training data")
         if prep.get("gene_ref") is not None:
             problems += gene_problems(q, prep["gene_ref"], where=where)
+        if prep.get("unscaled") is not None:
+            problems += unscaled_problems(*prep["unscaled"])
         clip = clip_problem(
             q, prep.get("clip"), where=where, fix=prep.get("clip_fix", f"pass `max_value={prep.get('clip')}`")
         )

@@ -1,0 +1,187 @@
+"""Wrongly prepared, bad and awkward inputs of the ``mx.tl`` entry points.
+
+Queries are built like real data: negative-binomial counts of a few cell types (each with its own
+marker genes and a spread of library sizes) run through scanpy's own preprocessing
+(``normalize_total``, ``log1p``, ``scale``, ``pca``). Every refused call must leave the AnnData
+exactly as it was (deep comparison).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+from adata_compare import assert_unchanged, state
+from anndata import AnnData
+
+import manifex as mx
+
+FIT = {"n_steps": 30, "progress": False, "device": "cpu"}
+
+
+# ---- data --------------------------------------------------------------------------------------
+def nb_counts(types=(0, 1, 2, 3, 4), per=60, n_genes=300, seed=0) -> AnnData:
+    """Counts of cell types drawn from one fixed set of 8 type profiles (the same for every seed)."""
+    prof_rng = np.random.default_rng(1234)
+    base = prof_rng.gamma(0.6, 1.0, size=n_genes) * 0.5
+    prof = np.tile(base, (8, 1))
+    for t in range(8):
+        idx = prof_rng.choice(n_genes, 30, replace=False)
+        prof[t, idx] *= prof_rng.uniform(5, 30, size=30)
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.asarray(types), per)
+    lib = rng.lognormal(np.log(3000), 0.4, size=y.size)
+    mu = prof[y] / prof[y].sum(1, keepdims=True) * lib[:, None]
+    x = rng.negative_binomial(2.0, 2.0 / (2.0 + mu)).astype(np.float32)
+    a = AnnData(x)
+    a.var_names = [f"g{i}" for i in range(n_genes)]
+    a.obs_names = [f"s{seed}c{i}" for i in range(y.size)]
+    a.obs["type"] = pd.Categorical([f"t{i}" for i in y])
+    return a
+
+
+def lognorm(a: AnnData, target: float = 1e4) -> AnnData:
+    a = a.copy()
+    sc.pp.normalize_total(a, target_sum=target)
+    sc.pp.log1p(a)
+    return a
+
+
+@pytest.fixture(scope="module")
+def counts():
+    """Reference counts (types t0-t4) and query counts (t0-t5: t5 is a type the reference lacks)."""
+    return nb_counts(seed=0), nb_counts(types=(0, 1, 2, 3, 4, 5), seed=1)
+
+
+@pytest.fixture(scope="module")
+def log_models(counts):
+    """DLME on the reference's log genes (use_rep='X') and on the PCA manifex computes of them."""
+    ref = lognorm(counts[0])
+    genes = mx.tl.dlme(ref, use_rep="X", return_model=True, **FIT)
+    pca = mx.tl.dlme(ref.copy(), return_model=True, **FIT)  # 300 genes, no X_pca: a PCA of X
+    assert pca.input_spec_["source"] == "pca"
+    return ref, genes, pca
+
+
+@pytest.fixture(scope="module")
+def scaled_ref(counts):
+    """The usual pipeline: log, sc.pp.scale(max_value=10), sc.pp.pca; DLME on X_pca."""
+    ref = lognorm(counts[0])
+    sc.pp.scale(ref, max_value=10)
+    sc.pp.pca(ref, n_comps=20, random_state=0)
+    model = mx.tl.dlme(ref, return_model=True, **FIT)
+    return ref, model
+
+
+def _query(counts, types=None, target=1e4, log=True):
+    q = counts[1] if types is None else counts[1][counts[1].obs["type"].isin(types).to_numpy()].copy()
+    return lognorm(q, target) if log else q.copy()
+
+
+def refused(query, model, match, **kw):
+    before = state(query)
+    with pytest.raises(ValueError, match=match) as err:
+        mx.tl.embed(query, model, **kw)
+    assert_unchanged(query, before)
+    return str(err.value)
+
+
+# ---- wrong preprocessing through tl.embed ------------------------------------------------------
+@pytest.mark.parametrize("which", ["genes", "pca"])
+def test_embed_refuses_raw_counts_without_reference(counts, log_models, which):
+    _, genes, pca = log_models
+    model = genes if which == "genes" else pca
+    refused(_query(counts, log=False), model, "raw counts")
+
+
+@pytest.mark.parametrize("which", ["genes", "pca"])
+def test_embed_refuses_scaled_query_without_reference(counts, log_models, which):
+    _, genes, pca = log_models
+    q = _query(counts)
+    sc.pp.scale(q)
+    refused(q, genes if which == "genes" else pca, r"centred / scaled.*before sc.pp.scale")
+
+
+def test_embed_refuses_log_query_against_a_count_model(counts):
+    model = mx.tl.dlme(counts[0].copy(), use_rep="X", return_model=True, **FIT)
+    refused(_query(counts), model, "holds raw counts")
+    mx.tl.embed(_query(counts, log=False), model)  # counts against counts: fine
+
+
+@pytest.mark.parametrize("which", ["genes", "pca", "genes+reference"])
+def test_embed_refuses_another_normalize_total_target(counts, log_models, which):
+    ref, genes, pca = log_models
+    kw = {"reference": ref} if which.endswith("reference") else {}
+    msg = refused(_query(counts, target=1e6), pca if which == "pca" else genes, "normalize_total", **kw)
+    assert re.search(r"sum to (9\d|1\d\d)(\.\d+)?× those", msg)  # totals after expm1: 1e6 / 1e4
+
+
+def test_embed_refuses_another_target_against_a_scaled_reference(counts, scaled_ref):
+    ref, model = scaled_ref
+    q = _query(counts, target=1e6)
+    refused(q, model, "normalize_total", reference=ref, scale_query=True, max_value=10)
+    refused(_query(counts, log=False), model, "raw counts", reference=ref, scale_query=True, max_value=10)
+
+
+def test_embed_warn_policy_embeds_and_records(counts, log_models):
+    _, genes, _ = log_models
+    q = _query(counts, log=False)
+    with pytest.warns(UserWarning, match="raw counts"):
+        mx.tl.embed(q, genes, check_preprocessing="warn")
+    assert q.obsm["X_dlme"].shape == (q.n_obs, 2)
+    assert "raw counts" in q.uns["dlme"]["preprocessing_check"]["problems"]
+
+
+def test_embed_accepts_legitimate_queries(counts, log_models, scaled_ref):
+    ref, genes, pca = log_models
+    for model in (genes, pca):
+        for types in (None, ["t0"], ["t5"]):  # all, one type, a type the reference lacks
+            q = _query(counts, types)
+            mx.tl.embed(q, model)
+            assert q.uns["dlme"]["preprocessing_check"]["problems"] == ""
+        mx.tl.embed(_query(counts, ["t5"]), model, reference=ref)
+    sref, smodel = scaled_ref
+    for types in (None, ["t0"], ["t5"]):
+        q = _query(counts, types)
+        mx.tl.embed(q, smodel, reference=sref, scale_query=True, max_value=10)
+        assert q.uns["dlme"]["max_value"] == 10.0
+
+
+def test_embed_unseen_type_against_a_clipped_reference(counts):
+    """The fix for large z-scores of a type the reference lacks is ``max_value``, not log data."""
+    # a marker of the new type that the reference saw once, in one cell at a low level (ambient
+    # RNA): the new type's cells get z-scores over 100 once scaled by the reference's statistics
+    log = lognorm(counts[0])
+    x = np.asarray(log.X).copy()
+    x[:, 0], x[0, 0] = 0.0, 0.7
+    log.X = x
+    ref = log.copy()
+    sc.pp.scale(ref, max_value=10)
+    sc.pp.pca(ref, n_comps=20, random_state=0)
+    model = mx.tl.dlme(ref, return_model=True, **FIT)
+    q = _query(counts, ["t5"])
+    xq = np.asarray(q.X).copy()
+    xq[:, 0] = 7.5
+    q.X = xq
+    msg = refused(q, model, r"max_value=10", reference=ref, scale_query=True)
+    assert "log-transformed" not in msg and "sc.pp.scale(max_value=10)" in msg
+    # a max_value recorded with the reference is applied: nothing to ask
+    rec = ref.copy()
+    rec.uns["scale"] = {"max_value": 10}
+    q2 = q.copy()
+    mx.tl.embed(q2, model, reference=rec, scale_query=True)
+    q3 = q.copy()
+    mx.tl.embed(q3, model, reference=ref, scale_query=True, max_value=10)
+    np.testing.assert_allclose(q2.obsm["X_dlme"], q3.obsm["X_dlme"])
+
+
+def test_embed_genes_of_a_scaled_model_need_the_reference(counts):
+    """A model trained on scaled genes: an unscaled query is told to scale like the reference."""
+    ref = lognorm(counts[0])
+    sc.pp.scale(ref, max_value=10)
+    model = mx.tl.dlme(ref, use_rep="X", return_model=True, **FIT)
+    refused(_query(counts), model, "scale_query=True")
+    mx.tl.embed(_query(counts), model, reference=ref, scale_query=True, max_value=10)
