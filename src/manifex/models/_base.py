@@ -28,6 +28,8 @@ import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator
 
+from .._backed import BackedMatrix, StreamData, is_backed
+from .._train import DeviceData
 from .._utils import as_2d_float, check_random_state, resolve_device, seeded
 
 __all__ = ["BaseModel", "NotFittedError", "load_model"]
@@ -133,7 +135,8 @@ class BaseModel(BaseEstimator):
         x = self._prepare_fit_input(X)
         self._record_input(x, feature_names)
         self.input_spec_ = dict(input_spec) if input_spec is not None else None
-        self.data_fingerprint_ = fingerprint(x)
+        if not isinstance(x, BackedMatrix):  # a backed matrix is fingerprinted in _record_input
+            self.data_fingerprint_ = fingerprint(x)
         device = resolve_device(self.device)
         seed = check_random_state(self.random_state)
         self.device_ = device
@@ -157,9 +160,10 @@ class BaseModel(BaseEstimator):
         return self.fit(X, feature_names=feature_names, input_spec=input_spec).embedding_
 
     def _prepare_fit_input(self, X: Any) -> Any:
-        """Validate and convert the training data (hook; default: a cells × features matrix)."""
+        """Validate and convert the training data (hook; default: a cells × features matrix, in
+        memory, or on disk for a backed AnnData's ``X`` / layer)."""
         self.kind_ = "expression"
-        return as_2d_float(X, name="X", min_rows=self._min_rows())
+        return as_matrix(X, name="X", min_rows=self._min_rows())
 
     def _min_rows(self) -> int:
         return max(20, int(getattr(self, "n_neighbors", 0)) + 1)
@@ -184,7 +188,10 @@ class BaseModel(BaseEstimator):
                 raise ValueError("`feature_names` must be unique.")
         else:
             names = None
-        mean, var = _col_mean_var(x)
+        if isinstance(x, BackedMatrix):
+            mean, var, self.data_fingerprint_ = x.stats()
+        else:
+            mean, var = _col_mean_var(x)
         self.n_features_in_ = int(x.shape[1])
         self.feature_names_in_ = names
         self.feature_mean_ = mean
@@ -261,7 +268,22 @@ class BaseModel(BaseEstimator):
 
     def _prepare_query(self, X: Any, feature_names: Any) -> Any:
         """Validate a query and align its columns to the training features by name."""
-        x = as_2d_float(X, name="X")
+        x = as_matrix(X, name="X")
+        if isinstance(x, BackedMatrix):
+            if x.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"`X` has {x.shape[1]} features but the model was trained on {self.n_features_in_}."
+                )
+            if (
+                feature_names is not None
+                and self.feature_names_in_ is not None
+                and not np.array_equal(np.asarray(feature_names, dtype=str), self.feature_names_in_)
+            ):
+                raise ValueError(
+                    "A backed (on-disk) query must have the training features in the training order; "
+                    "subset it to `model.feature_names_in_` first, or load it into memory."
+                )
+            return x
         if feature_names is not None and self.feature_names_in_ is not None:
             names = np.asarray(feature_names, dtype=str)
             if names.shape != (x.shape[1],):
@@ -286,11 +308,23 @@ class BaseModel(BaseEstimator):
         return x
 
     def _input_space(self, x: Any) -> np.ndarray:
+        if isinstance(x, BackedMatrix):
+            raise ValueError("space='input' would load a backed (on-disk) query whole; read it in chunks.")
         out = x.toarray() if sp.issparse(x) else np.asarray(x)
         return out.astype(np.float32, copy=False)
 
     def _transform(self, x: Any, *, space: str, block: int | None) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
+
+    @staticmethod
+    def _rows_on_device(x: Any, device: torch.device, scale: np.ndarray | None = None) -> Any:
+        """Minibatch access to a training / query matrix: on the device (:class:`DeviceData`),
+        or read from disk per minibatch for a backed one (:class:`~manifex._backed.StreamData`)."""
+        if isinstance(x, BackedMatrix):
+            return StreamData(x, device, scale=scale)
+        if scale is not None:
+            x = sp.csr_matrix(x.multiply(scale[None, :]), dtype=np.float32) if sp.issparse(x) else x * scale
+        return DeviceData(x, device)
 
     def _block_network(self) -> Any:
         """The network whose blocks ``transform(..., block=k)`` reads (``forward_to``, ``n_blocks``)."""
@@ -392,6 +426,19 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "auto") 
     (100, 2)
     """
     return BaseModel.load(path, device=device)
+
+
+def as_matrix(x: Any, *, name: str = "X", min_rows: int = 1) -> Any:
+    """:func:`~manifex._utils.as_2d_float`, or a :class:`~manifex._backed.BackedMatrix` for an
+    on-disk matrix (validated by shape and dtype here, by value in its one pass of statistics)."""
+    if is_backed(x):
+        m = BackedMatrix(x, name=name)
+        if m.shape[0] < min_rows:
+            raise ValueError(f"`{name}` has {m.shape[0]} rows; at least {min_rows} are needed.")
+        if m.shape[1] < 1:
+            raise ValueError(f"`{name}` has no features (shape {m.shape}).")
+        return m
+    return as_2d_float(x, name=name, min_rows=min_rows)
 
 
 def _registry() -> dict[str, type[BaseModel]]:

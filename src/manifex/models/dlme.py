@@ -13,6 +13,7 @@ import scipy.sparse as sp
 import torch
 from scanpy import logging as logg
 
+from .._backed import BackedMatrix, incremental_pca
 from .._distributed import gather, world
 from .._neighbors import knn_graph
 from .._train import DeviceData, EarlyStopping, split_validation, step_decay, train
@@ -239,17 +240,24 @@ class DLME(BaseModel):
             if self.standardize
             else None
         )
-        x_in = _apply_scale(x, self.scale_)
+        backed = isinstance(x, BackedMatrix)
+        x_in = x if backed else _apply_scale(x, self.scale_)
+        # on disk: the augmentations' kNN graph is built on an out-of-core PCA of the rows
+        knn_rep = x_in
+        if backed:
+            knn_rep = incremental_pca(x, 50, scale=self.scale_) if x.shape[1] > 50 else x.read(np.arange(n))
 
         logg.info(f"DLME: {n} cells × {x.shape[1]} features, kNN (K={self.n_neighbors}) ...")
         t0 = time.perf_counter()
         knn, self.knn_info_ = knn_graph(
-            x_in, self.n_neighbors, method=self.knn_method, device=device, random_state=seed
+            knn_rep, self.n_neighbors, method=self.knn_method, device=device, random_state=seed
         )
+        if backed:
+            self.knn_info_["space"] = "incremental PCA" if x.shape[1] > 50 else "input"
         self.timings_ = {"knn_s": time.perf_counter() - t0}
 
         enc, proj = self.encoder_, self.projector_
-        data = DeviceData(x_in, device)
+        data = self._rows_on_device(x, device, self.scale_) if backed else DeviceData(x_in, device)
         std = torch.as_tensor(
             self.feature_std_ * (self.scale_ if self.scale_ is not None else 1.0), device=device
         )
@@ -331,7 +339,7 @@ class DLME(BaseModel):
         return self.encoder_
 
     def _transform(self, x: Any, *, space: str, block: int | None) -> np.ndarray:
-        data = DeviceData(_apply_scale(x, self.scale_), self.device_)
+        data = self._rows_on_device(x, self.device_, self.scale_)
         return self._embed(data, latent=space == "latent", block=block)
 
     @torch.no_grad()

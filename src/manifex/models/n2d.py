@@ -13,9 +13,9 @@ from scanpy import logging as logg
 from torch import nn
 
 from .._train import DeviceData, EarlyStopping, split_validation, train
-from .._utils import as_2d_float, make_generator
+from .._utils import make_generator
 from ..nn.mlp import MLP
-from ._base import BaseModel
+from ._base import BaseModel, as_matrix
 from ._checks import check_common, check_dims, check_int, check_positive
 from ._n2d_steps import (
     choose_k,
@@ -307,7 +307,7 @@ class N2D(BaseModel):
     def _prepare_fit_input(self, X: Any) -> Any:
         self.kind_ = "expression"
         self.code_dim_ = None  # chosen in _build_modules; a loaded model keeps its own
-        x = as_2d_float(X, name="X")
+        x = as_matrix(X, name="X")
         self._check_n_cells(x.shape[0])
         return x
 
@@ -327,7 +327,7 @@ class N2D(BaseModel):
         timings: dict[str, float] = {}
 
         enc, dec = self.encoder_, self.decoder_
-        data = DeviceData(x, device)
+        data = self._rows_on_device(x, device)
         gen = make_generator(seed, device)
         n_steps = self.n_steps_for(n)
         use_val = self.early_stopping and n >= MIN_CELLS_EARLY_STOPPING
@@ -424,7 +424,7 @@ class N2D(BaseModel):
         return self.fit(X, feature_names=feature_names).labels_
 
     def _transform(self, x: Any, *, space: str, block: int | None) -> np.ndarray:
-        data = DeviceData(x, self.device_)
+        data = self._rows_on_device(x, self.device_)
         if block is not None:
             return self._encode(data, block=block)
         code = self._encode(data)

@@ -12,13 +12,14 @@ import torch
 from scanpy import logging as logg
 from torch import nn
 
+from .._backed import BackedMatrix, incremental_pca
 from .._distributed import gather, world
 from .._neighbors import knn_graph
-from .._train import DeviceData, EarlyStopping, cosine_with_warmup, split_validation, train
-from .._utils import as_2d_float, make_generator, seeded
+from .._train import EarlyStopping, cosine_with_warmup, split_validation, train
+from .._utils import make_generator, seeded
 from ..losses.infonce import cauchy_infonce
 from ..nn.resnet import projection_head
-from ._base import BaseModel
+from ._base import BaseModel, as_matrix
 from ._images import prepare_images
 from ._tsimcne_parts import (
     Net,
@@ -260,6 +261,8 @@ class TSimCNE(BaseModel):
         if isinstance(X, torch.Tensor):
             X = X.detach().cpu().numpy()
         ndim = getattr(X, "ndim", None)
+        if ndim is None and hasattr(X, "shape"):  # e.g. a backed sparse dataset
+            ndim = len(X.shape)
         if ndim is None:
             X = np.asarray(X)
             ndim = X.ndim
@@ -267,7 +270,7 @@ class TSimCNE(BaseModel):
             self.kind_ = "expression"
             self.image_shape_ = None
             self.pixel_range_ = None
-            return as_2d_float(X, name="X", min_rows=self._min_rows())
+            return as_matrix(X, name="X", min_rows=self._min_rows())
         u8, rng = prepare_images(X, name="X", pixel_range=self.pixel_range)
         if u8.shape[0] < 2:
             raise ValueError("t-SimCNE needs at least 2 images.")
@@ -299,7 +302,7 @@ class TSimCNE(BaseModel):
         return super()._input_space(x)
 
     def _device_data(self, x: Any, device: torch.device) -> Any:
-        return torch.from_numpy(x).to(device) if self.kind_ == "image" else DeviceData(x, device)
+        return torch.from_numpy(x).to(device) if self.kind_ == "image" else self._rows_on_device(x, device)
 
     # ---- fitting ----------------------------------------------------------------------------
     def _fit(self, x: Any, *, device: torch.device, seed: int) -> None:
@@ -318,7 +321,10 @@ class TSimCNE(BaseModel):
 
         knn = None
         if self.kind_ == "expression":
-            knn, self.knn_info_ = knn_graph(x, min(self.n_neighbors, n - 1), device=device, random_state=seed)
+            rep = x
+            if isinstance(x, BackedMatrix):  # on disk: neighbours on an out-of-core PCA
+                rep = incremental_pca(x, 50) if x.shape[1] > 50 else x.read(np.arange(n))
+            knn, self.knn_info_ = knn_graph(rep, min(self.n_neighbors, n - 1), device=device, random_state=seed)
         w = world()
         aug_gen = make_generator(seed + w.rank, device) if w.distributed else gen
         views = make_views(self, data, augment, knn, aug_gen, device)

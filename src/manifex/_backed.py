@@ -1,0 +1,190 @@
+"""Data larger than memory: matrices that stay on disk (AnnData's backed modes).
+
+An AnnData opened with ``anndata.read_h5ad(path, backed="r")`` (or a zarr store) hands out its
+``X`` and layers as on-disk datasets: an h5py / zarr array when dense, an
+:class:`anndata.abc.CSRDataset` / ``CSCDataset`` when sparse. :class:`BackedMatrix` wraps such a
+dataset; the models then
+
+* compute the per-feature statistics and the data fingerprint in one pass over row chunks;
+* build the kNN graph of the augmentations on an out-of-core PCA of the rows
+  (:func:`incremental_pca`, scikit-learn's IncrementalPCA over chunks) when the matrix is wide;
+* read each minibatch (and the neighbours an augmentation mixes in) from disk
+  (:class:`StreamData`), so memory stays O(batch + n × representation) and the dense
+  cells × genes matrix never exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+__all__ = ["BackedMatrix", "StreamData", "incremental_pca", "is_backed"]
+
+#: rows read at a time by the passes over the whole matrix
+CHUNK_ROWS = 10_000
+
+
+def is_backed(x: Any) -> bool:
+    """Whether ``x`` is an on-disk matrix of a backed AnnData (or already a :class:`BackedMatrix`)."""
+    if isinstance(x, BackedMatrix):
+        return True
+    try:
+        from anndata.abc import CSCDataset, CSRDataset
+
+        if isinstance(x, CSRDataset | CSCDataset):
+            return True
+    except ImportError:  # pragma: no cover - old anndata
+        pass
+    mod = type(x).__module__
+    return mod.startswith("h5py") or mod.startswith("zarr")
+
+
+class BackedMatrix:
+    """A cells × features matrix on disk, read by rows.
+
+    Parameters
+    ----------
+    source
+        An h5py / zarr 2-d dataset or an anndata ``CSRDataset`` (a ``CSCDataset`` is read too,
+        but each row read then touches every column: store backed data as CSR).
+    name
+        Used in error messages.
+    """
+
+    def __init__(self, source: Any, *, name: str = "X"):
+        if isinstance(source, BackedMatrix):
+            source = source.source
+        self.source = source
+        self.name = name
+        shape = tuple(int(s) for s in source.shape)
+        if len(shape) != 2:
+            raise ValueError(f"`{name}` must be 2-dimensional (cells × features), got shape {shape}.")
+        self.shape = shape
+        dtype = np.dtype(source.dtype)
+        if dtype.kind not in "biuf":
+            raise TypeError(f"`{name}` must hold numbers, got dtype {dtype}.")
+        self.dtype = dtype
+        self.sparse = not hasattr(source, "ndim") or _is_sparse_dataset(source)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read(self, rows: np.ndarray) -> np.ndarray | sp.csr_matrix:
+        """Rows ``rows`` (sorted, unique) as float32 (CSR when the data is sparse)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and rows.size == rows[-1] - rows[0] + 1:  # a contiguous run: one slice
+            block = self.source[int(rows[0]) : int(rows[-1]) + 1]
+        else:
+            block = self.source[rows]
+        if sp.issparse(block):
+            return sp.csr_matrix(block, dtype=np.float32)
+        return np.asarray(block, dtype=np.float32)
+
+    def chunks(self, rows: int = CHUNK_ROWS) -> Iterator[tuple[int, np.ndarray | sp.csr_matrix]]:
+        """``(start, block)`` over consecutive row blocks."""
+        n = self.shape[0]
+        for s in range(0, n, rows):
+            yield s, self.read(np.arange(s, min(n, s + rows)))
+
+    def stats(self) -> tuple[np.ndarray, np.ndarray, str]:
+        """Per-feature mean and variance (float32) and a fingerprint, in one pass; refuses
+        non-finite values."""
+        n, d = self.shape
+        total = np.zeros(d)
+        sq = np.zeros(d)
+        h = hashlib.sha256(f"backed:{self.shape}:{self.dtype}".encode())
+        for s, block in self.chunks():
+            data = block.data if sp.issparse(block) else block
+            if not np.isfinite(data).all():
+                raise ValueError(
+                    f"`{self.name}` contains NaN or infinite values (rows {s}–{s + block.shape[0] - 1})."
+                )
+            if sp.issparse(block):
+                total += np.asarray(block.sum(0)).ravel()
+                sq += np.asarray(block.multiply(block).sum(0)).ravel()
+                h.update(np.asarray(block[:: max(1, block.shape[0] // 8)].toarray()).tobytes())
+            else:
+                total += block.sum(0, dtype=np.float64)
+                sq += np.square(block, dtype=np.float64).sum(0)
+                h.update(np.ascontiguousarray(block[:: max(1, block.shape[0] // 8)]).tobytes())
+        mean = total / n
+        var = np.maximum(sq / n - mean**2, 0.0)
+        h.update(np.round(total, 3).tobytes())
+        return mean.astype(np.float32), var.astype(np.float32), h.hexdigest()
+
+
+def _is_sparse_dataset(x: Any) -> bool:
+    try:
+        from anndata.abc import CSCDataset, CSRDataset
+
+        return isinstance(x, CSRDataset | CSCDataset)
+    except ImportError:  # pragma: no cover
+        return False
+
+
+class StreamData:
+    """Minibatches read from a :class:`BackedMatrix` onto the training device, like
+    :class:`manifex._train.DeviceData`: ``data[idx]`` returns the dense rows ``idx`` (a tensor,
+    any order, repeats allowed) as float32 on ``device``, optionally multiplied by ``scale``."""
+
+    def __init__(self, matrix: BackedMatrix, device: torch.device, *, scale: np.ndarray | None = None):
+        self.matrix = matrix
+        self.shape = matrix.shape
+        self.device = device
+        self.sparse = matrix.sparse
+        self.scale = torch.as_tensor(scale, device=device) if scale is not None else None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        rows = idx.detach().cpu().numpy().astype(np.int64).ravel()
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        block = self.matrix.read(uniq)
+        dense = block.toarray() if sp.issparse(block) else block
+        out = torch.from_numpy(np.ascontiguousarray(dense[inverse], dtype=np.float32)).to(self.device)
+        return out * self.scale if self.scale is not None else out
+
+    def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        """Consecutive dense minibatches in the original order (for inference)."""
+        n = self.shape[0]
+        for start in range(0, n, batch_size):
+            yield self[torch.arange(start, min(n, start + batch_size))]
+
+
+def incremental_pca(
+    matrix: BackedMatrix, n_components: int = 50, *, scale: np.ndarray | None = None, chunk_rows: int = CHUNK_ROWS
+) -> np.ndarray:
+    """``(n, n_components)`` PCA coordinates of a backed matrix, fitted and applied chunk by chunk
+    (:class:`sklearn.decomposition.IncrementalPCA`); memory O(chunk × features)."""
+    from sklearn.decomposition import IncrementalPCA
+
+    n, d = matrix.shape
+    k = int(min(n_components, d, chunk_rows))
+    ipca = IncrementalPCA(n_components=k)
+
+    def dense(block: np.ndarray | sp.csr_matrix) -> np.ndarray:
+        b = block.toarray() if sp.issparse(block) else block
+        return b * scale[None, :] if scale is not None else b
+
+    pending: np.ndarray | None = None
+    for _, block in matrix.chunks(chunk_rows):
+        b = dense(block)
+        if pending is not None:  # IncrementalPCA needs at least k rows per call
+            b, pending = np.vstack([pending, b]), None
+        if b.shape[0] < k:
+            pending = b
+            continue
+        ipca.partial_fit(b)
+    if pending is not None:
+        if not hasattr(ipca, "components_"):
+            ipca.partial_fit(pending)
+    out = np.empty((n, k), dtype=np.float32)
+    for s, block in matrix.chunks(chunk_rows):
+        out[s : s + block.shape[0]] = ipca.transform(dense(block))
+    return out
