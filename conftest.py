@@ -12,6 +12,9 @@ from __future__ import annotations
 import pytest
 from _pytest.doctest import DoctestItem
 
+# `python -m manifex` runs the command line when imported: not a module to collect doctests from
+collect_ignore = ["src/manifex/__main__.py"]
+
 
 @pytest.fixture(autouse=True)
 def _doctest_environment(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):

@@ -32,8 +32,10 @@ def n2d(adata: AnnData, *, basis: str = "n2d", color: str | list[str] | None = N
     --------
     >>> import scanpy as sc, manifex as mx
     >>> adata = sc.datasets.pbmc68k_reduced()
-    >>> mx.tl.n2d(adata, n_clusters=5, n_steps=50, progress=False)
+    >>> mx.tl.n2d(adata, n_clusters=5, n_steps=20, progress=False)
     >>> ax = mx.pl.n2d(adata, show=False)
+    >>> ax.get_title()
+    'n2d'
     """
     check_adata(adata)
     check_str(basis, "basis")
