@@ -144,3 +144,16 @@ def test_api_reference_lists_every_public_object():
     listed = {id(obj) for obj in map(_resolve, entries) if obj is not None}
     missing = [name for name, obj in PUBLIC if id(obj) not in listed]
     assert not missing, f"not in docs/api.md: {missing}"
+
+
+def test_docstring_examples_run_as_doctests():
+    """The README's test command (``python -m pytest``) runs every example of ``src/manifex``."""
+    import tomllib
+
+    cfg = tomllib.loads((API_PAGE.parents[1] / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert "src/manifex" in cfg["testpaths"]
+    assert "--doctest-modules" in cfg["addopts"]
+    assert {"ELLIPSIS", "NORMALIZE_WHITESPACE"} <= set(cfg["doctest_optionflags"])
+    # each example runs in its own temporary directory (files it writes stay out of the checkout)
+    conftest = (API_PAGE.parents[1] / "conftest.py").read_text()
+    assert "DoctestItem" in conftest and "monkeypatch.chdir" in conftest
