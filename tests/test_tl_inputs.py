@@ -9,6 +9,8 @@ exactly as it was (deep comparison).
 from __future__ import annotations
 
 import re
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -185,3 +187,143 @@ def test_embed_genes_of_a_scaled_model_need_the_reference(counts):
     model = mx.tl.dlme(ref, use_rep="X", return_model=True, **FIT)
     refused(_query(counts), model, "scale_query=True")
     mx.tl.embed(_query(counts), model, reference=ref, scale_query=True, max_value=10)
+
+
+# ---- key_added ---------------------------------------------------------------------------------
+@pytest.fixture
+def no_fit(monkeypatch):
+    """Training raises: a check that runs 'before any work' must fire first."""
+
+    def fail(self, *a, **k):
+        raise AssertionError("fit ran before the arguments were checked")
+
+    for cls in (mx.models.DLME, mx.models.N2D, mx.models.TSimCNE):
+        monkeypatch.setattr(cls, "fit", fail)
+
+
+@pytest.fixture
+def warnings_logged(monkeypatch):
+    import manifex.tl._utils as tu
+
+    said: list[str] = []
+    monkeypatch.setattr(tu.logg, "warning", lambda msg, *a, **k: said.append(msg))
+    return said
+
+
+def _pbmc():
+    a = sc.datasets.pbmc68k_reduced()
+    a.obs["label"] = a.obs["bulk_labels"]
+    return a
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda a: mx.tl.dlme(a, key_added="pca", **FIT),
+        lambda a: mx.tl.dlme(a, use_rep="X_umap", key_added="umap", **FIT),
+        lambda a: mx.tl.n2d(a, n_clusters=3, key_added="pca", **FIT),
+        lambda a: mx.tl.tsimcne(a, key_added="neighbors", n_epochs=(1, 1, 1), progress=False),
+        lambda a: mx.tl.n2d(a, n_clusters=3, key_added="label", **FIT),
+        lambda a: mx.tl.n2d(a, n_clusters=3, key_added="bulk_labels", **FIT),
+        lambda a: mx.tl.dlme(a, key_added="run/1", **FIT),
+        lambda a: mx.tl.n2d(a, n_clusters=3, key_added="", **FIT),
+        lambda a: mx.tl.dlme(a, key_added=5, **FIT),
+    ],
+    ids=[
+        "dlme-pca",
+        "dlme-input",
+        "n2d-pca",
+        "tsimcne-neighbors",
+        "n2d-label",
+        "n2d-labels2",
+        "slash",
+        "empty",
+        "int",
+    ],
+)
+def test_key_added_refused_before_any_work(call, no_fit):
+    a = _pbmc()
+    before = state(a)
+    with pytest.raises(ValueError, match="key_added"):
+        call(a)
+    assert_unchanged(a, before)
+
+
+def test_key_added_of_embed_transfer_and_fewshot(counts, log_models, no_fit):
+    ref, genes, _ = log_models
+    q = _query(counts)
+    mx.tl.embed(q, genes)  # X_dlme, uns["dlme"]
+    q.obs["label"] = q.obs["type"]
+    r = ref.copy()
+    mx.tl.embed(r, genes)
+    before = state(q)
+    for kw in ({"key_added": "pca"}, {"key_added": "run/1"}):
+        with pytest.raises(ValueError, match="key_added"):
+            mx.tl.embed(q, genes, **kw)
+    with pytest.raises(ValueError, match="label column"):
+        mx.tl.transfer_labels(q, r, label_key="label", key_added="label")
+    r.obs["label"] = r.obs["type"]
+    with pytest.raises(ValueError, match="obs\\['type'\\]"):  # the user's annotation
+        mx.tl.transfer_labels(q, r, label_key="label", key_added="type")
+    with pytest.raises(ValueError, match="record of the embedding"):  # uns['dlme'] tells the basis
+        mx.tl.transfer_labels(q, r, label_key="label", key_added="dlme")
+    with pytest.raises(ValueError, match="'/'"):
+        mx.tl.transfer_labels(q, r, label_key="label", key_added="a/b")
+    shots = q.copy()
+    with pytest.raises(ValueError, match="support labels"):
+        mx.tl.fewshot_labels(shots, label_key="label", key_added="label")
+    assert_unchanged(q, before)
+
+
+def test_key_added_replaces_earlier_results_with_a_warning(counts, log_models, warnings_logged):
+    ref, genes, _ = log_models
+    q = _query(counts)
+    mx.tl.embed(q, genes)
+    assert not warnings_logged
+    first = q.obsm["X_dlme"].copy()
+    mx.tl.embed(q, genes)  # the same result again: replaced, and said so
+    assert any("replacing the existing obsm['X_dlme'], uns['dlme']" in m for m in warnings_logged)
+    np.testing.assert_array_equal(first, q.obsm["X_dlme"])
+    r = ref.copy()
+    mx.tl.embed(r, genes)
+    r.obs["label"] = r.obs["type"]
+    mx.tl.transfer_labels(q, r, label_key="label", key_added="pred")
+    n = len(warnings_logged)
+    mx.tl.transfer_labels(q, r, label_key="label", key_added="pred", unknown="distance")
+    assert "obs['pred']" in warnings_logged[n] and "pred_confidence" in warnings_logged[n]
+    # an existing embedding that is not an input is replaced with a warning, never silently
+    a = _pbmc()
+    mx.tl.dlme(a, key_added="umap", **FIT)
+    assert any("obsm['X_umap']" in m for m in warnings_logged)
+    a.write_h5ad(Path(tempfile.mkdtemp()) / "a.h5ad")  # results stay writable
+
+
+# ---- messages that name the right thing --------------------------------------------------------
+def test_fewshot_names_the_support_that_lacks_the_embedding():
+    rng = np.random.default_rng(0)
+    q = AnnData(np.zeros((30, 2), dtype=np.float32))
+    q.obsm["X_dlme"] = rng.normal(size=(30, 2))
+    sup = AnnData(np.zeros((3, 2), dtype=np.float32))
+    sup.obs["label"] = ["a", "b", "c"]
+    for basis in ("dlme", None):
+        before = state(q)
+        with pytest.raises(KeyError, match=r"support\.obsm has no .*'X_dlme'"):
+            mx.tl.fewshot_labels(q, sup, label_key="label", basis=basis)
+        assert_unchanged(q, before)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda a: mx.tl.dlme(a, n_neighbors=30, **FIT),
+        lambda a: mx.tl.tsimcne(a, n_neighbors=30, n_epochs=(1, 1, 1), progress=False),
+        lambda a: mx.tl.n2d(a, n_neighbors=30, n_clusters=3, **FIT),
+    ],
+    ids=["dlme", "tsimcne", "n2d"],
+)
+def test_too_few_cells_for_n_neighbors_names_it(call, no_fit):
+    a = AnnData(np.random.default_rng(0).normal(size=(25, 10)).astype(np.float32))
+    before = state(a)
+    with pytest.raises(ValueError, match=r"`n_neighbors`=30 needs more than"):
+        call(a)
+    assert_unchanged(a, before)

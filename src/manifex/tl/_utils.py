@@ -307,10 +307,11 @@ def run_embedding(
     from dataclasses import asdict
 
     check_adata(adata)
-    check_n_cells(
-        adata, min_cells, n_neighbors=getattr(model, "n_neighbors", None), method=type(model).__name__
-    )
     model._validate_params()
+    n_neighbors = getattr(model, "n_neighbors", None) if given_input is None else None
+    if n_neighbors is not None:  # the kNN graph of the augmentations needs more cells than K
+        min_cells = max(min_cells, int(n_neighbors) + 1)
+    check_n_cells(adata, min_cells, n_neighbors=n_neighbors, method=type(model).__name__)
     inputs = input_slot(adata, use_rep, layer) if given_input is None else given_input[2].slots()
 
     def writes(k: str) -> list[Slot]:
