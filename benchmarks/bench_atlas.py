@@ -1,0 +1,215 @@
+"""Atlas scale: cost curves beside scanpy, and training from a backed .h5ad larger than its budget.
+
+    python -m benchmarks.bench_atlas scale [--sizes 10000 100000 1000000] [--methods scanpy dlme n2d]
+    python -m benchmarks.bench_atlas stream [--n 200000] [--genes 2000]
+
+``scale``: synthetic data of 30 Gaussian clusters in 50 dimensions (float32; the cluster is the
+label). Each (method, size) runs in a fresh subprocess, so its wall time includes imports and
+numba compilation as a user's would, and its peak resident memory (ru_maxrss) is its own.
+scanpy's row is ``sc.pp.neighbors`` + ``sc.tl.umap`` with defaults; DLME, N2D and t-SimCNE's
+expression variant run ``mx.tl.<method>`` with defaults (t-SimCNE with ``preset="cpu"``). The
+map's quality is the 2-d kNN accuracy of the cluster labels on a seeded sample of 10,000 cells
+(5-fold, :func:`manifex.metrics.knn_accuracy`). Writes ``benchmarks/results/atlas_scale.md``.
+
+``stream``: writes an h5ad of ``n`` cells × ``genes`` sparse log-expression values (10 cell
+types, ~10 % non-zero), opens it with ``backed="r"`` and trains DLME on the genes (``X``) in a
+fresh subprocess; reports peak memory against the size of the dense matrix. Writes
+``benchmarks/results/atlas_stream.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import harness as H
+
+
+def synthetic(n: int, d: int = 50, k: int = 30, seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=4.0, size=(k, d)).astype(np.float32)
+    labels = rng.integers(0, k, n)
+    x = np.empty((n, d), dtype=np.float32)
+    for s in range(0, n, 100_000):
+        e = min(n, s + 100_000)
+        x[s:e] = centers[labels[s:e]] + rng.normal(size=(e - s, d)).astype(np.float32)
+    return x, labels
+
+
+def _quality(emb, labels) -> float:
+    import numpy as np
+
+    import manifex as mx
+
+    idx = np.random.default_rng(1).choice(len(labels), size=min(10_000, len(labels)), replace=False)
+    return float(mx.metrics.knn_accuracy(emb[idx], labels[idx]))
+
+
+def child_scale(method: str, n: int) -> dict:
+    import resource
+
+    import anndata as ad
+    import scanpy as sc
+
+    import manifex as mx
+
+    x, labels = synthetic(n)
+    adata = ad.AnnData(X=x, obsm={"X_pca": x}, obs={"cluster": labels.astype(str)})
+    t0 = time.perf_counter()
+    info: dict = {}
+    if method == "scanpy":
+        sc.pp.neighbors(adata, use_rep="X_pca")
+        t1 = time.perf_counter()
+        sc.tl.umap(adata)
+        info = {"knn_s": round(t1 - t0, 1), "train_s": round(time.perf_counter() - t1, 1)}
+        emb = adata.obsm["X_umap"]
+    else:
+        kwargs = {"preset": "cpu"} if method == "tsimcne" else {}
+        if method == "n2d":
+            kwargs["n_clusters"] = 30
+        getattr(mx.tl, method)(adata, progress=False, **kwargs)
+        emb = adata.obsm[f"X_{method}"]
+        uns = adata.uns[method]
+        timings = uns.get("timings") or {}
+        info = {k: round(float(v), 1) for k, v in timings.items() if isinstance(v, int | float)}
+        knn = uns.get("knn") or {}
+        if knn:
+            info["knn_method"] = knn.get("method")
+            info["knn_recall"] = knn.get("recall")
+        info["n_steps"] = uns.get("n_steps")
+    wall = time.perf_counter() - t0
+    return {
+        "method": method,
+        "n_cells": n,
+        "wall_s": round(wall, 1),
+        **info,
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "knn_acc_2d": round(_quality(emb, labels), 3),
+    }
+
+
+def write_counts_h5ad(path: Path, n: int, genes: int, seed: int = 0) -> float:
+    """A sparse log1p-normalised h5ad written in row chunks; returns the dense size in GB."""
+    import h5py
+    import numpy as np
+    import scipy.sparse as sp
+    from anndata.io import write_elem
+
+    rng = np.random.default_rng(seed)
+    programs = rng.random((10, genes)) < 0.1
+    rate = np.where(programs, rng.gamma(2.0, 1.5, (10, genes)), 0.02).astype(np.float32)
+    types = rng.integers(0, 10, n)
+    with h5py.File(path, "w") as f:
+        parts = []
+        for s in range(0, n, 20_000):
+            e = min(n, s + 20_000)
+            counts = rng.poisson(rate[types[s:e]]).astype(np.float32)
+            lib = counts.sum(1, keepdims=True) + 1
+            parts.append(sp.csr_matrix(np.log1p(counts / lib * 1e4).astype(np.float32)))
+        write_elem(f, "X", sp.vstack(parts, format="csr"))
+        import anndata as ad
+        import pandas as pd
+
+        write_elem(f, "obs", pd.DataFrame({"type": types.astype(str)}, index=[f"c{i}" for i in range(n)]))
+        write_elem(f, "var", pd.DataFrame(index=[f"g{i}" for i in range(genes)]))
+        for key in ("obsm", "varm", "obsp", "varp", "layers", "uns"):
+            write_elem(f, key, {})
+        del ad
+    return n * genes * 4 / 2**30
+
+
+def child_stream(path: str, n_steps: int | None) -> dict:
+    import resource
+
+    import anndata as ad
+    import numpy as np
+
+    import manifex as mx
+
+    adata = ad.read_h5ad(path, backed="r")
+    t0 = time.perf_counter()
+    model = mx.models.DLME(progress=False, n_steps=n_steps).fit(adata.X, feature_names=adata.var_names)
+    wall = time.perf_counter() - t0
+    labels = np.asarray(adata.obs["type"])
+    return {
+        "n_cells": adata.n_obs,
+        "genes": adata.n_vars,
+        "wall_s": round(wall, 1),
+        "knn_s": round(model.timings_["knn_s"], 1),
+        "train_s": round(model.timings_["train_s"], 1),
+        "n_steps": int(model.history_["n_steps"]),
+        "ms_per_step": round(1000 * model.timings_["train_s"] / model.history_["n_steps"], 1),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "knn_acc_2d": round(_quality(model.embedding_, labels), 3),
+    }
+
+
+def _run_child(args: list[str]) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_atlas", *args], capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="part", required=True)
+    s = sub.add_parser("scale")
+    s.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000, 1_000_000])
+    s.add_argument("--methods", nargs="+", default=["scanpy", "dlme"])
+    s.add_argument("--out", default=str(H.RESULTS / "atlas_scale.md"))
+    st = sub.add_parser("stream")
+    st.add_argument("--n", type=int, default=200_000)
+    st.add_argument("--genes", type=int, default=2000)
+    st.add_argument("--n-steps", type=int, default=None)
+    st.add_argument("--out", default=str(H.RESULTS / "atlas_stream.md"))
+    c = sub.add_parser("child")
+    c.add_argument("what")
+    c.add_argument("arg")
+    c.add_argument("value")
+    args = p.parse_args(argv)
+
+    if args.part == "child":
+        if args.what == "stream":
+            steps = None if args.value == "none" else int(args.value)
+            print(json.dumps(child_stream(args.arg, steps)))
+        else:
+            print(json.dumps(child_scale(args.arg, int(args.value))))
+        return
+    import pandas as pd
+
+    threads = {k: os.environ.get(k, "unset") for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}
+    if args.part == "scale":
+        rows = []
+        for n in args.sizes:
+            for method in args.methods:
+                rows.append(_run_child(["child", "scale", method, str(n)]))
+                print(rows[-1], flush=True)
+                pd.DataFrame(rows).to_csv(Path(args.out).with_suffix(".csv"), index=False)
+        body = pd.DataFrame(rows).to_markdown(index=False)
+        title = "Atlas scale: cost curve beside scanpy (synthetic 30 clusters × 50 dims)"
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "stream.h5ad"
+            dense_gb = write_counts_h5ad(path, args.n, args.genes)
+            row = _run_child(["child", "stream", str(path), "none" if args.n_steps is None else str(args.n_steps)])
+            row["dense_matrix_gb"] = round(dense_gb, 2)
+            row["file_gb"] = round(path.stat().st_size / 2**30, 2)
+        print(row, flush=True)
+        body = pd.DataFrame([row]).to_markdown(index=False)
+        title = "Training DLME on genes streamed from a backed .h5ad"
+    H.write_report(args.out, title, ["", body, "", f"Threads: {threads}.", ""])
+
+
+if __name__ == "__main__":
+    main()
