@@ -30,11 +30,11 @@ class ModelFileError(ValueError):
     Examples
     --------
     >>> from pathlib import Path
-    >>> from manifex.models._io import ModelFileError, read_file
+    >>> import manifex as mx
     >>> _ = Path("notes.txt").write_text("hello")
     >>> try:
-    ...     read_file("notes.txt")
-    ... except ModelFileError as err:
+    ...     mx.models.load_model("notes.txt")
+    ... except mx.models.ModelFileError as err:
     ...     print(err)
     notes.txt is a text file, not a manifex model file.
     """

@@ -173,7 +173,7 @@ def read_file(
     try:
         desc = json.loads(text)
         version, file_kind, header = desc["format_version"], desc["kind"], desc["header"]
-    except (ValueError, TypeError, KeyError) as err:
+    except (ValueError, TypeError, KeyError, RecursionError) as err:
         raise ModelFileError(f"{path} is damaged: its manifex description cannot be read ({err}).") from None
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ModelFileError(
@@ -222,10 +222,10 @@ def _manifex_metadata(path: Path, data: bytes, kind: str) -> dict[str, str]:
         except (zipfile.BadZipFile, OSError, ValueError):
             names = []
         if any(n.endswith("data.pkl") for n in names) or not names:
-            raise ModelFileError(_legacy_message(path))
+            raise ModelFileError(_legacy_message(path, kind))
         raise ModelFileError(f"{path} is a zip archive (an .npz or .zip file?), not a {what}.")
     if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        raise ModelFileError(_legacy_message(path))
+        raise ModelFileError(_legacy_message(path, kind))
     st = _safetensors_header(path, data, kind)
     meta = st.get("__metadata__")
     if not isinstance(meta, dict) or not isinstance(meta.get("manifex"), str):
@@ -271,7 +271,13 @@ def _safetensors_header(path: Path, data: bytes, kind: str) -> dict[str, Any]:
     return st
 
 
-def _legacy_message(path: Path) -> str:
+def _legacy_message(path: Path, kind: str) -> str:
+    if kind == "checkpoint":
+        return (
+            f"{path} is a pickle-based file (a checkpoint of an older manifex, or another torch.save / "
+            "pickle file). It is not loaded, because unpickling can run code hidden in the file: delete "
+            "it (training starts over) or choose another `checkpoint` path."
+        )
     return (
         f"{path} is a pickle-based file: a legacy manifex model file (format version 1) or another "
         "torch.save / pickle file. It is not loaded, because unpickling can run code hidden in the "
@@ -348,7 +354,7 @@ def convert_legacy_file(src: str | os.PathLike, dst: str | os.PathLike, *, overw
     Examples
     --------
     >>> import numpy as np, torch, manifex as mx
-    >>> from manifex.models._io import convert_legacy_file
+    >>> from manifex.models import convert_legacy_file
     >>> x = np.random.default_rng(0).normal(size=(120, 6)).astype("float32")
     >>> m = mx.models.DLME(n_steps=10, progress=False).fit(x)
     >>> legacy = {"format_version": 1, "class": "DLME", "params": m.get_params(), "extra": {},
