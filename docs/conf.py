@@ -139,6 +139,16 @@ def _reread_tutorial_index(app, env, added, changed, removed) -> list[str]:
     return ["tutorials/index"] if "tutorials/index" in env.found_docs else []
 
 
+def _skip_sklearn_metadata_routing(app, what, name, obj, skip, options):
+    """Leave out scikit-learn's metadata-routing methods (``get_metadata_routing``,
+    ``set_<method>_request``) that every estimator inherits: their docstrings point into
+    scikit-learn's own documentation and say nothing about manifex."""
+    if name == "get_metadata_routing" or (name.startswith("set_") and name.endswith("_request")):
+        return True
+    return None
+
+
 def setup(app):
+    app.connect("autodoc-skip-member", _skip_sklearn_metadata_routing)
     app.connect("source-read", _drop_empty_tutorial_toctree)
     app.connect("env-get-outdated", _reread_tutorial_index)
