@@ -255,6 +255,16 @@ def test_a_pickle_file_with_a_payload_is_refused_without_running_it(tmp_path, st
     assert not marker.exists()
 
 
+def test_a_pickle_checkpoint_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "payload_ran"
+    torch.save({"stage": 0, "net": Payload(marker)}, tmp_path / "ck.pt")
+    with pytest.raises(
+        ModelFileError, match=r"ck\.pt is a pickle-based file .*delete it .*`checkpoint` path"
+    ):
+        read_file(tmp_path / "ck.pt", kind="checkpoint")
+    assert not marker.exists()
+
+
 def test_load_model_refuses_a_payload_without_running_it(tmp_path):
     import manifex as mx
 

@@ -115,7 +115,10 @@ def unpack_state(json_obj: Any, arrays: Mapping[str, np.ndarray | torch.Tensor])
     >>> unpack_state(js, arrays)
     [tensor([1., 1.], dtype=torch.bfloat16), None]
     """
-    return _unpack(json_obj, arrays, ())
+    try:
+        return _unpack(json_obj, arrays, ())
+    except RecursionError:
+        raise ModelFileError("A saved state is nested too deeply to be read.") from None
 
 
 def encode_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -181,7 +184,10 @@ def decode_params(json_obj: Mapping[str, Any]) -> dict[str, Any]:
     """
     if not isinstance(json_obj, Mapping):
         raise ModelFileError(f"Saved parameters must be a JSON object, got {type(json_obj).__name__}.")
-    return {k: _unpack(v, {}, (k,)) for k, v in json_obj.items()}
+    try:
+        return {k: _unpack(v, {}, (k,)) for k, v in json_obj.items()}
+    except RecursionError:
+        raise ModelFileError("Saved parameters are nested too deeply to be read.") from None
 
 
 def _where(path: tuple) -> str:

@@ -259,7 +259,7 @@ def _safetensors_header(path: Path, data: bytes, kind: str) -> dict[str, Any]:
     try:
         st = json.loads(data[8 : 8 + n].decode("utf-8"))
         end = max([v["data_offsets"][1] for k, v in st.items() if k != "__metadata__"] or [0])
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as err:
         raise ModelFileError(f"{path} is damaged: its header cannot be read ({err}).") from None
     if not isinstance(end, int) or 8 + n + end != len(data):
         if isinstance(end, int) and 8 + n + end > len(data):
