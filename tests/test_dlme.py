@@ -18,7 +18,8 @@ def test_model_shapes_history_and_budget(blobs):
     y = m.fit_transform(x)
     assert y.shape == (240, 2) and np.isfinite(y).all()
     assert m.history_["n_steps"] == 30
-    assert m.transform(x, return_latent=True).shape == (240, 80)
+    assert m.transform(x, space="latent").shape == (240, 80)
+    assert m.transform(x, space="latent", block=0).shape == (240, 500)
     # default budget scales with n and stays within bounds
     d = DLME()
     assert d.n_steps_for(2638) > d.n_steps_for(100_000) / 100
@@ -53,7 +54,7 @@ def test_save_load_transform_roundtrip(tmp_path, blobs):
     x, _ = blobs
     names = [f"g{i}" for i in range(x.shape[1])]
     m = DLME(**FAST).fit(x, feature_names=names)
-    path = tmp_path / "dlme.pt"
+    path = tmp_path / "dlme.mx"
     m.save(path)
     with pytest.raises(FileExistsError):
         m.save(path)
@@ -93,6 +94,11 @@ def test_unfitted_model():
         ({"preset": "x"}, "preset"),
         ({"nu_y": 0}, "nu_y"),
         ({"n_steps": 0}, "n_steps"),
+        ({"n_steps": 2.5}, "n_steps"),
+        ({"n_epochs": 2.0}, "n_epochs"),
+        ({"n_neighbors": 1.5}, "n_neighbors"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+        ({"knn_method": "annoy"}, "knn_method"),
     ],
 )
 def test_bad_params(blobs, kwargs, match):

@@ -82,19 +82,20 @@ def test_fit_shapes_and_history(fitted, digits):
 
 
 def test_stage2_trains_only_the_new_output_layer(digits):
-    # stage 2 freezes everything but the fresh 2-d output layer: after stages 1 + 2, all other
-    # weights equal those of a run that stops after stage 1
+    # stage 2 freezes everything but the fresh 2-d output layer: two runs that differ only in the
+    # length of stage 2 end with the same weights everywhere else (those of the end of stage 1)
     images, _ = digits
     after = TSimCNE(**{**FAST, "n_epochs": (1, 2, 0)}).fit(images).net_.state_dict()
-    before = TSimCNE(**{**FAST, "n_epochs": (1, 0, 0)}).fit(images).net_.state_dict()
+    before = TSimCNE(**{**FAST, "n_epochs": (1, 1, 0)}).fit(images).net_.state_dict()
     changed = []
     for k, v in after.items():
         if "running" in k or "num_batches" in k:
             continue  # BatchNorm statistics keep updating in training mode
         if k.startswith("head.2"):
             assert v.shape[0] == 2  # the new output layer
+            assert not torch.equal(v, before[k])  # trained for one more epoch
             continue
-        if not torch.allclose(v, before[k], atol=1e-6):
+        if not torch.equal(v, before[k]):
             changed.append(k)
     assert changed == []
 
@@ -117,13 +118,14 @@ def test_float_images_equal_uint8_images(fitted, digits):
 def test_transform_and_save_load_roundtrip(fitted, digits, tmp_path):
     images, _ = digits
     np.testing.assert_allclose(fitted.transform(images), fitted.embedding_, atol=1e-5)
-    path = tmp_path / "m.pt"
+    path = tmp_path / "m.mx"
     fitted.save(path)
     loaded = TSimCNE.load(path, device="cpu")
     np.testing.assert_array_equal(loaded.transform(images), fitted.transform(images))
     np.testing.assert_array_equal(
-        loaded.transform(images, return_features=True), fitted.transform(images, return_features=True)
+        loaded.transform(images, space="latent"), fitted.transform(images, space="latent")
     )
+    np.testing.assert_allclose(fitted.transform(images, space="latent"), fitted.features_, atol=1e-5)
     assert mx.models.load_model(path, device="cpu").__class__ is TSimCNE
     with pytest.raises(FileExistsError):
         fitted.save(path)
@@ -155,6 +157,8 @@ class _Flaky:
 
 
 def test_checkpoint_resume_matches_uninterrupted_run(digits, tmp_path):
+    """A crash inside a callable augmentation (stage 1, epoch 2) resumes from the end of epoch 1
+    to exactly the uninterrupted map (bitwise on one CPU thread)."""
     images, _ = digits
     params = {**FAST, "n_epochs": (3, 1, 1), "checkpoint_every": 1}
     full = TSimCNE(**{**params, "checkpoint": None}, augment=_Flaky()).fit_transform(images)
@@ -163,12 +167,14 @@ def test_checkpoint_resume_matches_uninterrupted_run(digits, tmp_path):
     # 2 augmentation calls per step: fail in the middle of epoch 2 of stage 1
     with pytest.raises(RuntimeError, match="interrupted"):
         TSimCNE(**params, checkpoint=ckpt, augment=_Flaky(fail_at=2 * (per_epoch + 2))).fit(images)
-    state = torch.load(ckpt, weights_only=False)
-    assert state["stage"] == 0 and state["step"] == per_epoch
-    resumed = TSimCNE(**params, checkpoint=ckpt, augment=_Flaky())
+    assert ckpt.exists()
+    aug = _Flaky()
+    resumed = TSimCNE(**params, checkpoint=ckpt, augment=aug)
     emb = resumed.fit_transform(images)
-    np.testing.assert_allclose(emb, full, atol=1e-5)
+    np.testing.assert_array_equal(emb, full)
     assert len(resumed.history_["pretrain"]["loss"]) == 3
+    # epochs 2-3 of stage 1 and stages 2-3 were trained again, epoch 1 was not
+    assert aug.calls == 2 * per_epoch * (2 + 1 + 1)
     # a checkpoint from other parameters is refused
     with pytest.raises(ValueError, match="other parameters"):
         TSimCNE(**{**params, "lr": 0.5}, checkpoint=ckpt, augment=_Flaky()).fit(images)
@@ -190,6 +196,11 @@ def test_invalid_parameters():
     assert TSimCNE(preset="cpu", finetune_lr_factor=0.01).effective_finetune_lr_factor == 0.01
     with pytest.raises(ValueError, match="finetune_lr_factor"):
         TSimCNE(finetune_lr_factor=0.0)._validate_params()
+    # epochs that would return an untrained map are refused (they trained nothing before)
+    for epochs in ((0, 0, 0), (0, 5, 5), (3, 0, 0)):
+        with pytest.raises(ValueError, match="untrained map"):
+            TSimCNE(n_epochs=epochs)._validate_params()
+    TSimCNE(n_epochs=(1, 0, 1))._validate_params()  # stage 3 alone trains the 2-d output
 
 
 def test_backbone_choice():
@@ -336,18 +347,105 @@ def test_embed_a_backbone_block(digits):
     ref = mx.datasets.image_anndata(images[:200], labels[:200])
     model = mx.tl.tsimcne(ref, image_key="image", return_model=True, **FAST)
     query = mx.datasets.image_anndata(images[200:], labels[200:])
-    mx.tl.embed(query, model, space="latent", layer=0)
-    want = model.transform(images[200:], layer=0)
+    mx.tl.embed(query, model, space="latent", block=0)
+    want = model.transform(images[200:], space="latent", block=0)
     # 8 px digits: the small network's first block has 2 × 16 channels at 4 × 4
     assert want.shape == (len(images) - 200, 32 * 4 * 4)
-    np.testing.assert_allclose(query.obsm["X_tsimcne_layer0"], want, atol=1e-5)
-    assert query.uns["tsimcne_layer0"]["layer"] == 0
+    np.testing.assert_allclose(query.obsm["X_tsimcne_block0"], want, atol=1e-5)
+    assert query.uns["tsimcne_block0"]["block"] == 0
     snap = snapshot(query)
     for kwargs, match in (
-        ({"layer": 0}, "space='latent'"),
-        ({"space": "latent", "layer": 3}, r"0\.\.2"),
-        ({"space": "latent", "layer": 1.5}, "integer"),
+        ({"block": 0}, "space='latent'"),
+        ({"space": "latent", "block": 3}, r"0\.\.2"),
+        ({"space": "latent", "block": 1.5}, "integer"),
     ):
         with pytest.raises(ValueError, match=match):
             mx.tl.embed(query, model, **kwargs)
     assert_unchanged(query, snap)
+    # the old keyword is gone: `layer` means an AnnData layer
+    with pytest.raises(TypeError):
+        model.transform(images[200:], layer=0)
+
+
+# ---- pixel values are read by value and dtype, the same way for training and queries ----------
+def test_a_float_copy_in_0_1_transforms_like_the_uint8_images(fitted, digits):
+    """Found: a float [0, 1] copy of a uint8 training set was read as nearly black."""
+    images, _ = digits
+    as_float = images.astype(np.float32) / 255
+    np.testing.assert_allclose(fitted.transform(as_float), fitted.transform(images), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        fitted.transform(as_float, space="latent"), fitted.transform(images, space="latent"), atol=1e-5
+    )
+    # and the other way round: a model trained on the floats reads the uint8 images alike
+    on_float = TSimCNE(**FAST).fit(as_float)
+    assert on_float.pixel_range_ == (0.0, 1.0) and fitted.pixel_range_ == (0.0, 255.0)
+    np.testing.assert_allclose(on_float.transform(images), on_float.transform(as_float), rtol=0, atol=1e-6)
+    # the same pixels, the same run (up to the rounding of CPU convolutions)
+    np.testing.assert_allclose(on_float.embedding_, fitted.embedding_, rtol=0, atol=1e-5)
+    # 8-bit values stored as float64 in [0, 255] are 8-bit values too
+    np.testing.assert_allclose(
+        fitted.transform(images.astype(np.float64)), fitted.transform(images), atol=1e-6
+    )
+
+
+def test_integer_masks_are_read_like_bool_masks(digits):
+    """Found: integer 0/1 masks trained to a collapsed map while the same masks as bool did not."""
+    images, _ = digits
+    mask = images > 100
+    prep = mx.models.tsimcne.prepare_images
+    u8_bool, r_bool = prep(mask)
+    for dtype in (np.int64, np.int32, np.int8, np.float32):
+        u8, rng = prep(mask.astype(dtype))
+        assert rng == r_bool == (0.0, 1.0)
+        np.testing.assert_array_equal(u8, u8_bool)
+    assert set(np.unique(u8_bool).tolist()) == {0, 255}
+    on_bool = TSimCNE(**FAST).fit(mask)
+    on_int = TSimCNE(**FAST).fit(mask.astype(np.int64))
+    np.testing.assert_array_equal(on_int.embedding_, on_bool.embedding_)
+    # the map is not collapsed: its spread is of the order of a trained map's
+    assert on_int.embedding_.std(0).min() > 1e-3
+    np.testing.assert_allclose(on_int.transform(mask), on_int.embedding_, atol=1e-5)
+
+
+def test_images_outside_0_255_use_the_training_range_for_queries(digits):
+    """z-scored images: the training images' own (min, max) is stored and maps every query, so a
+    subset (whose own range is narrower) gets the coordinates it has in the training map."""
+    images, _ = digits
+    z = (images.astype(np.float32) - 60.0) / 40.0  # negative values: no standard range
+    z[0] *= 2  # the training range is wider than that of the query below
+    lo, hi = float(z.min()), float(z.max())
+    model = TSimCNE(**FAST).fit(z)
+    assert model.pixel_range_ == pytest.approx((lo, hi))
+    sub = z[1:11]
+    assert (float(sub.min()), float(sub.max())) != (lo, hi)
+    np.testing.assert_allclose(model.transform(sub), model.embedding_[1:11], atol=1e-5)
+    want = np.clip(np.rint((sub - lo) * (255.0 / (hi - lo))), 0, 255).reshape(10, -1) / 255
+    np.testing.assert_allclose(model.transform(sub, space="input"), want, atol=1e-6)
+    # a query whose values happen to lie in [0, 255] (bright z-scored images) is still read with the
+    # training range: a value means the same intensity whatever else is in the query
+    bright = np.clip(z[11:15], 0, None)
+    alone = model.transform(bright, space="input")
+    together = model.transform(np.concatenate([bright, z[15:20]]), space="input")[:4]
+    np.testing.assert_array_equal(alone, together)
+    want = np.clip(np.rint((bright - lo) * (255.0 / (hi - lo))), 0, 255).reshape(4, -1) / 255
+    np.testing.assert_allclose(alone, want, atol=1e-6)
+    # values beyond the training range are clipped to black / white
+    out = model.transform(np.full((2, 8, 8), hi + 5, np.float32), space="input")
+    np.testing.assert_array_equal(out, np.ones((2, 64), np.float32))
+
+
+def test_pixel_range_fixes_the_mapping(digits):
+    images, _ = digits
+    twelve_bit = (images.astype(np.uint16) * 16).clip(0, 4095)  # 12-bit camera values in uint16
+    model = TSimCNE(**FAST, pixel_range=(0, 4095)).fit(twelve_bit)
+    assert model.pixel_range_ == (0.0, 4095.0)
+    want = np.clip(np.rint(twelve_bit[:5].astype(np.float32) * (255.0 / 4095)), 0, 255).reshape(5, -1) / 255
+    np.testing.assert_allclose(model.transform(twelve_bit[:5], space="input"), want, atol=1e-6)
+    # a dim query (all values ≤ 100) keeps the fixed range instead of being stretched
+    dim = np.full((3, 8, 8), 100, dtype=np.uint16)
+    np.testing.assert_allclose(
+        model.transform(dim, space="input"), np.rint(100 * 255 / 4095) / 255, atol=1e-6
+    )
+    # without pixel_range the same images are stretched by their own (min, max)
+    own = TSimCNE(**FAST).fit(twelve_bit)
+    assert own.pixel_range_ == (float(twelve_bit.min()), float(twelve_bit.max()))
