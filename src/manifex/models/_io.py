@@ -336,7 +336,7 @@ _LEGACY_RENAMES = {("N2D", "n_components"): "n_latent"}
 
 
 def convert_legacy_file(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False) -> None:
-    """Convert a model file of the old pickle-based format (manifex < 0.2) to the safe format.
+    """Convert a model file of the old pickle-based format (format version 1) to the safe format.
 
     **This runs code from** ``src``: the old format is a pickle, which can execute anything
     when it is read. Use it only on files you trust (ones you wrote yourself); the new file
@@ -345,7 +345,7 @@ def convert_legacy_file(src: str | os.PathLike, dst: str | os.PathLike, *, overw
     Parameters
     ----------
     src
-        The old file (written by ``model.save`` of an older manifex).
+        The old file (written by ``model.save`` of a manifex that wrote ``torch.save`` files).
     dst
         The new file.
     overwrite

@@ -189,16 +189,7 @@ def umap_from_state(state: dict[str, Any]) -> Any:
 
     Returns
     -------
-    A fitted ``umap.UMAP``.
-
-    Examples
-    --------
-    >>> import numpy as np, umap
-    >>> from manifex.models._sklearn_state import umap_from_state, umap_state
-    >>> x = np.random.default_rng(1).normal(size=(60, 3)).astype("float32")
-    >>> reducer = umap.UMAP(n_neighbors=8, n_epochs=10, random_state=0, n_jobs=1).fit(x)
-    >>> umap_from_state(umap_state(reducer)).embedding_.shape
-    (60, 2)
+    A fitted ``umap.UMAP`` (example: :func:`umap_state`).
     """
     from umap import UMAP
 
