@@ -208,7 +208,7 @@ def test_auto_chooses_by_size_and_device(monkeypatch, data):
     assert resolve_method("exact", 10**8, sparse=False, device=CPU) == "exact"
     monkeypatch.setitem(nb.EXACT_MAX_CELLS, "cpu", 1000)
     _, info = knn_graph(data[0], 15, device="cpu", measure_recall=200)
-    assert info["method"] == "faiss" and info["recall"] >= 0.95 and info["recall_sample"] == 200
+    assert info["method"] == "faiss" and info["recall"] > 0.9 and info["recall_sample"] == 200
 
 
 def test_auto_falls_back_without_faiss(monkeypatch):

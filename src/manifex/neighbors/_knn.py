@@ -133,17 +133,20 @@ def knn_graph(
     method
         ``"exact"``: all pairs on ``device``, in tiles of the distance matrix (matrix products
         and ``torch.topk``; memory O(tile) beyond one float32 copy of ``x``); ties go to the
-        lower row index. ``"faiss"``: an IVF-Flat index whose number of probed lists is tuned
-        on a sample until its recall reaches ``target_recall`` (a GPU index when the faiss
-        build has GPU support and ``device`` is CUDA); dense input only. ``"pynndescent"``:
+        lower row index. ``"faiss"``: faiss's k-means splits the rows into ``4·√n`` lists and
+        each list's rows are compared, by matrix products on ``device``, with the rows of its
+        ``nprobe`` nearest lists; ``nprobe`` is tuned on a sample until the recall reaches
+        ``target_recall`` (k-means runs on the GPU when the faiss build has GPU support and
+        ``device`` is CUDA); dense input only. ``"pynndescent"``:
         nearest-neighbour descent (accepts sparse input). ``"auto"``: exact up to
         :data:`EXACT_MAX_CELLS` rows for the device (20,000 on the CPU, 1,000,000 on CUDA), else
         faiss when importable and the input is dense, else pynndescent.
     device
-        Where exact search runs (and faiss's calibration): ``"auto"``, ``"cpu"``, ``"cuda"``,
-        a :class:`torch.device`.
+        Where exact search and faiss's list join run: ``"auto"``, ``"cpu"``, ``"cuda"``, a
+        :class:`torch.device` (pynndescent always runs on the CPU).
     random_state
-        Seed of faiss's training sample and k-means, of pynndescent, and of the recall sample.
+        Seed of faiss's k-means and its training and calibration samples, of pynndescent, and of
+        the recall sample.
         Same seed, data, device and thread count give the same graph.
     n_jobs
         Threads for faiss and pynndescent; ``None`` or -1 uses ``torch.get_num_threads()``.
