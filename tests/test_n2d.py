@@ -86,11 +86,11 @@ def test_h5ad_roundtrip_and_scanpy_plotting(fitted, tmp_path):
 
 
 def test_matched_confusion_is_diagonal_after_relabelling():
-    from manifex.pl._n2d import matched_confusion
+    from manifex.metrics._quality import matched_confusion
 
     labels = np.array(["a"] * 5 + ["b"] * 3 + ["c"] * 2)
     clusters = np.array(["2"] * 5 + ["0"] * 3 + ["1"] * 1 + ["0"])  # one "c" cell wrongly in "0"
-    table, acc = matched_confusion(clusters, labels)
+    table, acc = matched_confusion(labels, clusters)
     assert list(table.index) == ["2", "0", "1"] and list(table.columns) == ["a", "b", "c"]
     np.testing.assert_array_equal(np.diag(table.to_numpy()), [5, 3, 1])
     assert acc == pytest.approx(0.9)
@@ -104,12 +104,20 @@ def test_predict_save_load(fitted, tmp_path):
     assert adjusted_rand_score(pred, model.labels_) >= 0.95
     proba = model.predict_proba(x[:10])
     np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-5)
-    assert model.transform(x[:10], space="code").shape == (10, 4)
-    assert model.transform(x[:10], space="map").shape == (10, 2)
+    assert model.transform(x[:10], space="latent").shape == (10, 4)
+    assert model.transform(x[:10], space="manifold").shape == (10, 4)
+    assert model.transform(x[:10], space="embedding").shape == (10, 2)
+    np.testing.assert_array_equal(model.transform(x[:10], space="input"), x[:10])
+    # the old names of the spaces are gone
+    for old in ("code", "map"):
+        with pytest.raises(ValueError, match="'latent'"):
+            model.transform(x[:10], space=old)
+    # the code of the training cells is the latent space; the manifold is the UMAP of the code
+    np.testing.assert_allclose(model.transform(x, space="latent"), model.code_, atol=1e-5)
     # columns are aligned by name
     perm = np.random.default_rng(0).permutation(x.shape[1])
     np.testing.assert_array_equal(model.predict(x[:, perm], feature_names=adata.var_names[perm]), pred)
-    path = tmp_path / "n2d.pt"
+    path = tmp_path / "n2d.mx"
     model.save(path)
     loaded = mx.models.N2D.load(path, device="cpu")
     np.testing.assert_array_equal(loaded.predict(x), pred)
@@ -134,7 +142,7 @@ def test_same_seed_same_clusters_and_seed_is_used():
 def test_choose_k_by_bic_and_sparse_layer():
     adata = blobs(n_per=50, k=3, d=12, seed=2)
     adata.layers["counts"] = sp.csr_matrix(np.clip(adata.X, 0, None))
-    mx.tl.n2d(adata, layer="counts", n_clusters=None, n_components=4, k_range=(2, 6), n_steps=100, **FAST)
+    mx.tl.n2d(adata, layer="counts", n_clusters=None, n_latent=4, k_range=(2, 6), n_steps=100, **FAST)
     uns = adata.uns["n2d"]
     assert uns["k_selection"] == "bic"
     np.testing.assert_array_equal(uns["bic"]["k"], np.arange(2, 7))
@@ -166,7 +174,10 @@ def _snapshot(a: ad.AnnData):
         (lambda a: None, {"preset": "huge"}, ValueError, "preset"),
         (lambda a: None, {"n_neighbors": 400}, ValueError, "n_neighbors"),
         (lambda a: None, {"key_added": ""}, ValueError, "key_added"),
-        (lambda a: None, {"key_added": None}, ValueError, "key_added"),
+        (lambda a: None, {"key_added": "run/1"}, ValueError, "key_added"),
+        (lambda a: None, {"key_added": "label"}, ValueError, "label"),  # the user's annotation
+        (lambda a: None, {"n_steps": 2.5}, ValueError, "n_steps"),
+        (lambda a: None, {"n_latent": 0}, ValueError, "n_latent"),
     ],
 )
 def test_bad_input_raises_and_leaves_adata_unchanged(make, kwargs, error, match):
@@ -193,6 +204,23 @@ def test_model_rejects_bad_arrays():
         mx.models.N2D(n_clusters=2, **FAST).fit(np.full((50, 3), np.nan, dtype=np.float32))
     with pytest.raises(mx.models.NotFittedError):
         mx.models.N2D(n_clusters=2, **FAST).predict(np.zeros((5, 3), dtype=np.float32))
+
+
+def test_n_latent_sets_the_code_size_and_n_components_is_gone():
+    x = blobs(n_per=40, k=3, d=10, seed=1).X
+    kw = {"n_clusters": 3, "n_steps": 10, "map_2d": False, "gmm_n_init": 1, **FAST}
+    m = mx.models.N2D(n_latent=5, **kw).fit(x)
+    assert m.code_.shape == (120, 5) and m.manifold_.shape == (120, 5)
+    assert m.transform(x[:3], space="latent").shape == (3, 5)
+    # manifold_dim defaults to the code size, and can be set apart from it
+    m2 = mx.models.N2D(n_latent=5, manifold_dim=2, **kw).fit(x)
+    assert m2.code_.shape == (120, 5) and m2.transform(x[:3], space="manifold").shape == (3, 2)
+    # without n_latent the code has n_clusters dimensions (the reference's choice)
+    assert mx.models.N2D(**kw).fit(x).code_.shape == (120, 3)
+    with pytest.raises(TypeError, match="n_components"):
+        mx.models.N2D(n_components=5)
+    with pytest.raises(TypeError, match="n_components"):
+        mx.tl.n2d(blobs(n_per=40, k=3, d=10), n_components=5, **kw)
 
 
 def test_wide_x_without_pca_trains_on_x_itself():
