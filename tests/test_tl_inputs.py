@@ -327,3 +327,226 @@ def test_too_few_cells_for_n_neighbors_names_it(call, no_fit):
     with pytest.raises(ValueError, match=r"`n_neighbors`=30 needs more than"):
         call(a)
     assert_unchanged(a, before)
+
+
+# ---- bad and awkward inputs of every entry point -----------------------------------------------
+def _blobs(n=90, d=12, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(3), n // 3)
+    x = (np.random.default_rng(99).normal(scale=6, size=(3, d))[y] + rng.normal(size=(n, d))).astype(
+        np.float32
+    )
+    a = AnnData(x)
+    a.var_names = [f"g{i}" for i in range(d)]
+    a.obs_names = [f"c{seed}_{i}" for i in range(n)]
+    a.obs["label"] = pd.Categorical([f"t{i}" for i in y])
+    return a
+
+
+def _nan(a):
+    a.X[3, 2] = np.nan
+    return a
+
+
+def _dup(a):
+    a.var_names = ["g"] * a.n_vars
+    return a
+
+
+TRAIN = {
+    "dlme": lambda a, **k: mx.tl.dlme(a, **{**FIT, **k}),
+    "n2d": lambda a, **k: mx.tl.n2d(a, **{"n_clusters": 3, **FIT, **k}),
+    "tsimcne": lambda a, **k: mx.tl.tsimcne(a, **{"n_epochs": (1, 1, 1), "progress": False, **k}),
+}
+BAD_TRAIN = [
+    ("ndarray", lambda: np.zeros((50, 5)), {}, TypeError, "must be an AnnData"),
+    ("empty", lambda: AnnData(np.zeros((0, 10), dtype=np.float32)), {}, ValueError, "empty"),
+    ("nan", lambda: _nan(_blobs()), {"use_rep": "X"}, ValueError, "NaN"),
+    ("duplicate genes", lambda: _dup(_blobs()), {"use_rep": "X"}, ValueError, "not unique"),
+    ("use_rep int", _blobs, {"use_rep": 5}, TypeError, "use_rep"),
+    ("missing layer", _blobs, {"layer": "counts"}, KeyError, "counts"),
+    ("copy str", _blobs, {"use_rep": "X", "copy": "yes"}, TypeError, "copy"),
+    ("return_model str", _blobs, {"use_rep": "X", "return_model": "no"}, TypeError, "return_model"),
+    ("n_neighbors float", _blobs, {"use_rep": "X", "n_neighbors": 2.5}, ValueError, "n_neighbors"),
+]
+
+
+@pytest.mark.parametrize("fn", list(TRAIN))
+@pytest.mark.parametrize("make, kw, error, match", [c[1:] for c in BAD_TRAIN], ids=[c[0] for c in BAD_TRAIN])
+def test_training_functions_refuse_bad_inputs_before_any_work(fn, make, kw, error, match, no_fit):
+    a = make()
+    before = state(a) if isinstance(a, AnnData) else None
+    with pytest.raises(error, match=match):
+        TRAIN[fn](a, **kw)
+    if before is not None:
+        assert_unchanged(a, before)
+
+
+@pytest.fixture(scope="module")
+def blob_model():
+    ref = _blobs(seed=0)
+    return ref, mx.tl.dlme(ref, use_rep="X", return_model=True, **FIT)
+
+
+BAD_EMBED = [
+    ({"space": "foo"}, ValueError, "`space`"),
+    ({"block": "0"}, ValueError, "`block`"),
+    ({"block": True}, ValueError, "`block`"),
+    ({"space": "input", "block": 0}, ValueError, "space='latent'"),
+    ({"space": "latent", "block": 99}, ValueError, r"block index in 0\.\.2"),
+    ({"use_rep": 5}, TypeError, "use_rep"),
+    ({"fill_missing": "x"}, ValueError, "fill_missing"),
+    ({"check_preprocessing": "x"}, ValueError, "check_preprocessing"),
+    ({"scale_query": "yes"}, TypeError, "scale_query"),
+    ({"scale_query": True}, ValueError, "needs the `reference`"),
+    ({"max_value": -1}, ValueError, "max_value"),
+    ({"max_value": 10}, ValueError, "scale_query"),
+    ({"reference": np.zeros(3)}, TypeError, "reference"),
+    ({"copy": "yes"}, TypeError, "copy"),
+]
+
+
+@pytest.mark.parametrize("kw, error, match", BAD_EMBED, ids=[str(c[0]) for c in BAD_EMBED])
+def test_embed_refuses_bad_arguments(blob_model, kw, error, match):
+    _, model = blob_model
+    q = _blobs(seed=1)
+    before = state(q)
+    with pytest.raises(error, match=match):
+        mx.tl.embed(q, model, **kw)
+    assert_unchanged(q, before)
+
+
+def test_embed_refuses_bad_queries_and_models(blob_model, tmp_path):
+    _, model = blob_model
+    cases = [
+        (_nan(_blobs(seed=1)), model, ValueError, "NaN"),
+        (_dup(_blobs(seed=1)), model, ValueError, "not unique"),
+        (_blobs(seed=1)[:, :6].copy(), model, KeyError, "lacks 6 of the 12 genes"),
+        (AnnData(np.zeros((0, 12), dtype=np.float32)), model, ValueError, "empty"),
+        (_blobs(seed=1), None, TypeError, "transform"),
+        (_blobs(seed=1), mx.models.DLME(), mx.models.NotFittedError, "not fitted"),
+        (_blobs(seed=1), tmp_path / "missing.mx", FileNotFoundError, "missing.mx"),
+    ]
+    (tmp_path / "t.txt").write_text("hello")
+    cases.append((_blobs(seed=1), tmp_path / "t.txt", ValueError, "not a manifex model file"))
+    for q, m, error, match in cases:
+        before = state(q)
+        with pytest.raises(error, match=match):
+            mx.tl.embed(q, m)
+        assert_unchanged(q, before)
+    with pytest.raises(TypeError, match="AnnData"):
+        mx.tl.embed(np.zeros((5, 12)), model)
+
+
+def test_embed_of_a_reference_without_pcs_says_so(pbmc_small):
+    ref, q = pbmc_small[:500].copy(), pbmc_small[500:].copy()
+    model = mx.tl.dlme(ref, return_model=True, **FIT)
+    del q.obsm["X_pca"], ref.varm["PCs"]
+    before = state(q)
+    with pytest.raises(KeyError, match=r"`reference` given has no varm\['PCs'\]"):
+        mx.tl.embed(q, model, reference=ref)
+    assert_unchanged(q, before)
+
+
+@pytest.mark.filterwarnings("ignore:Setting element:UserWarning")
+def test_views_and_backed_anndata(blob_model, tmp_path):
+    _, model = blob_model
+    parent = _blobs(seed=1)
+    before = state(parent)
+    view = parent[:40]
+    mx.tl.embed(view, model)  # a view becomes an AnnData of its own, as in scanpy; the parent stays
+    assert view.obsm["X_dlme"].shape == (40, 2)
+    assert_unchanged(parent, before)
+    q = _blobs(seed=1)
+    q.write_h5ad(tmp_path / "q.h5ad")
+    backed = __import__("anndata").read_h5ad(tmp_path / "q.h5ad", backed="r")
+    mx.tl.embed(backed, model)
+    mx.tl.embed(q, model)
+    np.testing.assert_allclose(backed.obsm["X_dlme"], q.obsm["X_dlme"], rtol=1e-5, atol=1e-6)
+    out = mx.tl.dlme(backed, use_rep="X", copy=True, **FIT)
+    assert out.obsm["X_dlme"].shape == (q.n_obs, 2)
+
+
+def _emb(n=90, seed=0, labels=True):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(3), n // 3)
+    a = AnnData(np.zeros((n, 2), dtype=np.float32))
+    a.obs_names = [f"e{seed}_{i}" for i in range(n)]
+    a.obsm["X_emb"] = (np.array([[0, 0], [10, 0], [0, 10]])[y] + rng.normal(size=(n, 2))).astype(np.float32)
+    if labels:
+        a.obs["label"] = pd.Categorical([f"t{i}" for i in y])
+    return a
+
+
+BAD_TRANSFER = [
+    ({"label_key": "nope"}, KeyError, "reference.obs has no column 'nope'"),
+    ({"label_key": 5}, TypeError, "label_key"),
+    ({"basis": "nope"}, KeyError, "query.obsm has no"),
+    ({"basis": 5}, TypeError, "basis"),
+    ({"method": "x"}, ValueError, "method"),
+    ({"n_neighbors": 0}, ValueError, "n_neighbors"),
+    ({"n_neighbors": 2.5}, ValueError, "n_neighbors"),
+    ({"unknown": "x"}, ValueError, "unknown"),
+    ({"unknown_threshold": True}, ValueError, "unknown_threshold"),
+    ({"min_coverage": -1}, ValueError, "min_coverage"),
+    ({"unknown_label": ""}, ValueError, "unknown_label"),
+    ({"unknown_label": "t0"}, ValueError, "class named 't0'"),
+    ({"copy": "yes"}, TypeError, "copy"),
+    ({"method": "prototype", "support": np.zeros(3)}, TypeError, "support"),
+    ({"unknown": "coverage"}, ValueError, "coverage check"),
+]
+
+
+@pytest.mark.parametrize("kw, error, match", BAD_TRANSFER, ids=[str(c[0]) for c in BAD_TRANSFER])
+def test_transfer_labels_refuses_bad_arguments(kw, error, match):
+    ref, q = _emb(seed=0), _emb(seed=1, labels=False)
+    before = state(q)
+    with pytest.raises(error, match=match):
+        mx.tl.transfer_labels(q, ref, **{"label_key": "label", "basis": "emb", **kw})
+    assert_unchanged(q, before)
+
+
+def test_transfer_labels_missing_labels_and_single_cell_classes():
+    ref, q = _emb(seed=0), _emb(seed=1, labels=False)
+    r = ref.copy()
+    lab = r.obs["label"].astype(object)
+    lab.iloc[:10] = np.nan  # categorical labels with missing values: those cells are left out
+    r.obs["label"] = pd.Categorical(lab)
+    mx.tl.transfer_labels(q, r, label_key="label", basis="emb", key_added="p")
+    assert set(q.obs["p"].cat.categories) == {"t0", "t1", "t2", "unknown"}
+    assert q.uns["p"]["n_reference"] == 80
+    r.obs["label"] = pd.Categorical([None] * r.n_obs, categories=["a"])
+    with pytest.raises(ValueError, match="has no labels"):
+        mx.tl.transfer_labels(q, r, label_key="label", basis="emb", key_added="p2")
+    # one cell per class: distances within a class are undefined, no threshold can be calibrated
+    one = ref[[0, 40, 70]].copy()
+    before = state(q)
+    with pytest.raises(ValueError, match="single cell"):
+        mx.tl.transfer_labels(q, one, label_key="label", basis="emb", unknown="distance")
+    assert_unchanged(q, before)
+    mx.tl.transfer_labels(q, one, label_key="label", basis="emb", key_added="one")
+    assert (
+        "unknown" not in set(q.obs["one"].astype(str))
+        and "single cell" in q.uns["one"]["distance"]["skipped"]
+    )
+    assert (q.obs["one"].astype(str).to_numpy() == np.repeat(["t0", "t1", "t2"], 30)).mean() > 0.95
+
+
+def test_fewshot_labels_refuses_bad_arguments():
+    q = _emb(seed=2, labels=False)
+    q.obs["shot"] = pd.Series([None] * q.n_obs, index=q.obs_names, dtype=object)
+    q.obs.iloc[[0, 30, 60], q.obs.columns.get_loc("shot")] = ["a", "b", "c"]
+    before = state(q)
+    for kw, error, match in [
+        ({"label_key": "nope"}, KeyError, "query.obs has no column 'nope'"),
+        ({"label_key": 5}, TypeError, "label_key"),
+        ({"basis": "x"}, KeyError, "query.obsm has no"),
+        ({"support": np.zeros(2)}, TypeError, "support"),
+        ({"copy": "yes"}, TypeError, "copy"),
+    ]:
+        with pytest.raises(error, match=match):
+            mx.tl.fewshot_labels(q, **{"label_key": "shot", "basis": "emb", **kw})
+    assert_unchanged(q, before)
+    q.obs["shot"] = pd.Categorical(q.obs["shot"])  # categorical with NaN: the unlabelled cells
+    mx.tl.fewshot_labels(q, label_key="shot", basis="emb")
+    assert list(q.obs["shot_fewshot"].cat.categories) == ["a", "b", "c"]

@@ -53,6 +53,12 @@ def check_adata(adata: Any, *, min_cells: int = 1, name: str = "adata") -> AnnDa
     return adata
 
 
+def copy_of(adata: AnnData) -> AnnData:
+    """An in-memory copy of ``adata`` (a backed AnnData is read into memory: it cannot be copied
+    otherwise without a new file)."""
+    return adata.to_memory() if adata.isbacked else adata.copy()
+
+
 def basis_key(basis: Any, *, name: str = "basis") -> str:
     """The ``obsm`` key a result named ``basis`` is written to: ``"dlme"`` and ``"X_dlme"`` both
     give ``"X_dlme"``.

@@ -15,11 +15,12 @@ import numpy as np
 from anndata import AnnData
 from scanpy import logging as logg
 
+from .._anndata import copy_of
 from .._transform import check_model, check_space, model_transform
 from ..models import BaseModel, load_model
 from ._genes import prepare_query
 from ._prepcheck import preprocessing_problems
-from ._utils import check_adata, check_key_added, plain
+from ._utils import check_adata, check_flags, check_key_added, plain
 
 __all__ = ["embed"]
 
@@ -169,8 +170,7 @@ def embed(
             f"`check_preprocessing` must be 'error', 'warn' or 'ignore', got {check_preprocessing!r}."
         )
     check_space(space, block)
-    if not isinstance(scale_query, bool | np.bool_):
-        raise TypeError(f"`scale_query` must be True or False, got {scale_query!r}.")
+    check_flags(scale_query=scale_query, copy=copy)
     if scale_query and reference is None:
         raise ValueError("`scale_query=True` needs the `reference` whose scaling to apply.")
     if max_value is not None and (
@@ -260,7 +260,7 @@ def embed(
         f"    embedded {query.n_obs} cells with {type(model).__name__} ({prep['description']}): "
         f"added obsm['X_{key}'], uns[{key!r}]"
     )
-    target = query.copy() if copy else query
+    target = copy_of(query) if copy else query
     target.obsm[f"X_{key}"] = coords.astype(np.float32)
     target.uns[key] = plain(uns)
     return target if copy else None

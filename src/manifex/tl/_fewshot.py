@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._anndata import basis_name, obsm_coords, resolve_basis
+from .._anndata import basis_name, copy_of, obsm_coords, resolve_basis
 from .._classify import class_prototypes, nearest_prototype, pooled_variance, softmax_rows
 from ._transfer import labelled
-from ._utils import check_adata, check_key_added, plain
+from ._utils import check_adata, check_flags, check_key_added, plain
 
 __all__ = ["fewshot_labels"]
 
@@ -70,6 +70,7 @@ def fewshot_labels(
     3
     """
     check_adata(query, min_cells=1, name="query")
+    check_flags(copy=copy)
     if support is not None:
         check_adata(support, min_cells=1, name="support")
     key = resolve_basis(query, [("support", support)] if support is not None else [], basis)
@@ -112,7 +113,7 @@ def fewshot_labels(
         "shots": {str(c): int(n) for c, n in zip(classes, counts)},
         "confidence_scale": scale_from,
     }
-    target = query.copy() if copy else query
+    target = copy_of(query) if copy else query
     target.obs[key_added] = pd.Categorical(classes[pred], categories=list(classes))
     target.obs[f"{key_added}_confidence"] = conf.astype(np.float32)
     target.uns[key_added] = plain(uns)

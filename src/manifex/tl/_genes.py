@@ -189,13 +189,21 @@ def _from_obsm(query, model, spec, key, reference, fill_missing, scale_query, ma
         out.update(x=x, description="query genes projected on reference varm['PCs']", n_features=x.shape[1])
         return out
     if key is None or key not in query.obsm:
-        hint = (
-            " Pass `reference=` (the AnnData the model was trained on, with varm['PCs']) to "
-            "project the query's genes on the reference's PCA."
-            if key == "X_pca"
-            else " Compute it for the query with the same model that produced the reference's "
-            "(e.g. scvi_model.get_latent_representation(query))."
-        )
+        if key == "X_pca" and reference is not None:
+            hint = (
+                " The `reference` given has no varm['PCs'] (the loadings sc.pp.pca writes) to project "
+                "the query's genes on: pass the AnnData the model was trained on, after its sc.pp.pca."
+            )
+        elif key == "X_pca":
+            hint = (
+                " Pass `reference=` (the AnnData the model was trained on, with varm['PCs']) to "
+                "project the query's genes on the reference's PCA."
+            )
+        else:
+            hint = (
+                " Compute it for the query with the same model that produced the reference's "
+                "(e.g. scvi_model.get_latent_representation(query))."
+            )
         raise KeyError(
             f"The model was trained on obsm[{key!r}], which the query lacks "
             f"(query.obsm keys: {list(query.obsm.keys())}).{hint}"

@@ -16,11 +16,11 @@ import pandas as pd
 from anndata import AnnData
 from scanpy import logging as logg
 
-from .._anndata import basis_name, get_basis, obs_labels, obsm_coords, resolve_basis
+from .._anndata import basis_name, copy_of, get_basis, obs_labels, obsm_coords, resolve_basis
 from .._classify import ClassDistance, class_prototypes, fill_thresholds, knn_vote, nearest_prototype
 from .._utils import check_random_state
 from ._coverage import expression_pair, reference_coverage
-from ._utils import check_adata, check_key_added, plain
+from ._utils import check_adata, check_flags, check_key_added, plain
 
 __all__ = ["transfer_labels"]
 
@@ -189,6 +189,7 @@ def transfer_labels(
     """
     check_adata(query, min_cells=1, name="query")
     check_adata(reference, min_cells=1, name="reference")
+    check_flags(copy=copy)
     if method not in ("knn", "prototype"):
         raise ValueError(f"`method` must be 'knn' or 'prototype', got {method!r}.")
     n_neighbors = check_n_neighbors(n_neighbors)
@@ -254,10 +255,23 @@ def transfer_labels(
         if clash:
             raise ValueError(f"Support classes {clash} are already reference classes (or the unknown label).")
 
+    distance_info = ""
+    if (
+        unknown is not None
+        and unknown != "coverage"
+        and not (np.unique(yr, return_counts=True)[1] >= 2).any()
+    ):
+        distance_info = (
+            "every reference class has a single cell, so distances within a class (the calibration "
+            "of the distance check) are undefined"
+        )
+        if unknown != "auto":
+            raise ValueError(f"The distance check (`unknown={unknown!r}`) cannot run: {distance_info}.")
+        logg.info(f"    distance check skipped: {distance_info}")
     coverage, cov_info = _coverage(
         query, reference, unknown, coverage_layer, n_neighbors, min_coverage, random_state
     )
-    q = float(unknown_threshold) if unknown in ("auto", "distance", "both") else None
+    q = float(unknown_threshold) if unknown in ("auto", "distance", "both") and not distance_info else None
     if method == "knn":
         all_classes = classes
         pred, conf = knn_vote(xr, np.searchsorted(classes, yr), len(classes), xq, n_neighbors)
@@ -301,6 +315,8 @@ def transfer_labels(
     }
     if cov_info:
         uns["coverage"] = cov_info
+    if distance_info:
+        uns["distance"] = {"skipped": distance_info}
     if thresholds is not None:
         uns["thresholds"] = {str(c): float(t) for c, t in zip(all_classes, thresholds)}
     if xs is not None:
@@ -309,7 +325,7 @@ def transfer_labels(
         f"    transferred {label_key!r} to {query.n_obs} cells by {method} in {key!r}"
         + (f" ({uns['n_unknown']} unknown)" if calls else "")
     )
-    target = query.copy() if copy else query
+    target = copy_of(query) if copy else query
     target.obs[key_added] = pd.Categorical(labels, categories=cats)
     target.obs[f"{key_added}_confidence"] = conf.astype(np.float32)
     for suffix, values in (("novelty", novelty), ("coverage", coverage)):

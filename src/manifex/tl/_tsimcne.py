@@ -6,7 +6,7 @@ import numpy as np
 from anndata import AnnData
 
 from ..models.tsimcne import TSimCNE, prepare_images
-from ._utils import InputSpec, check_adata, run_embedding
+from ._utils import InputSpec, check_adata, check_flags, run_embedding
 
 _STAGES = ("pretrain", "linear", "finetune")
 
@@ -136,8 +136,7 @@ def tsimcne(
         progress=progress,
         **model_kwargs,
     )
-    if not isinstance(add_features, bool | np.bool_):
-        raise TypeError(f"`add_features` must be True or False, got {add_features!r}.")
+    check_flags(add_features=add_features)
 
     def collect(m: TSimCNE, k: str) -> tuple[dict, dict, dict]:
         obsm = {f"X_{k}_features": m.features_} if add_features else {}

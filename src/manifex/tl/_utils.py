@@ -12,11 +12,19 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scanpy import logging as logg
 
-from .._anndata import check_adata
+from .._anndata import check_adata, copy_of
 from .._utils import as_2d_float
 from ._prepcheck import gene_signature
 
-__all__ = ["InputSpec", "check_adata", "check_key_added", "get_input", "plain", "run_embedding"]
+__all__ = [
+    "InputSpec",
+    "check_adata",
+    "check_flags",
+    "check_key_added",
+    "get_input",
+    "plain",
+    "run_embedding",
+]
 
 MIN_CELLS = 20
 N_PCS_AUTO = 50
@@ -256,6 +264,13 @@ def plain(obj: Any) -> Any:
     return repr(obj)
 
 
+def check_flags(**flags: Any) -> None:
+    """Each keyword is ``True`` or ``False`` (``copy="yes"`` is a mistake, not a truthy value)."""
+    for name, value in flags.items():
+        if not isinstance(value, bool | np.bool_):
+            raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+
+
 def check_n_cells(adata: AnnData, minimum: int, *, n_neighbors: int | None = None, method: str = "") -> None:
     """At least ``minimum`` cells; the message names ``n_neighbors`` when it sets the minimum."""
     if adata.n_obs >= minimum:
@@ -307,6 +322,7 @@ def run_embedding(
     from dataclasses import asdict
 
     check_adata(adata)
+    check_flags(copy=copy, return_model=return_model)
     model._validate_params()
     n_neighbors = getattr(model, "n_neighbors", None) if given_input is None else None
     if n_neighbors is not None:  # the kNN graph of the augmentations needs more cells than K
@@ -351,7 +367,7 @@ def run_embedding(
         f"    finished {method} in {seconds:.1f}s on {model.device_}: added obsm[{f'X_{key}'!r}], uns[{key!r}]"
     )
 
-    target = adata.copy() if copy else adata
+    target = copy_of(adata) if copy else adata
     for k, v in obsm.items():
         target.obsm[k] = v
     for k, v in obs.items():
