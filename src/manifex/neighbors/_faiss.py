@@ -234,7 +234,13 @@ def faiss_knn(
     nlist = n_lists(n)
     if nlist < 8:
         ind, _ = exact_search(db, np.arange(n), k)
-        return ind, {"gpu": False, "index": "exact (too few rows for lists)", "nlist": None, "nprobe": None}
+        return ind, {
+            "device": str(dev),
+            "gpu": False,
+            "index": "exact (too few rows for lists)",
+            "nlist": None,
+            "nprobe": None,
+        }
     with faiss_threads(faiss, n_threads):
         rng = np.random.default_rng(random_state)
         m = min(n, TRAIN_POINTS_PER_LIST * nlist)
@@ -261,6 +267,7 @@ def faiss_knn(
     if short.any():
         ind[short], _ = exact_search(db, np.where(short)[0], k)
     info = {
+        "device": str(dev),
         "gpu": bool(gpu),
         "index": f"IVF{nlist} lists, matrix-product join",
         "nlist": int(nlist),

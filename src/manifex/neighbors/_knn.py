@@ -52,7 +52,7 @@ def _n_threads(n_jobs: int | None) -> int:
     return int(n_jobs)
 
 
-def resolve_method(method: str, n: int, *, sparse: bool, device: torch.device) -> str:
+def resolve_method(method: str, n: int, *, sparse: bool, device: str | torch.device) -> str:
     """The backend ``method`` means for ``n`` rows on ``device`` (``"auto"`` resolved).
 
     Parameters
@@ -64,7 +64,7 @@ def resolve_method(method: str, n: int, *, sparse: bool, device: torch.device) -
     sparse
         Whether the input is a scipy sparse matrix (faiss needs dense input).
     device
-        The device exact search would run on.
+        The device exact search would run on (a string is resolved as in :func:`knn_graph`).
 
     Returns
     -------
@@ -80,7 +80,8 @@ def resolve_method(method: str, n: int, *, sparse: bool, device: torch.device) -
     method = _check_method(method)
     if method != "auto":
         return method
-    if n <= EXACT_MAX_CELLS.get(device.type, EXACT_MAX_CELLS["cpu"]):
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    if n <= EXACT_MAX_CELLS.get(dev.type, EXACT_MAX_CELLS["cpu"]):
         return "exact"
     if not sparse and faiss_available():
         return "faiss"
@@ -225,7 +226,7 @@ def knn_graph(
         "seconds": round(seconds, 3),
         "recall": recall,
         "recall_sample": sample,
-        "device": str(dev) if resolved == "exact" or (resolved == "faiss" and params.get("gpu")) else "cpu",
+        "device": "cpu" if resolved == "pynndescent" else str(params.pop("device", dev)),
         "params": params,
     }
     return np.ascontiguousarray(ind, dtype=np.int64), info
