@@ -467,6 +467,52 @@ def test_views_and_backed_anndata(blob_model, tmp_path):
     assert out.obsm["X_dlme"].shape == (q.n_obs, 2)
 
 
+def test_backed_data_stays_on_disk(counts, tmp_path, monkeypatch):
+    """Training on a backed X (300 genes: manifex's PCA, fitted chunk by chunk) and embedding a
+    backed query hand the models the on-disk matrix, and give what the in-memory data gives."""
+    import anndata
+
+    from manifex._backed import BackedMatrix
+
+    ref = lognorm(counts[0])
+    ref.write_h5ad(tmp_path / "ref.h5ad")
+    backed_ref = anndata.read_h5ad(tmp_path / "ref.h5ad", backed="r")
+    seen: list[type] = []
+    fit, transform = mx.models.DLME.fit, mx.models.DLME.transform
+
+    def spy_fit(self, X, *a, **k):
+        seen.append(type(X))
+        return fit(self, X, *a, **k)
+
+    def spy_transform(self, X, *a, **k):
+        seen.append(type(X))
+        return transform(self, X, *a, **k)
+
+    monkeypatch.setattr(mx.models.DLME, "fit", spy_fit)
+    monkeypatch.setattr(mx.models.DLME, "transform", spy_transform)
+    genes = mx.tl.dlme(backed_ref, use_rep="X", return_model=True, **FIT)
+    assert seen == [BackedMatrix]
+    pca = mx.tl.dlme(backed_ref, return_model=True, key_added="dlme_pca", **FIT)
+    assert pca.input_spec_["source"] == "pca" and pca.n_features_in_ == 50
+    q = _query(counts)
+    q.write_h5ad(tmp_path / "q.h5ad")
+    backed_q = anndata.read_h5ad(tmp_path / "q.h5ad", backed="r")
+    for model in (genes, pca):
+        seen.clear()
+        mx.tl.embed(backed_q, model)
+        if model is genes:
+            assert seen == [BackedMatrix]
+        mx.tl.embed(q, model)
+        np.testing.assert_allclose(backed_q.obsm["X_dlme"], q.obsm["X_dlme"], rtol=1e-4, atol=1e-5)
+    # wrongly prepared on disk: refused like in memory
+    raw = counts[1].copy()
+    raw.write_h5ad(tmp_path / "raw.h5ad")
+    backed_raw = anndata.read_h5ad(tmp_path / "raw.h5ad", backed="r")
+    with pytest.raises(ValueError, match="raw counts"):
+        mx.tl.embed(backed_raw, genes)
+    assert "X_dlme" not in backed_raw.obsm
+
+
 def _emb(n=90, seed=0, labels=True):
     rng = np.random.default_rng(seed)
     y = np.repeat(np.arange(3), n // 3)

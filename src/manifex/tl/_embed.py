@@ -214,6 +214,7 @@ def embed(
         fill_missing=fill_missing,
         scale_query=scale_query,
         max_value=max_value,
+        space=space,
     )
     problems, stats = preprocessing_problems(prep, model) if check_preprocessing != "ignore" else ([], {})
     if problems:

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scanpy import logging as logg
 
+from .._backed import BackedMatrix
 from .._utils import as_2d_float
 from ._prepcheck import gene_signature, signature_from_model
 from ._utils import _project, pcs_fingerprint
@@ -27,9 +28,19 @@ PCA_REPRO_ERROR = 0.1
 
 
 def align_genes(
-    adata: AnnData, names: np.ndarray, *, layer: str | None, fill_missing: str, what: str = "query"
-) -> tuple[np.ndarray | sp.csr_matrix, int]:
-    """Columns of ``adata`` (X or a layer) in the order of ``names``; float32, dense or CSR."""
+    adata: AnnData,
+    names: np.ndarray,
+    *,
+    layer: str | None,
+    fill_missing: str,
+    what: str = "query",
+    stream: bool = False,
+) -> tuple[Any, int]:
+    """Columns of ``adata`` (X or a layer) in the order of ``names``; float32, dense or CSR.
+
+    With ``stream``, the ``X`` of a backed AnnData whose genes are exactly ``names`` (same order)
+    stays on disk: a :class:`~manifex._backed.BackedMatrix`, read in chunks by the model.
+    """
     if not adata.var_names.is_unique:
         raise ValueError(f"{what}.var_names are not unique; run `{what}.var_names_make_unique()` first.")
     if layer is not None and layer not in adata.layers:
@@ -51,6 +62,8 @@ def align_genes(
     if missing.size == len(names):
         raise KeyError(f"The {what} has none of the {len(names)} genes the model needs.")
     present = np.flatnonzero(pos >= 0)
+    if stream and adata.isbacked and layer is None and np.array_equal(pos, np.arange(adata.n_vars)):
+        return BackedMatrix(src, name=where), 0  # the file's columns are the model's: read it in chunks
     cols = pos[present]
     if adata.isbacked and layer is None:  # read only the needed columns, in file order
         uniq = np.unique(cols)
@@ -87,6 +100,8 @@ def scale_like_reference(
     std = reference.var["std"].reindex(names).to_numpy(np.float32)
     std = np.where(np.isfinite(std) & (std > 0), std, 1.0).astype(np.float32)
     mean = np.where(np.isfinite(mean), mean, 0.0).astype(np.float32)
+    if isinstance(x, BackedMatrix):
+        x = x.read(np.arange(x.shape[0]))
     dense = x.toarray() if sp.issparse(x) else np.array(x, dtype=np.float32)
     out = (dense - mean[None, :]) / std[None, :]
     if max_value is not None:
@@ -239,6 +254,7 @@ def prepare_query(
     fill_missing: str,
     scale_query: bool,
     max_value: float | None,
+    space: str = "embedding",
 ) -> dict[str, Any]:
     """Build the model input for the query, with what the preprocessing check needs.
 
@@ -287,7 +303,8 @@ def prepare_query(
             "scale the query with the reference's statistics and clipping (`reference=` with "
             f"`scale_query=True, max_value={out['clip']:g}`)"
         )
-    xg, n_missing = align_genes(query, names, layer=layer, fill_missing=fill_missing)
+    stream = not scale_query and space != "input"
+    xg, n_missing = align_genes(query, names, layer=layer, fill_missing=fill_missing, stream=stream)
     if scale_query:
         xg = _scale(xg, reference, names, scale_query, max_value, out)
     out.update(n_missing=n_missing, gene_q=xg)

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from .._backed import BackedMatrix
+
 __all__ = ["gene_signature", "preprocessing_problems", "signature_from_model"]
 
 #: Median ratio of per-feature standard deviations (query / training) allowed, and its inverse.
@@ -44,15 +46,23 @@ MAX_ROWS = 2000
 MAX_VALUES = 200_000
 
 
-def _dense_rows(x: np.ndarray | sp.spmatrix, max_rows: int) -> np.ndarray | sp.csr_matrix:
+def _dense_rows(x: Any, max_rows: int) -> np.ndarray | sp.csr_matrix:
+    rows = np.arange(x.shape[0])
     if x.shape[0] > max_rows:
         rows = np.sort(np.random.default_rng(0).choice(x.shape[0], max_rows, replace=False))
+    if isinstance(x, BackedMatrix):  # a backed matrix: only the sampled rows are read
+        return x.read(rows)
+    if x.shape[0] > max_rows:
         x = x[rows]
     return sp.csr_matrix(x) if sp.issparse(x) else np.asarray(x)
 
 
-def col_stats(x: np.ndarray | sp.spmatrix) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column mean and standard deviation (float64), sparse-aware."""
+def col_stats(x: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation (float64), sparse-aware; one pass over a backed
+    matrix."""
+    if isinstance(x, BackedMatrix):
+        mean, var, _ = x.stats()
+        return mean.astype(np.float64), np.sqrt(var.astype(np.float64))
     if sp.issparse(x):
         mean = np.asarray(x.mean(0)).ravel()
         var = np.maximum(np.asarray(x.multiply(x).mean(0)).ravel() - mean**2, 0.0)

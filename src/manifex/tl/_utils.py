@@ -13,6 +13,7 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from .._anndata import check_adata, copy_of
+from .._backed import BackedMatrix, is_backed
 from .._utils import as_2d_float
 from ._prepcheck import gene_signature
 
@@ -158,8 +159,10 @@ def get_input(
     present; else ``X`` itself when it has at most 50 features, or a 50-component PCA of ``X``
     computed here (not written to ``adata``) whose loadings travel with the model.
 
-    Returns the matrix (float32, dense or CSR), feature names (``var_names`` for genes, ``None``
-    for an embedding) and an :class:`InputSpec`.
+    Returns the matrix (float32, dense or CSR; for the ``X`` of a backed AnnData a
+    :class:`~manifex._backed.BackedMatrix` that the models read in chunks, and a PCA of it
+    computed chunk by chunk), feature names (``var_names`` for genes, ``None`` for an embedding)
+    and an :class:`InputSpec`.
     """
     if use_rep is not None and layer is not None:
         raise ValueError("Pass either `use_rep` or `layer`, not both.")
@@ -167,7 +170,7 @@ def get_input(
         if not isinstance(use_rep, str):
             raise TypeError(f"`use_rep` must be a string, got {type(use_rep).__name__}.")
         if use_rep == "X":
-            x = as_2d_float(adata.X, name="adata.X")
+            x = _matrix(adata.X, "adata.X")
             return x, _names(adata), _gene_spec("X", None, adata, x, "X")
         if use_rep not in adata.obsm:
             raise KeyError(f"`use_rep`={use_rep!r} is not in adata.obsm (keys: {list(adata.obsm.keys())}).")
@@ -187,7 +190,7 @@ def get_input(
             raise TypeError(f"`layer` must be a string, got {type(layer).__name__}.")
         if layer not in adata.layers:
             raise KeyError(f"`layer`={layer!r} is not in adata.layers (keys: {list(adata.layers.keys())}).")
-        x = as_2d_float(adata.layers[layer], name=f"adata.layers[{layer!r}]")
+        x = _matrix(adata.layers[layer], f"adata.layers[{layer!r}]")
         return x, _names(adata), _gene_spec("layer", layer, adata, x, f"layers[{layer!r}]")
     if "X_pca" in adata.obsm:
         x = as_2d_float(adata.obsm["X_pca"], name="adata.obsm['X_pca']")
@@ -199,7 +202,7 @@ def get_input(
             spec.extra["reference_pcs"] = True
             spec.extra["pcs_fingerprint"] = pcs_fingerprint(adata.varm["PCs"])
         return x, None, spec
-    x = as_2d_float(adata.X, name="adata.X")
+    x = _matrix(adata.X, "adata.X")
     if x.shape[1] <= N_PCS_AUTO or not auto_pca:
         logg.info("    using adata.X as input")
         return x, _names(adata), _gene_spec("X", None, adata, x, "X")
@@ -236,15 +239,47 @@ def pcs_fingerprint(pcs: Any) -> str:
     return hashlib.sha1(arr.tobytes()).hexdigest()[:16]
 
 
-def _pca(x: np.ndarray | sp.csr_matrix, n_comps: int, random_state: int) -> tuple[np.ndarray, np.ndarray]:
-    """PCA loadings and mean; sparse input is centred implicitly (never densified)."""
-    from sklearn.decomposition import PCA
+def _matrix(src: Any, name: str) -> Any:
+    """A gene matrix as float32 (dense or CSR), or a :class:`BackedMatrix` when it is on disk."""
+    if src is None:
+        raise ValueError(f"`{name}` is empty (None).")
+    if is_backed(src):
+        return BackedMatrix(src, name=name)
+    return as_2d_float(src, name=name)
 
+
+def _pca(x: Any, n_comps: int, random_state: int) -> tuple[np.ndarray, np.ndarray]:
+    """PCA loadings and mean; sparse input is centred implicitly (never densified), a backed
+    matrix is fitted chunk by chunk (incremental PCA)."""
+    from sklearn.decomposition import PCA, IncrementalPCA
+
+    if isinstance(x, BackedMatrix):
+        ipca = IncrementalPCA(n_components=n_comps)
+        pending = None
+        for _, block in x.chunks():
+            b = block.toarray() if sp.issparse(block) else block
+            if not np.isfinite(b).all():
+                raise ValueError(f"`{x.name}` contains NaN or infinite values; remove or impute them first.")
+            if pending is not None:
+                b, pending = np.vstack([pending, b]), None
+            if b.shape[0] < n_comps:
+                pending = b
+                continue
+            ipca.partial_fit(b)
+        if pending is not None and not hasattr(ipca, "components_"):
+            ipca.partial_fit(pending)
+        return ipca.components_.astype(np.float32), ipca.mean_.astype(np.float32)
     pca = PCA(n_components=n_comps, svd_solver="arpack", random_state=random_state).fit(x)
     return pca.components_.astype(np.float32), pca.mean_.astype(np.float32)
 
 
-def _project(x: np.ndarray | sp.csr_matrix, comps: np.ndarray, mean: np.ndarray) -> np.ndarray:
+def _project(x: Any, comps: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """``(x − mean) @ comps.T`` without densifying ``x``; a backed matrix chunk by chunk."""
+    if isinstance(x, BackedMatrix):
+        out = np.empty((x.shape[0], comps.shape[0]), dtype=np.float32)
+        for s, block in x.chunks():
+            out[s : s + block.shape[0]] = _project(block, comps, mean)
+        return out
     out = np.asarray(x @ comps.T, dtype=np.float32) - (mean @ comps.T)[None, :]
     return np.ascontiguousarray(out, dtype=np.float32)
 
