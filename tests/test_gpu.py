@@ -75,11 +75,13 @@ def test_dlme_trains_on_cuda_and_separates_blobs(amp):
 def test_dlme_cuda_model_transforms_like_its_cpu_copy(tmp_path):
     a, _ = _blobs()
     model = mx.tl.dlme(a, use_rep="X", n_steps=100, n_neighbors=10, return_model=True, **CUDA)
-    model.save(tmp_path / "m.pt")
-    cpu = mx.models.load_model(tmp_path / "m.pt", device="cpu")
+    model.save(tmp_path / "m.mx")
+    cpu = mx.models.load_model(tmp_path / "m.mx", device="cpu")
     assert next(cpu.encoder_.parameters()).device.type == "cpu"
     # inference runs in float32 on both devices: the same network gives the same coordinates
     np.testing.assert_allclose(cpu.transform(a.X), model.transform(a.X), rtol=1e-3, atol=1e-3)
+    for kw in ({"space": "latent"}, {"space": "latent", "block": 0}, {"space": "input"}):
+        np.testing.assert_allclose(cpu.transform(a.X, **kw), model.transform(a.X, **kw), rtol=1e-3, atol=1e-3)
 
 
 def test_dlme_cuda_same_seed_same_embedding():
@@ -135,8 +137,12 @@ def test_tsimcne_images_on_cuda_with_amp():
     assert next(model.net_.parameters()).device.type == "cuda"
     # a short run already groups the digits well above chance (0.1)
     assert knn_accuracy(emb, y) > 0.5
-    feats = model.transform(images, return_features=True)
+    feats = model.transform(images, space="latent")
     assert feats.shape[0] == 512 and np.isfinite(feats).all()
+    block = model.transform(images, space="latent", block=0)
+    assert block.shape[0] == 512 and np.isfinite(block).all()
+    # a float [0, 1] copy of the images is read like the uint8 images on the device too
+    np.testing.assert_allclose(model.transform(images.astype(np.float32) / 255), emb, atol=1e-3)
 
 
 def test_n2d_on_cuda_recovers_blobs():
@@ -156,3 +162,64 @@ def test_embed_query_with_cuda_model():
     model = mx.tl.dlme(ref, n_steps=50, return_model=True, **CUDA)
     mx.tl.embed(query, model, reference=ref)
     assert query.obsm["X_dlme"].shape == (query.n_obs, 2) and np.isfinite(query.obsm["X_dlme"]).all()
+
+
+class _Stop(RuntimeError):
+    pass
+
+
+def _interrupting(monkeypatch, module, after: int):
+    """Wrap ``module.train`` so that the step after ``after`` steps raises ``_Stop``."""
+    real, count = module.train, {"n": 0}
+
+    def wrapped(step_fn, **kw):
+        def counted(idx):
+            if count["n"] >= after:
+                raise _Stop
+            count["n"] += 1
+            return step_fn(idx)
+
+        return real(counted, **kw)
+
+    monkeypatch.setattr(module, "train", wrapped)
+    return count
+
+
+@pytest.mark.parametrize("which", ["dlme", "tsimcne"])
+def test_checkpoint_resume_on_cuda(which, tmp_path, monkeypatch):
+    """An interrupted CUDA run resumes from its checkpoint to the uninterrupted map (the CUDA
+    kernels are not bitwise deterministic, so up to a small tolerance), training only the rest."""
+    import manifex.models.dlme as dlme_module
+    import manifex.models.tsimcne as tsimcne_module
+
+    if which == "dlme":
+        a, _ = _blobs()
+        data, module = a.X, dlme_module
+        make = lambda **kw: mx.models.DLME(n_steps=40, batch_size=100, amp=False, **CUDA, **kw)  # noqa: E731
+    else:
+        data, _ = _digits(256)
+        module = tsimcne_module
+        make = lambda **kw: mx.models.TSimCNE(n_epochs=(3, 2, 2), batch_size=64, amp=False, **CUDA, **kw)  # noqa: E731
+    full = make().fit(data)
+    ckpt = tmp_path / "run.ckpt"
+    with monkeypatch.context() as m:
+        _interrupting(m, module, after=9)
+        with pytest.raises(_Stop):
+            make(checkpoint=ckpt, checkpoint_every=1).fit(data)
+    with monkeypatch.context() as m:
+        count = _interrupting(m, module, after=10**9)
+        resumed = make(checkpoint=ckpt, checkpoint_every=1).fit(data)
+    total = full.history_["n_steps"]
+    assert resumed.history_["n_steps"] == total
+    assert count["n"] == total - 8  # resumed from the end of epoch 2 (4 steps per epoch)
+    np.testing.assert_allclose(resumed.history_["loss"], full.history_["loss"], rtol=1e-2)
+    spread = float(full.embedding_.std())
+    assert np.abs(resumed.embedding_ - full.embedding_).max() < 1e-2 * spread
+
+
+def test_early_stopping_on_cuda():
+    a, _ = _blobs()
+    model = mx.models.DLME(n_steps=300, batch_size=100, early_stopping=True, patience=3, **CUDA).fit(a.X)
+    h = model.history_
+    assert h["n_validation"] == 40 and len(h["val_loss"]) >= 1 and h["best_step"] in list(h["val_step"])
+    assert np.isfinite(model.embedding_).all()
