@@ -324,6 +324,17 @@ def test_fitted_attributes_of_the_contract(fitted, expr):
         np.testing.assert_allclose(model.feature_std_, x.std(0), rtol=1e-4)
 
 
+def test_refitting_replaces_the_recorded_input(expr):
+    x, names = expr
+    model = DLME(**DLME_FAST).fit(x, feature_names=names, input_spec={"key": "X_pca"})
+    model.fit(x[:, :10])
+    assert model.n_features_in_ == 10 and model.feature_names_in_ is None and model.input_spec_ is None
+    assert model.feature_mean_.shape == (10,)
+    np.testing.assert_allclose(model.transform(x[:, :10]), model.embedding_, atol=1e-5)
+    with pytest.raises(ValueError, match="10"):
+        model.transform(x)
+
+
 def test_input_spec_is_recorded_from_fit(expr):
     x, _ = expr
     spec = {"source": "obsm", "key": "X_pca"}
