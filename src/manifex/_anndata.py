@@ -30,8 +30,9 @@ __all__ = [
 METHOD_BASES = ("X_dlme", "X_tsimcne", "X_n2d")
 
 
-def check_adata(adata: Any, *, min_cells: int = 1, name: str = "adata") -> AnnData:
-    """``adata`` if it is an AnnData with at least ``min_cells`` cells and one feature.
+def check_adata(adata: Any, *, min_cells: int = 1, name: str = "adata", need_vars: bool = True) -> AnnData:
+    """``adata`` if it is an AnnData with at least ``min_cells`` cells and (unless ``need_vars`` is
+    false, e.g. for images in ``obsm``) one feature.
 
     Examples
     --------
@@ -44,7 +45,7 @@ def check_adata(adata: Any, *, min_cells: int = 1, name: str = "adata") -> AnnDa
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"`{name}` must be an AnnData, got {type(adata).__name__}.")
-    if adata.n_obs == 0 or adata.n_vars == 0:
+    if adata.n_obs == 0 or (need_vars and adata.n_vars == 0):
         raise ValueError(f"`{name}` is empty (shape {adata.shape}).")
     if adata.n_obs < min_cells:
         raise ValueError(f"`{name}` has {adata.n_obs} cells; at least {min_cells} are needed.")

@@ -160,7 +160,7 @@ def embed(
     >>> query.obsm["X_dlme"].shape
     (200, 2)
     """
-    query = check_adata(query, min_cells=1, name="query")
+    query = check_adata(query, min_cells=1, name="query", need_vars=False)  # image queries: obsm only
     if reference is not None:
         check_adata(reference, min_cells=1, name="reference")
     if fill_missing not in ("error", "zero"):
@@ -189,6 +189,8 @@ def embed(
     check_model(model)
 
     spec = _input_spec(model, use_rep)
+    if spec.get("source") != "images" and query.n_vars == 0 and spec.get("source") != "obsm":
+        raise ValueError(f"`query` is empty (shape {query.shape}): the model reads genes.")
     base_key = str(spec.get("key_added") or spec.get("method") or type(model).__name__.lower())
     if space == "embedding":
         default = base_key

@@ -160,7 +160,7 @@ def tsimcne(
         )
 
     # ---- images: validate everything before any work ----------------------------------------
-    check_adata(adata, min_cells=2)
+    check_adata(adata, min_cells=2, need_vars=False)  # images live in obsm: X may have no columns
     if image_key is not None and images is not None:
         raise ValueError("Pass either `image_key` or `images`, not both.")
     if use_rep is not None or layer is not None:

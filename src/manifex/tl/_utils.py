@@ -356,7 +356,7 @@ def run_embedding(
     import time
     from dataclasses import asdict
 
-    check_adata(adata)
+    check_adata(adata, need_vars=given_input is None)
     check_flags(copy=copy, return_model=return_model)
     model._validate_params()
     n_neighbors = getattr(model, "n_neighbors", None) if given_input is None else None
