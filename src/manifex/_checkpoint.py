@@ -81,8 +81,8 @@ class CheckpointFile:
             )
         if header.get("params_hash") != self.params_hash:
             raise ValueError(
-                f"Checkpoint {self.path} was written with other parameters; delete it or choose "
-                "another `checkpoint` path."
+                f"Checkpoint {self.path} was written with other parameters (or on another device "
+                "type); delete it or choose another `checkpoint` path."
             )
         if header.get("phase") not in self.phases:
             raise ValueError(f"Checkpoint {self.path} names an unknown training phase {header.get('phase')!r}.")
@@ -144,6 +144,23 @@ class CheckpointFile:
             "state": js,
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_file(self.path, kind="checkpoint", header=header, arrays=arrays, overwrite=True)
+
+
+    def amend_history(self, phase: str, history: dict[str, Any]) -> None:
+        """Replace the record of the finished ``phase`` in the file (e.g. with throughput figures
+        computed after the phase ended)."""
+        from .models._io import pack_state, read_file, unpack_state, write_file
+
+        self.histories[phase] = history
+        if not self.path.exists():
+            return
+        header, arrays = read_file(self.path, kind="checkpoint")
+        state = unpack_state(header["state"], arrays)
+        state["histories"] = self.histories
+        if header["phase"] == phase and header["done"]:
+            state["history"] = history
+        header["state"], arrays = pack_state(state)
         write_file(self.path, kind="checkpoint", header=header, arrays=arrays, overwrite=True)
 
 

@@ -78,7 +78,7 @@ class Progress:
         self.t0 = time.perf_counter()
         self._bar: Any = None
         n_epochs = max(1, -(-self.n_steps // self.per_epoch))
-        self._every = max(1, n_epochs // max(1, lines))
+        self._every = max(1, -(-n_epochs // max(1, lines)))  # at most `lines` lines
         if enabled and _is_terminal(self.stream):
             from tqdm.auto import tqdm
 

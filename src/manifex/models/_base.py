@@ -210,7 +210,11 @@ class BaseModel(BaseEstimator):
         from .._checkpoint import CheckpointFile
         from ._io import encode_params
 
-        params = {k: v for k, v in self.get_params().items() if k not in self._runtime_params}
+        params = {
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in self.get_params().items()
+            if k not in self._runtime_params
+        }
         try:
             params = encode_params(params)
         except TypeError:
@@ -218,7 +222,8 @@ class BaseModel(BaseEstimator):
         return CheckpointFile(
             self.checkpoint,
             fingerprint=self.data_fingerprint_,
-            params={"class": type(self).__name__, **params},
+            # the device type too: a generator state of one device cannot be restored on another
+            params={"class": type(self).__name__, "device_type": self.device_.type, **params},
             phases=phases,
             every_epochs=int(getattr(self, "checkpoint_every", 10)),
         )

@@ -8,8 +8,8 @@ and the dtype together, the same way for training images and for queries:
   images already scaled to [0, 1]);
 * other integers or floats within [0, 255]: 0–255 (8-bit values stored in another dtype);
 * anything else (negative values, 16-bit images, z-scores): the array's own (min, max) for the
-  training images; a query is then mapped with the *training* range so that the same value means
-  the same intensity.
+  training images; every query of such a model is then mapped with the *training* range so that
+  the same value means the same intensity.
 
 Pass ``pixel_range=(lo, hi)`` to :class:`~manifex.models.TSimCNE` to fix the range yourself
 (for instance 16-bit microscopy whose darkest image is not 0).
@@ -107,8 +107,9 @@ def prepare_images(
     pixel_range
         Fixed ``(lo, hi)`` mapped to 0 and 255; ``None`` infers it (module docstring).
     reference_range
-        For a query: the range the training images were mapped with. Used when the query's own
-        values give no standard range (so that e.g. z-scored images are mapped alike).
+        For a query of a model whose training images had no standard range (e.g. z-scores):
+        that range, used for the query whatever its own values (so that the same value means
+        the same intensity). ``None`` infers the query's range by the same rules.
 
     Examples
     --------
@@ -125,8 +126,8 @@ def prepare_images(
     x = check_images(images, name=name)
     if pixel_range is not None:
         rng = (float(pixel_range[0]), float(pixel_range[1]))
+    elif reference_range is not None:
+        rng = (float(reference_range[0]), float(reference_range[1]))
     else:
-        rng, standard = infer_pixel_range(x)
-        if not standard and reference_range is not None:
-            rng = (float(reference_range[0]), float(reference_range[1]))
+        rng, _ = infer_pixel_range(x)
     return images_to_uint8(x, rng), rng

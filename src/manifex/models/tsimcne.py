@@ -272,6 +272,11 @@ class TSimCNE(BaseModel):
             self.pixel_range_ = None
             return as_matrix(X, name="X", min_rows=self._min_rows())
         u8, rng = prepare_images(X, name="X", pixel_range=self.pixel_range)
+        if self.pixel_range is None and np.asarray(X).dtype == np.uint8 and int(u8.max()) <= 1:
+            logg.warning(
+                "t-SimCNE: uint8 images whose values are all 0 or 1 are read as 0–255, i.e. nearly "
+                "black; for masks pass `pixel_range=(0, 1)` (or bool images)."
+            )
         if u8.shape[0] < 2:
             raise ValueError("t-SimCNE needs at least 2 images.")
         self.kind_ = "image"
@@ -285,8 +290,9 @@ class TSimCNE(BaseModel):
             return super()._prepare_query(X, feature_names)
         if feature_names is not None:
             raise ValueError("`feature_names` apply to expression data, not to images.")
+        standard = tuple(self.pixel_range_) in ((0.0, 1.0), (0.0, 255.0))
         u8, _ = prepare_images(
-            X, name="X", pixel_range=self.pixel_range, reference_range=self.pixel_range_
+            X, name="X", pixel_range=self.pixel_range, reference_range=None if standard else self.pixel_range_
         )
         if u8.shape[1:] != (self.image_shape_[2], self.image_shape_[0], self.image_shape_[1]):
             h, w, c = self.image_shape_
@@ -385,6 +391,7 @@ class TSimCNE(BaseModel):
             n_steps = epochs * per_epoch
             warm = 0 if stage == 1 else min(self.warmup_epochs * per_epoch, n_steps // 10)
             timing["augment"] = 0.0
+            restored = ckpt.state_for(name) if ckpt is not None else None
             h = train(
                 step,
                 modules=[net],
@@ -403,6 +410,9 @@ class TSimCNE(BaseModel):
                 checkpoint=ckpt,
                 phase=name,
             ).as_dict()
+            if restored is not None and restored["done"] and name in ckpt.histories:
+                histories[name] = ckpt.histories[name]  # finished before: its record as written
+                continue
             seen = h["n_steps"] * batch
             h.update(
                 epochs=int(epochs),
@@ -411,6 +421,8 @@ class TSimCNE(BaseModel):
                 images_per_second=float(seen / h["seconds"]) if h["seconds"] > 0 else float("nan"),
             )
             histories[name] = h
+            if ckpt is not None and world().is_main:
+                ckpt.amend_history(name, h)
         for p in net.parameters():
             p.requires_grad_(True)
         net.eval()
