@@ -106,9 +106,9 @@ def invariance_score(
     >>> s > 0
     True
     """
-    from .._neighbors import knn_indices
     from .._utils import as_2d_float, check_random_state
     from ..augment.expression import AugmentContext, expression_preset
+    from ..neighbors import knn_indices
 
     check_model(model)
     check_space(space, None)

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._neighbors import knn_indices
+from ..neighbors import knn_indices
 from ._genes import scale_like_reference
 
 #: Fewest shared genes for the coverage check.
