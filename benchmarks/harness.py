@@ -7,6 +7,7 @@ same run, on the same machine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
@@ -94,14 +95,14 @@ def umap_baseline(adata, *, use_rep: str = "X_pca", n_neighbors: int = 15, rando
     return timed(run)
 
 
-def tsne_baseline(adata, *, use_rep: str = "X_pca", random_state: int = 0):
-    """scanpy's ``tl.tsne``. Returns (embedding, seconds)."""
+def tsne_baseline(adata, *, use_rep: str = "X_pca", random_state: int = 0, n_jobs: int | None = None):
+    """scanpy's ``tl.tsne`` with ``n_jobs`` threads (default: every core). Returns (embedding, seconds)."""
     import scanpy as sc
 
     a = adata.copy()
 
     def run():
-        sc.tl.tsne(a, use_rep=use_rep, random_state=random_state, n_jobs=os.cpu_count())
+        sc.tl.tsne(a, use_rep=use_rep, random_state=random_state, n_jobs=n_jobs or os.cpu_count())
         return a.obsm["X_tsne"]
 
     return timed(run)
@@ -112,6 +113,92 @@ def pca_baseline(x: np.ndarray, *, random_state: int = 0):
     from sklearn.decomposition import PCA
 
     return timed(lambda: PCA(2, random_state=random_state).fit_transform(np.asarray(x)))
+
+
+@contextlib.contextmanager
+def _global_rng_kept():
+    """Restore Python's, NumPy's and torch's global RNG states (and PYTHONHASHSEED) on exit.
+
+    TorchDR's estimators seed every global generator when constructed with a ``random_state``;
+    this keeps that from leaking into the methods run after them.
+    """
+    import random
+
+    import torch
+
+    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()  # noqa: NPY002
+    hashseed = os.environ.get("PYTHONHASHSEED")
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])  # noqa: NPY002
+        torch.random.set_rng_state(states[2])
+        if hashseed is None:
+            os.environ.pop("PYTHONHASHSEED", None)
+        else:
+            os.environ["PYTHONHASHSEED"] = hashseed
+
+
+def _torchdr_baseline(name: str, x: Any, random_state: int, device: str, kwargs: dict[str, Any]):
+    if isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer)):
+        raise TypeError(f"random_state must be an int, got {type(random_state).__name__}")
+    if random_state < 0:  # TorchDR would seed from the clock
+        raise ValueError(f"random_state must be >= 0, got {random_state}")
+    try:
+        import torchdr
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(f"{name} needs TorchDR: pip install torchdr (or manifex[bench])") from e
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    if x.ndim != 2:
+        raise ValueError(f"x must be a 2-d array (n_samples, n_features), got shape {x.shape}")
+    params = dict(n_components=2, device=device, random_state=int(random_state), verbose=False)
+    params.update(kwargs)
+
+    def run():
+        with _global_rng_kept():
+            emb = getattr(torchdr, name)(**params).fit_transform(x)
+        return np.asarray(emb.detach().cpu() if hasattr(emb, "detach") else emb, dtype=np.float32)
+
+    return timed(run)
+
+
+def torchdr_umap_baseline(x: Any, *, random_state: int, device: str = "cpu", **kwargs: Any):
+    """TorchDR's ``UMAP`` with its defaults on ``x`` (e.g. ``X_pca``). Returns (embedding, seconds).
+
+    TorchDR 0.5 defaults: ``n_neighbors=30``, ``max_iter=1000``, SGD at ``lr=1`` decaying
+    linearly, PCA initialisation, faiss kNN search. ``x`` is cast to float32 (TorchDR computes
+    in the input's dtype). ``kwargs`` go to ``torchdr.UMAP`` (e.g. ``max_iter``, ``n_neighbors``).
+    The time covers constructing the estimator and ``fit_transform``; the global RNG states
+    TorchDR seeds are restored afterwards.
+    """
+    return _torchdr_baseline("UMAP", x, random_state, device, kwargs)
+
+
+def torchdr_infotsne_baseline(x: Any, *, random_state: int, device: str = "cpu", **kwargs: Any):
+    """TorchDR's ``InfoTSNE`` with its defaults on ``x``. Returns (embedding, seconds).
+
+    TorchDR 0.5 defaults: ``perplexity=30``, ``n_negatives=300``, ``max_iter=1000`` with 250
+    early-exaggeration iterations (coefficient 12), ``lr="auto"``, PCA initialisation. As
+    :func:`torchdr_umap_baseline` otherwise; ``kwargs`` go to ``torchdr.InfoTSNE``.
+    """
+    return _torchdr_baseline("InfoTSNE", x, random_state, device, kwargs)
+
+
+def thread_counts() -> dict[str, Any]:
+    """Threads the methods run with: torch intra-op, numba, and the environment variables behind them."""
+    import torch
+
+    out: dict[str, Any] = {"torch": torch.get_num_threads()}
+    try:
+        import numba
+
+        out["numba"] = numba.get_num_threads()
+    except ImportError:  # pragma: no cover
+        out["numba"] = None
+    for var in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "MKL_NUM_THREADS"):
+        out[var] = os.environ.get(var, "unset")
+    return out
 
 
 def score(embedding, labels, X=None, **kwargs) -> dict[str, float]:
