@@ -513,3 +513,29 @@ def test_embed_block_of_n2d_and_out_of_range():
     mx.tl.embed(q, model, space="latent", block=0)
     assert q.obsm["X_n2d_block0"].shape == (q.n_obs, model.hidden_dims[0])
     assert q.uns["n2d_block0"]["block"] == 0
+
+
+def test_one_shot_metrics_refuse_missing_labels_and_check_before_fitting(monkeypatch):
+    emb = np.arange(12, dtype=float).reshape(6, 2)
+    with pytest.raises(ValueError, match="missing"):
+        mx.metrics.one_shot_accuracy(emb, ["a", "a", None, "b", "b", "b"])
+    with pytest.raises(ValueError, match="missing"):
+        mx.metrics.holdout_classes(np.array(["a", np.nan, "b"], dtype=object))
+    a = _blobs(n_classes=4, per=20, seed=6)
+
+    def fail(self, *args, **kwargs):
+        raise AssertionError("fit ran before the arguments were checked")
+
+    monkeypatch.setattr(mx.models.DLME, "fit", fail)
+    for kw, match in [
+        ({"k_shot": 0}, "k_shot"),
+        ({"n_episodes": 2.5}, "n_episodes"),
+        ({"space": "input", "block": 0}, "space='latent'"),
+        ({"space": "latent", "block": "0"}, "block"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            mx.metrics.holdout_one_shot(mx.models.DLME(**FIT), a.X, a.obs["label"], n_holdout=2, **kw)
+    labels = a.obs["label"].astype(object).to_numpy()
+    labels[0] = None
+    with pytest.raises(ValueError, match="missing"):
+        mx.metrics.holdout_one_shot(mx.models.DLME(**FIT), a.X, labels, n_holdout=2)
