@@ -185,6 +185,15 @@ def torchdr_infotsne_baseline(x: Any, *, random_state: int, device: str = "cpu",
     return _torchdr_baseline("InfoTSNE", x, random_state, device, kwargs)
 
 
+def torchdr_version() -> str:
+    """TorchDR's version, or ``"not installed"``."""
+    try:
+        import torchdr
+    except ImportError:
+        return "not installed"
+    return str(torchdr.__version__)
+
+
 def thread_counts() -> dict[str, Any]:
     """Threads the methods run with: torch intra-op, numba, and the environment variables behind them."""
     import torch
