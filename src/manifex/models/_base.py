@@ -163,7 +163,19 @@ class BaseModel(BaseEstimator):
         """Validate and convert the training data (hook; default: a cells × features matrix, in
         memory, or on disk for a backed AnnData's ``X`` / layer)."""
         self.kind_ = "expression"
-        return as_matrix(X, name="X", min_rows=self._min_rows())
+        x = as_matrix(X, name="X")
+        self._check_n_rows(x.shape[0])
+        return x
+
+    def _check_n_rows(self, n: int) -> None:
+        k = getattr(self, "n_neighbors", None)
+        if k is not None and n <= k:
+            raise ValueError(
+                f"`X` has {n} rows; `n_neighbors`={k} needs more than {k}: lower `n_neighbors` or use "
+                "more cells."
+            )
+        if n < self._min_rows():
+            raise ValueError(f"`X` has {n} rows; at least {self._min_rows()} are needed.")
 
     def _min_rows(self) -> int:
         return max(20, int(getattr(self, "n_neighbors", 0)) + 1)

@@ -270,7 +270,9 @@ class TSimCNE(BaseModel):
             self.kind_ = "expression"
             self.image_shape_ = None
             self.pixel_range_ = None
-            return as_matrix(X, name="X", min_rows=self._min_rows())
+            x = as_matrix(X, name="X")
+            self._check_n_rows(x.shape[0])
+            return x
         u8, rng = prepare_images(X, name="X", pixel_range=self.pixel_range)
         if self.pixel_range is None and np.asarray(X).dtype == np.uint8 and int(u8.max()) <= 1:
             logg.warning(
