@@ -145,7 +145,9 @@ def _notes(
             "their mean. `seconds`: wall time of the method's call alone, all methods in one process "
             "(the first scanpy UMAP includes numba compilation).",
             "",
-            f"Methods: DLME `mx.tl.dlme(adata, random_state=seed, **{dlme_kwargs or {}})` on X_pca; scanpy "
+            "Methods: DLME `mx.tl.dlme(adata, random_state=seed"
+            + (f", **{dlme_kwargs}" if dlme_kwargs else "")
+            + ")` on X_pca (defaults otherwise); scanpy "
             "`pp.neighbors(n_neighbors=15)` + `tl.umap`; scanpy `tl.tsne`; TorchDR "
             f"{H.torchdr_version()} `UMAP` and `InfoTSNE` with their defaults on the float32 PCs; PCA: the "
             "first two components of the PCs.",
