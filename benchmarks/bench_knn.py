@@ -132,8 +132,13 @@ def _write(rows: list[dict[str, Any]], cross: list[dict[str, Any]], args: argpar
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    order = {m: i for i, m in enumerate(["exact", "faiss", "pynndescent", "scanpy"])}
     df = pd.DataFrame(rows)
+    if len(df):
+        df = df.sort_values(["n_cells", "method"], key=lambda c: c.map(order) if c.name == "method" else c)
     df.to_csv(out / "knn.csv", index=False)
+    if cross:
+        pd.DataFrame(cross).to_csv(out / "knn_crossover.csv", index=False)
     lines = [
         "",
         f"Synthetic 30-cluster data, 50 dimensions, float32, K = {K}; {args.threads} thread(s) for torch, "
@@ -169,6 +174,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--crossover", nargs="*", type=int, default=[5_000, 10_000, 20_000, 50_000])
     p.add_argument("--timeout", type=int, default=2400, help="seconds per (size, method)")
     p.add_argument("--out-dir", default=str(H.RESULTS))
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="keep the rows of an earlier knn.csv (and knn_crossover.csv) that this run does not redo",
+    )
     p.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child is not None:
@@ -176,6 +186,23 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     cross: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    out = Path(args.out_dir)
+    if args.update:
+        import pandas as pd
+
+        if (out / "knn.csv").exists():
+            rows = pd.read_csv(out / "knn.csv").to_dict("records")
+        if not args.crossover and (out / "knn_crossover.csv").exists():
+            cross = pd.read_csv(out / "knn_crossover.csv").to_dict("records")
+
+    def put(row: dict[str, Any]) -> None:
+        for i, old in enumerate(rows):
+            if (old["n_cells"], old["method"]) == (row["n_cells"], row["method"]):
+                rows[i] = row
+                return
+        rows.append(row)
+
     for n in args.crossover:
         row: dict[str, Any] = {"n_cells": n}
         for m in ("exact", "faiss"):
@@ -188,7 +215,6 @@ def main(argv: list[str] | None = None) -> None:
         print(row, flush=True)
         _write([], cross, args)
 
-    rows: list[dict[str, Any]] = []
     exact_at: tuple[int, float] | None = None
     for n in args.sizes:
         for m in args.methods:
@@ -196,13 +222,13 @@ def main(argv: list[str] | None = None) -> None:
                 note = f"skipped (> {args.exact_max} cells)"
                 if exact_at is not None:
                     note += f"; ≈ {exact_at[1] * (n / exact_at[0]) ** 2:,.0f} s extrapolated as n²"
-                rows.append({"n_cells": n, "method": m, "note": note})
+                r = {"n_cells": n, "method": m, "note": note}
             else:
                 r = _run_child(n, m, args)
-                rows.append(r)
                 if m == "exact" and "seconds" in r:
                     exact_at = (n, float(r["seconds"]))
-            print(rows[-1], flush=True)
+            put(r)
+            print(r, flush=True)
             _write(rows, cross, args)
 
 

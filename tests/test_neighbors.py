@@ -96,6 +96,12 @@ def test_approximate_backends_agree_with_sklearn(data, method):
     assert abs(info["recall"] - full) < 0.03  # the sampled recall estimates the full one
 
 
+def test_pynndescent_with_every_other_row_as_neighbour():
+    x = clustered(12, 3)
+    ind = knn_indices(x, 11, method="pynndescent")
+    assert all(set(r) == set(range(12)) - {i} for i, r in enumerate(ind))
+
+
 def test_faiss_is_deterministic_and_tuned(data):
     x = data[0]
     a, info = knn_graph(x, 15, method="faiss", random_state=3, measure_recall=False)
