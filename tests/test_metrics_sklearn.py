@@ -20,7 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import manifex as mx
-from manifex.metrics._quality import matched_confusion
+from manifex.metrics import matched_confusion
 
 
 @pytest.fixture(scope="module")
@@ -37,21 +37,21 @@ def data():
 @pytest.mark.parametrize("chunk_size", [1024, 7])
 def test_trustworthiness_equals_sklearn(data, k, chunk_size):
     x, e, _ = data
-    ours = mx.metrics.trustworthiness(x, e, k=k, n_samples=None, chunk_size=chunk_size)
+    ours = mx.metrics.trustworthiness(x, e, n_neighbors=k, n_samples=None, chunk_size=chunk_size)
     theirs = sk_trustworthiness(x, e, n_neighbors=k)
     assert ours == pytest.approx(theirs, abs=1e-9)
 
 
 def test_trustworthiness_of_the_data_itself_is_one(data):
     x, _, _ = data
-    assert mx.metrics.trustworthiness(x, x, k=10, n_samples=None) == pytest.approx(1.0)
+    assert mx.metrics.trustworthiness(x, x, n_neighbors=10, n_samples=None) == pytest.approx(1.0)
     assert sk_trustworthiness(x, x, n_neighbors=10) == pytest.approx(1.0)
 
 
 def test_trustworthiness_subsample_is_close_to_full(data):
     x, e, _ = data
     full = sk_trustworthiness(x, e, n_neighbors=10)
-    parts = [mx.metrics.trustworthiness(x, e, k=10, n_samples=75, random_state=s) for s in range(8)]
+    parts = [mx.metrics.trustworthiness(x, e, n_neighbors=10, n_samples=75, random_state=s) for s in range(8)]
     assert np.mean(parts) == pytest.approx(full, abs=0.01)
 
 
@@ -65,11 +65,11 @@ def _sklearn_cv(clf, e, y, n_splits=5, seed=0) -> float:
 def test_knn_accuracy_equals_sklearn(data, k, space):
     x, e, y = data
     z = e if space == "embedding" else x
-    ours = mx.metrics.knn_accuracy(z, y, k=k)
+    ours = mx.metrics.knn_accuracy(z, y, n_neighbors=k)
     assert ours == pytest.approx(_sklearn_cv(KNeighborsClassifier(n_neighbors=k), z, y), abs=1e-12)
     # the same with string labels (sorted the same way, so the same folds)
     names = np.array(["alpha", "beta", "gamma"])[y]
-    assert mx.metrics.knn_accuracy(z, names, k=k) == pytest.approx(ours, abs=1e-12)
+    assert mx.metrics.knn_accuracy(z, names, n_neighbors=k) == pytest.approx(ours, abs=1e-12)
 
 
 def test_knn_accuracy_leaves_out_single_member_classes(data):
@@ -77,7 +77,7 @@ def test_knn_accuracy_leaves_out_single_member_classes(data):
     y2 = y.copy()
     y2[0] = 7  # a class of one cell: it cannot be stratified
     keep = y2 != 7
-    ours = mx.metrics.knn_accuracy(e, y2, k=5, random_state=3)
+    ours = mx.metrics.knn_accuracy(e, y2, n_neighbors=5, random_state=3)
     theirs = _sklearn_cv(KNeighborsClassifier(n_neighbors=5), e[keep], y[keep], seed=3)
     assert ours == pytest.approx(theirs, abs=1e-12)
 
@@ -130,3 +130,19 @@ def test_missing_labels_are_refused_not_counted_as_nan(missing):
         mx.metrics.clustering_accuracy(["a", "a", "b", "b"], pd.Categorical([0, 0, None, 1]))
     with pytest.raises(ValueError, match="4 entries but `labels_pred` has 3"):
         mx.metrics.clustering_accuracy(["a", "a", "b", "b"], [0, 0, 1])
+
+
+def test_neighbour_count_is_named_n_neighbors(data):
+    x, e, y = data
+    for call in (
+        lambda **kw: mx.metrics.knn_accuracy(e, y, **kw),
+        lambda **kw: mx.metrics.trustworthiness(x, e, **kw),
+        lambda **kw: mx.metrics.evaluate_embedding(e, y, X=x, **kw),
+    ):
+        with pytest.raises(TypeError, match="'k'"):
+            call(k=5)  # the old name
+        for bad in (0, 2.5, True):
+            with pytest.raises(ValueError, match="`n_neighbors` must be a positive integer"):
+                call(n_neighbors=bad)
+    with pytest.raises(ValueError, match=r"`n_neighbors` must be in \[1, n/2\)"):
+        mx.metrics.trustworthiness(x, e, n_neighbors=75)

@@ -9,6 +9,7 @@ from ._quality import (
     evaluate_embedding,
     knn_accuracy,
     linear_accuracy,
+    matched_confusion,
     trustworthiness,
 )
 
@@ -23,6 +24,7 @@ __all__ = [
     "invariance_score",
     "knn_accuracy",
     "linear_accuracy",
+    "matched_confusion",
     "one_shot_accuracy",
     "trustworthiness",
 ]

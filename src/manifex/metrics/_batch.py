@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 from sklearn.preprocessing import LabelEncoder
 
-from ._quality import _emb
+from ._quality import _check_n_neighbors, _emb
 
 
-def _batch_counts(embedding: Any, batch: Any, k: int) -> tuple[np.ndarray, int]:
-    """Per cell, how many of its ``k`` nearest neighbours (self excluded) are in each batch."""
+def _batch_counts(embedding: Any, batch: Any, n_neighbors: Any) -> tuple[np.ndarray, int]:
+    """Per cell, how many of its ``n_neighbors`` nearest neighbours (self excluded) are in each batch."""
     from sklearn.neighbors import NearestNeighbors
 
     e = _emb(embedding)
@@ -21,10 +21,7 @@ def _batch_counts(embedding: Any, batch: Any, k: int) -> tuple[np.ndarray, int]:
         raise ValueError(f"`batch` must be 1-d with {n} entries, got shape {b.shape}.")
     if b.dtype.kind == "f" and not np.isfinite(b).all():
         raise ValueError("`batch` contains NaN.")
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise ValueError(f"`k` must be a positive integer, got {k!r}.")
-    if k >= n:
-        raise ValueError(f"`k`={k} must be smaller than the number of cells ({n}).")
+    k = _check_n_neighbors(n_neighbors, n, upper=f"the number of cells ({n})")
     codes = LabelEncoder().fit_transform(b.astype(str))
     n_batches = int(codes.max()) + 1
     if n_batches < 2:
@@ -42,14 +39,16 @@ def _batch_counts(embedding: Any, batch: Any, k: int) -> tuple[np.ndarray, int]:
     return counts, n_batches
 
 
-def batch_entropy(embedding: Any, batch: Any, *, k: int = 30, per_cell: bool = False) -> float | np.ndarray:
-    """Entropy of the batch labels among each cell's ``k`` nearest neighbours, in [0, 1].
+def batch_entropy(
+    embedding: Any, batch: Any, *, n_neighbors: int = 30, per_cell: bool = False
+) -> float | np.ndarray:
+    """Entropy of the batch labels among each cell's ``n_neighbors`` nearest neighbours, in [0, 1].
 
-    For cell ``i`` with neighbour batch fractions ``p_ib`` (``k`` neighbours, itself
+    For cell ``i`` with neighbour batch fractions ``p_ib`` (``n_neighbors`` neighbours, itself
     excluded), ``H_i = −Σ_b p_ib log p_ib / log B`` for ``B`` batches: 0 when all neighbours
     come from one batch, 1 when every batch is equally represented. The score is the mean of
     ``H_i`` over cells (Haghverdi et al. 2018 use the same entropy on random subsets). Compare
-    embeddings of the same cells with the same ``k``: with batches of unequal size even a
+    embeddings of the same cells with the same ``n_neighbors``: with batches of unequal size even a
     perfect mix scores below 1 (the entropy of the overall batch proportions).
 
     Parameters
@@ -58,7 +57,7 @@ def batch_entropy(embedding: Any, batch: Any, *, k: int = 30, per_cell: bool = F
         ``(n_cells, d)`` coordinates (a 2-d map, a latent space, PCA).
     batch
         ``n_cells`` batch labels.
-    k
+    n_neighbors
         Neighbours per cell.
     per_cell
         Return ``H_i`` for every cell instead of the mean (e.g. to colour a map by it).
@@ -78,17 +77,17 @@ def batch_entropy(embedding: Any, batch: Any, *, k: int = 30, per_cell: bool = F
     >>> round(batch_entropy(x + 100 * np.repeat([[0], [1]], 200, 0), np.repeat([0, 1], 200)), 1)
     0.0
     """
-    counts, n_batches = _batch_counts(embedding, batch, k)
-    p = counts / k
+    counts, n_batches = _batch_counts(embedding, batch, n_neighbors)
+    p = counts / counts.sum(1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         h = -np.where(p > 0, p * np.log(p), 0.0).sum(1) / np.log(n_batches)
     return h if per_cell else float(h.mean())
 
 
-def ilisi(embedding: Any, batch: Any, *, k: int = 30, per_cell: bool = False) -> float | np.ndarray:
+def ilisi(embedding: Any, batch: Any, *, n_neighbors: int = 30, per_cell: bool = False) -> float | np.ndarray:
     """Integration LISI on a plain kNN graph, rescaled to [0, 1].
 
-    For cell ``i`` with neighbour batch fractions ``p_ib`` (``k`` neighbours, itself
+    For cell ``i`` with neighbour batch fractions ``p_ib`` (``n_neighbors`` neighbours, itself
     excluded) the inverse Simpson index ``1 / Σ_b p_ib²`` is the effective number of batches
     around it: 1 when all neighbours come from one batch, ``B`` when the ``B`` batches are
     equally represented. As in scib, it is rescaled to ``(LISI − 1) / (B − 1)`` and averaged.
@@ -101,7 +100,7 @@ def ilisi(embedding: Any, batch: Any, *, k: int = 30, per_cell: bool = False) ->
         ``(n_cells, d)`` coordinates.
     batch
         ``n_cells`` batch labels.
-    k
+    n_neighbors
         Neighbours per cell.
     per_cell
         Return the rescaled value of every cell instead of the mean.
@@ -112,11 +111,11 @@ def ilisi(embedding: Any, batch: Any, *, k: int = 30, per_cell: bool = False) ->
     >>> from manifex.metrics import ilisi
     >>> x = np.repeat(np.arange(50.0), 4)[:, None]  # 50 sites, 4 cells each, 2 per batch
     >>> b = np.tile([0, 0, 1, 1], 50)
-    >>> round(ilisi(x, b, k=3), 3)  # each cell: 1 of its batch, 2 of the other
+    >>> round(ilisi(x, b, n_neighbors=3), 3)  # each cell: 1 of its batch, 2 of the other
     0.8
     """
-    counts, n_batches = _batch_counts(embedding, batch, k)
-    p = counts / k
+    counts, n_batches = _batch_counts(embedding, batch, n_neighbors)
+    p = counts / counts.sum(1, keepdims=True)
     lisi = 1.0 / (p**2).sum(1)
     v = (lisi - 1.0) / (n_batches - 1.0)
     return v if per_cell else float(v.mean())

@@ -30,6 +30,15 @@ def _emb(embedding: Any) -> np.ndarray:
     return e
 
 
+def _check_n_neighbors(n_neighbors: Any, n: int | None = None, *, upper: str | None = None) -> int:
+    """``n_neighbors`` as an int after checking it is a positive integer (below ``n`` when given)."""
+    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int | np.integer) or n_neighbors < 1:
+        raise ValueError(f"`n_neighbors` must be a positive integer, got {n_neighbors!r}.")
+    if n is not None and n_neighbors >= n:
+        raise ValueError(f"`n_neighbors`={n_neighbors} must be smaller than {upper or f'n ({n})'}.")
+    return int(n_neighbors)
+
+
 def _cv(y: np.ndarray, n_splits: int, random_state: int) -> StratifiedKFold:
     smallest = np.bincount(y).min()
     splits = int(min(n_splits, max(2, smallest)))
@@ -43,7 +52,7 @@ def _cv_labels(y: np.ndarray, n_splits: int) -> np.ndarray:
 
 
 def knn_accuracy(
-    embedding: Any, labels: Any, *, k: int = 15, n_splits: int = 5, random_state: int = 0
+    embedding: Any, labels: Any, *, n_neighbors: int = 15, n_splits: int = 5, random_state: int = 0
 ) -> float:
     """Mean accuracy of a k-nearest-neighbour classifier under stratified k-fold CV.
 
@@ -55,8 +64,8 @@ def knn_accuracy(
         ``(n, d)`` coordinates, e.g. ``adata.obsm["X_dlme"]``.
     labels
         ``(n,)`` class labels.
-    k
-        Neighbours of the classifier.
+    n_neighbors
+        Neighbours of the classifier (fewer when a training fold has fewer cells).
     n_splits
         Folds (fewer when the smallest class is smaller).
     random_state
@@ -71,10 +80,11 @@ def knn_accuracy(
 
     Score an ``mx.tl`` result the same way, e.g. ``adata.obsm["X_dlme"]``.
     """
+    n_neighbors = _check_n_neighbors(n_neighbors)
     e, y = _emb(embedding), _labels(labels, np.shape(embedding)[0])
     keep = _cv_labels(y, n_splits)
     e, y = e[keep], LabelEncoder().fit_transform(y[keep])
-    clf = KNeighborsClassifier(n_neighbors=min(k, len(y) - 1))
+    clf = KNeighborsClassifier(n_neighbors=min(n_neighbors, len(y) - 1))
     return float(cross_val_score(clf, e, y, cv=_cv(y, n_splits, random_state)).mean())
 
 
@@ -157,7 +167,7 @@ def matched_confusion(labels_true: Any, labels_pred: Any) -> tuple[pd.DataFrame,
 
     Examples
     --------
-    >>> from manifex.metrics._quality import matched_confusion
+    >>> from manifex.metrics import matched_confusion
     >>> table, acc = matched_confusion(["x", "x", "y", "y", "y"], ["b", "b", "a", "a", "b"])
     >>> table
     label  x  y
@@ -289,16 +299,17 @@ def trustworthiness(
     X: Any,
     embedding: Any,
     *,
-    k: int = 15,
+    n_neighbors: int = 15,
     n_samples: int | None = 10_000,
     random_state: int = 0,
     chunk_size: int = 1024,
 ) -> float:
     """Trustworthiness of ``embedding`` with respect to ``X`` (Venna & Kaski), in chunks.
 
-    ``T = 1 − 2 / (m k (2n − 3k − 1)) Σ_i Σ_{j ∈ U_k(i)} (r(i, j) − k)`` where ``U_k(i)`` are
-    the embedding neighbours of ``i`` that are not among its k input neighbours and ``r`` the
-    rank in the input space. Memory is O(chunk × n); rows are subsampled to ``n_samples``
+    With ``k = n_neighbors``, ``T = 1 − 2 / (m k (2n − 3k − 1)) Σ_i Σ_{j ∈ U_k(i)} (r(i, j) − k)``
+    where ``U_k(i)`` are the embedding neighbours of ``i`` that are not among its k input
+    neighbours and ``r`` the rank in the input space (as
+    :func:`sklearn.manifold.trustworthiness`). Memory is O(chunk × n); rows are subsampled to ``n_samples``
     (``m``) on large data (``None`` = all rows), which is exact in expectation.
 
     Parameters
@@ -307,8 +318,8 @@ def trustworthiness(
         ``(n, D)`` input representation (dense or sparse), e.g. ``adata.obsm["X_pca"]``.
     embedding
         ``(n, d)`` coordinates.
-    k
-        Neighbourhood size, ``1 ≤ k < n / 2``.
+    n_neighbors
+        Neighbourhood size, ``1 ≤ n_neighbors < n / 2``.
     n_samples
         Rows scored on large data; ``None`` scores all.
     random_state
@@ -320,18 +331,19 @@ def trustworthiness(
     --------
     >>> import scanpy as sc, manifex as mx
     >>> adata = sc.datasets.pbmc68k_reduced()
-    >>> round(mx.metrics.trustworthiness(adata.obsm["X_pca"], adata.obsm["X_umap"], k=15), 3)
+    >>> round(mx.metrics.trustworthiness(adata.obsm["X_pca"], adata.obsm["X_umap"], n_neighbors=15), 3)
     0.927
     """
     import torch
 
+    k = _check_n_neighbors(n_neighbors)
     e = _emb(embedding)
     x = X.toarray() if sp.issparse(X) else np.asarray(X, dtype=np.float64)
     n = e.shape[0]
     if x.shape[0] != n:
         raise ValueError(f"`X` has {x.shape[0]} rows but `embedding` has {n}.")
-    if not 1 <= k < n / 2:
-        raise ValueError(f"`k` must be in [1, n/2), got {k} for n={n}.")
+    if not k < n / 2:
+        raise ValueError(f"`n_neighbors` must be in [1, n/2), got {k} for n={n}.")
     rows = np.arange(n)
     if n_samples is not None and n > n_samples:
         rows = np.sort(np.random.default_rng(random_state).choice(n, n_samples, replace=False))
@@ -361,7 +373,7 @@ def evaluate_embedding(
     labels: Any,
     *,
     X: Any = None,
-    k: int = 15,
+    n_neighbors: int = 15,
     n_splits: int = 5,
     cluster_method: Literal["kmeans", "gmm"] = "kmeans",
     random_state: int = 0,
@@ -377,7 +389,7 @@ def evaluate_embedding(
     X
         Input representation for :func:`trustworthiness` (e.g. ``X_pca``); skipped when
         ``None``.
-    k
+    n_neighbors
         Neighbours of the kNN classifier and of trustworthiness.
     n_splits
         Cross-validation folds of the two accuracies.
@@ -401,12 +413,13 @@ def evaluate_embedding(
     >>> round(evaluate_embedding(e, y)["knn_acc"], 2)
     1.0
     """
+    n_neighbors = _check_n_neighbors(n_neighbors)
     out = {
-        "knn_acc": knn_accuracy(embedding, labels, k=k, n_splits=n_splits, random_state=random_state),
+        "knn_acc": knn_accuracy(embedding, labels, n_neighbors=n_neighbors, n_splits=n_splits, random_state=random_state),
         "linear_acc": linear_accuracy(embedding, labels, n_splits=n_splits, random_state=random_state),
     }
     out.update(cluster_scores(embedding, labels, method=cluster_method, random_state=random_state))
     if X is not None:
-        out["trust"] = trustworthiness(X, embedding, k=k, random_state=random_state)
+        out["trust"] = trustworthiness(X, embedding, n_neighbors=n_neighbors, random_state=random_state)
     out["mean"] = float(np.mean([v for v in out.values()]))
     return out

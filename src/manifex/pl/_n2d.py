@@ -5,7 +5,7 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
-from ..metrics._quality import matched_confusion
+from ..metrics import matched_confusion
 from ._checks import check_adata, check_ax, check_str
 from ._embedding import embedding
 
