@@ -85,9 +85,10 @@ class BackedMatrix:
             return sp.csr_matrix(block, dtype=np.float32)
         return np.asarray(block, dtype=np.float32)
 
-    def chunks(self, rows: int = CHUNK_ROWS) -> Iterator[tuple[int, np.ndarray | sp.csr_matrix]]:
-        """``(start, block)`` over consecutive row blocks."""
+    def chunks(self, rows: int | None = None) -> Iterator[tuple[int, np.ndarray | sp.csr_matrix]]:
+        """``(start, block)`` over consecutive row blocks (of :data:`CHUNK_ROWS` by default)."""
         n = self.shape[0]
+        rows = CHUNK_ROWS if rows is None else int(rows)
         for s in range(0, n, rows):
             yield s, self.read(np.arange(s, min(n, s + rows)))
 
@@ -151,20 +152,23 @@ class StreamData:
         return out * self.scale if self.scale is not None else out
 
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
-        """Consecutive dense minibatches in the original order (for inference)."""
+        """Consecutive dense minibatches in the original order (for inference), of at most
+        :data:`CHUNK_ROWS` rows."""
         n = self.shape[0]
+        batch_size = min(int(batch_size), CHUNK_ROWS)
         for start in range(0, n, batch_size):
             yield self[torch.arange(start, min(n, start + batch_size))]
 
 
 def incremental_pca(
-    matrix: BackedMatrix, n_components: int = 50, *, scale: np.ndarray | None = None, chunk_rows: int = CHUNK_ROWS
+    matrix: BackedMatrix, n_components: int = 50, *, scale: np.ndarray | None = None, chunk_rows: int | None = None
 ) -> np.ndarray:
     """``(n, n_components)`` PCA coordinates of a backed matrix, fitted and applied chunk by chunk
     (:class:`sklearn.decomposition.IncrementalPCA`); memory O(chunk × features)."""
     from sklearn.decomposition import IncrementalPCA
 
     n, d = matrix.shape
+    chunk_rows = CHUNK_ROWS if chunk_rows is None else int(chunk_rows)
     k = int(min(n_components, d, chunk_rows))
     ipca = IncrementalPCA(n_components=k)
 

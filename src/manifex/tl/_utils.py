@@ -396,6 +396,8 @@ def run_embedding(
         "device": str(model.device_),
         "seconds": float(seconds),
         "timings": getattr(model, "timings_", None),
+        # the kNN graph of the augmentations: backend, time and sampled recall against exact kNN
+        "knn": getattr(model, "knn_info_", None),
         **uns_extra,
     }
     logg.info(

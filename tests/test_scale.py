@@ -1,0 +1,107 @@
+"""Atlas-scale paths on small data: training from a backed .h5ad without loading it, and the kNN
+record a tl function writes."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import manifex as mx
+from manifex import _backed
+
+
+def _clusters(n: int = 1200, d: int = 120, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=3.0, size=(4, d))
+    labels = rng.integers(0, 4, n)
+    x = np.maximum(centers[labels] + rng.normal(size=(n, d)), 0).astype(np.float32)
+    x[x < 1.0] = 0.0
+    return x, labels
+
+
+@pytest.fixture
+def backed_file(tmp_path):
+    x, labels = _clusters()
+    a = ad.AnnData(X=sp.csr_matrix(x))
+    a.var_names = [f"g{i}" for i in range(x.shape[1])]
+    a.obs["label"] = labels.astype(str)
+    a.write_h5ad(tmp_path / "a.h5ad")
+    return tmp_path / "a.h5ad", x, labels
+
+
+def test_backed_training_reads_rows_in_chunks_and_matches_structure(backed_file, monkeypatch):
+    path, x, labels = backed_file
+    monkeypatch.setattr(_backed, "CHUNK_ROWS", 200)
+    reads: list[int] = []
+    orig = _backed.BackedMatrix.read
+
+    def spy(self, rows):
+        reads.append(len(rows))
+        return orig(self, rows)
+
+    monkeypatch.setattr(_backed.BackedMatrix, "read", spy)
+    b = ad.read_h5ad(path, backed="r")
+    m = mx.models.DLME(n_steps=80, batch_size=100, progress=False, device="cpu")
+    m.fit(b.X, feature_names=b.var_names)
+    # never the whole matrix at once: passes read chunks, steps read a batch and its neighbours
+    assert max(reads) <= 200
+    assert m.knn_info_["space"] == "incremental PCA"
+    # the statistics of the one pass equal those of the matrix in memory
+    np.testing.assert_allclose(m.feature_mean_, x.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m.feature_std_, x.std(0), rtol=1e-4, atol=1e-5)
+    assert mx.metrics.knn_accuracy(m.embedding_, labels) > 0.95
+    # a backed query transforms like the same rows in memory
+    np.testing.assert_allclose(m.transform(b.X), m.transform(x), rtol=1e-5, atol=1e-5)
+
+
+def test_backed_training_of_n2d_and_tsimcne(backed_file):
+    path, x, labels = backed_file
+    b = ad.read_h5ad(path, backed="r")
+    n = mx.models.N2D(n_clusters=4, n_steps=60, map_2d=False, progress=False, device="cpu").fit(b.X)
+    assert mx.metrics.clustering_accuracy(labels, n.labels_) > 0.9
+    t = mx.models.TSimCNE(n_epochs=(2, 1, 1), batch_size=100, progress=False, device="cpu").fit(b.X)
+    assert t.embedding_.shape == (x.shape[0], 2) and np.isfinite(t.embedding_).all()
+
+
+def test_backed_matrix_refuses_non_finite_values(tmp_path):
+    x, _ = _clusters(300, 60)
+    x[5, 3] = np.nan
+    ad.AnnData(X=sp.csr_matrix(x)).write_h5ad(tmp_path / "nan.h5ad")
+    b = ad.read_h5ad(tmp_path / "nan.h5ad", backed="r")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        mx.models.DLME(n_steps=5, progress=False).fit(b.X)
+
+
+def test_backed_query_in_another_gene_order_is_refused(backed_file):
+    path, x, _ = backed_file
+    b = ad.read_h5ad(path, backed="r")
+    m = mx.models.DLME(n_steps=10, progress=False, device="cpu").fit(x, feature_names=b.var_names)
+    with pytest.raises(ValueError, match="training order"):
+        m.transform(b.X, feature_names=np.asarray(b.var_names)[::-1])
+
+
+def test_incremental_pca_matches_pca_subspace(backed_file):
+    path, x, _ = backed_file
+    b = ad.read_h5ad(path, backed="r")
+    rep = _backed.incremental_pca(_backed.BackedMatrix(b.X), 10, chunk_rows=300)
+    from sklearn.decomposition import PCA
+
+    ref = PCA(10).fit_transform(x)
+    # the same subspace: each PCA axis is explained by the incremental coordinates
+    coef, *_ = np.linalg.lstsq(rep, ref - ref.mean(0), rcond=None)
+    resid = (ref - ref.mean(0)) - rep @ coef
+    assert (resid**2).sum() / ((ref - ref.mean(0)) ** 2).sum() < 0.05
+
+
+def test_tl_records_the_knn_graph_in_uns():
+    x, labels = _clusters(400, 20)
+    a = ad.AnnData(X=x)
+    a.obsm["X_pca"] = x
+    mx.tl.dlme(a, n_steps=20, progress=False, device="cpu")
+    knn = a.uns["dlme"]["knn"]
+    assert knn["method"] == "exact" and knn["n_neighbors"] == 15
+    m = mx.tl.dlme(a, n_steps=20, progress=False, device="cpu", knn_method="pynndescent", return_model=True)
+    assert 0.9 <= a.uns["dlme"]["knn"]["recall"] <= 1.0
+    assert m.knn_info_["method"] == "pynndescent"
