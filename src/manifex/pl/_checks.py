@@ -1,21 +1,15 @@
-"""Argument checks shared by the plots: each runs before anything is drawn or changed."""
+"""Argument checks shared by the plots: each runs before anything is drawn or changed.
+
+The AnnData check and the basis lookup are those of :mod:`manifex.tl`
+(:func:`manifex._anndata.check_adata`, :func:`manifex._anndata.get_basis`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 from anndata import AnnData
-
-
-def check_adata(adata: Any, name: str = "adata", *, allow_empty: bool = False) -> AnnData:
-    """``adata`` itself, after checking that it is an AnnData with cells."""
-    if not isinstance(adata, AnnData):
-        raise TypeError(f"`{name}` must be an AnnData, got {type(adata).__name__}.")
-    if not allow_empty and adata.n_obs == 0:
-        raise ValueError(f"`{name}` has no cells (n_obs = 0): nothing to plot.")
-    return adata
 
 
 def check_str(value: Any, name: str) -> str:
@@ -25,30 +19,6 @@ def check_str(value: Any, name: str) -> str:
     if not value:
         raise ValueError(f"`{name}` must not be empty.")
     return value
-
-
-def basis_key(adata: AnnData, basis: Any, *, name: str = "adata", min_dims: int = 2) -> str:
-    """The ``obsm`` key of ``basis``, found as :func:`scanpy.pl.embedding` finds it.
-
-    ``obsm[basis]`` when present, else ``obsm["X_" + basis]``; the array must be 2-d with at
-    least ``min_dims`` columns.
-    """
-    check_str(basis, "basis")
-    if basis in adata.obsm:
-        key = basis
-    elif f"X_{basis}" in adata.obsm:
-        key = f"X_{basis}"
-    else:
-        raise KeyError(
-            f"`basis`={basis!r}: {name}.obsm has neither {basis!r} nor 'X_{basis}' "
-            f"(keys: {list(adata.obsm.keys())}); run the matching mx.tl function first."
-        )
-    shape = np.shape(adata.obsm[key])
-    if len(shape) != 2 or shape[1] < min_dims:
-        raise ValueError(
-            f"{name}.obsm[{key!r}] must be (n_obs, ≥{min_dims}) to plot, got shape {tuple(shape)}."
-        )
-    return key
 
 
 def check_color(adata: AnnData, color: Any, kwargs: dict[str, Any]) -> None:

@@ -6,7 +6,8 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
-from ._checks import basis_key, check_adata, check_ax, check_color, check_str
+from .._anndata import check_adata, get_basis
+from ._checks import check_ax, check_color, check_str
 
 
 def embedding(adata: AnnData, basis: str, **kwargs: Any):
@@ -40,10 +41,10 @@ def embedding(adata: AnnData, basis: str, **kwargs: Any):
     """
     import scanpy as sc
 
-    check_adata(adata)
+    check_adata(adata, need_vars=False)
     if "key" in kwargs:
         raise TypeError("mx.pl takes the embedding as `basis=` (scanpy's name); `key=` was renamed.")
-    key = basis_key(adata, basis)
+    key = get_basis({"adata": adata}, basis, min_dims=2)
     check_color(adata, kwargs.get("color"), kwargs)
     check_ax(kwargs.get("ax"))
     return sc.pl.embedding(adata, basis=key, **kwargs)
@@ -105,7 +106,8 @@ def loss_curve(
     """
     import matplotlib.pyplot as plt
 
-    check_adata(adata, allow_empty=True)
+    if not isinstance(adata, AnnData):  # an AnnData without cells may still hold a loss history
+        raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
     check_ax(ax)
     key = check_str(basis, "basis")
     if key.startswith("X_") and key not in adata.uns:

@@ -6,7 +6,8 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
-from ._checks import basis_key, check_adata, check_ax, check_str
+from .._anndata import check_adata, get_basis
+from ._checks import check_ax, check_str
 from ._embedding import embedding
 
 
@@ -116,9 +117,9 @@ def image_map(
     import pandas as pd
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
-    check_adata(adata)
+    check_adata(adata, need_vars=False)
     check_ax(ax)
-    key = basis_key(adata, basis)
+    key = get_basis({"adata": adata}, basis, min_dims=2)
     check_str(image_key, "image_key")
     if image_key not in adata.obsm:
         raise KeyError(f"`image_key`={image_key!r} is not in adata.obsm (keys: {list(adata.obsm.keys())}).")

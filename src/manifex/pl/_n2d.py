@@ -5,8 +5,9 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
+from .._anndata import check_adata
 from ..metrics import matched_confusion
-from ._checks import check_adata, check_ax, check_str
+from ._checks import check_ax, check_str
 from ._embedding import embedding
 
 
@@ -37,7 +38,7 @@ def n2d(adata: AnnData, *, basis: str = "n2d", color: str | list[str] | None = N
     >>> ax.get_title()
     'n2d'
     """
-    check_adata(adata)
+    check_adata(adata, need_vars=False)
     check_str(basis, "basis")
     if color is None and basis in adata.obs:
         color = basis
@@ -96,7 +97,7 @@ def cluster_confusion(
     """
     import matplotlib.pyplot as plt
 
-    check_adata(adata)
+    check_adata(adata, need_vars=False)
     check_ax(ax)
     for col, what in ((clusters, "clusters"), (labels, "labels")):
         check_str(col, what)

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ._checks import basis_key, check_adata, check_ax, check_str
+from .._anndata import check_adata, get_basis
+from ._checks import check_ax, check_str
 
 __all__ = ["confidence_map", "query_map"]
 
@@ -128,10 +129,10 @@ def query_map(
     """
     import matplotlib.pyplot as plt
 
-    check_adata(reference, "reference")
-    check_adata(query, "query")
+    check_adata(reference, name="reference", need_vars=False)
+    check_adata(query, name="query", need_vars=False)
     check_ax(ax)
-    kr, kq = basis_key(reference, basis, name="reference"), basis_key(query, basis, name="query")
+    kr = kq = get_basis({"reference": reference, "query": query}, basis, min_dims=2)
     er, eq = np.asarray(reference.obsm[kr])[:, :2], np.asarray(query.obsm[kq])[:, :2]
     if color is not None:
         check_str(color, "color")
@@ -252,9 +253,9 @@ def confidence_map(
     """
     import matplotlib.pyplot as plt
 
-    check_adata(query, "query")
+    check_adata(query, name="query", need_vars=False)
     if reference is not None:
-        check_adata(reference, "reference")
+        check_adata(reference, name="reference", need_vars=False)
     check_ax(ax)
     check_str(key, "key")
     conf_key = f"{key}_confidence"
@@ -272,8 +273,8 @@ def confidence_map(
             raise ValueError(f"Pass `basis=`; it is not recorded in query.uns[{key!r}].")
     if unknown_label is None and isinstance(info, dict):
         unknown_label = info.get("unknown_label")
-    kq = basis_key(query, basis, name="query")
-    kr = basis_key(reference, basis, name="reference") if reference is not None else None
+    holders = {"query": query} if reference is None else {"query": query, "reference": reference}
+    kq = kr = get_basis(holders, basis, min_dims=2)
     eq = np.asarray(query.obsm[kq])[:, :2]
     s = _size(query.n_obs + (reference.n_obs if reference is not None else 0), size)
     created = ax is None
