@@ -150,6 +150,9 @@ def _methods_worker(rank: int, size: int, store: str, outdir: str) -> None:
     out = {}
     m = mx.models.DLME(n_steps=30, batch_size=60, progress=False, device="cpu").fit(x)
     out["dlme"] = m.embedding_
+    es = mx.models.DLME(n_steps=40, batch_size=60, early_stopping=True, progress=False, device="cpu").fit(x)
+    out["dlme_es"] = es.embedding_
+    out["dlme_es_val"] = np.asarray(es.history_["val_loss"])
     t = mx.models.TSimCNE(n_epochs=(2, 1, 1), batch_size=60, progress=False, device="cpu", amp=False).fit(x)
     out["tsimcne"] = t.embedding_
     n = mx.models.N2D(n_clusters=3, n_steps=20, batch_size=60, map_2d=False, progress=False, device="cpu")
@@ -163,7 +166,7 @@ def _methods_worker(rank: int, size: int, store: str, outdir: str) -> None:
 def test_distributed_each_method_trains_and_ranks_agree(tmp_path):
     _run(_methods_worker, 2, str(tmp_path))
     a, b = (np.load(tmp_path / f"methods_{r}.npz") for r in range(2))
-    for key in ("dlme", "tsimcne", "n2d_code"):
+    for key in ("dlme", "dlme_es", "dlme_es_val", "tsimcne", "n2d_code"):
         assert np.isfinite(a[key]).all()
         np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-4, err_msg=key)
     assert int(a["dlme_n_steps"]) == 30

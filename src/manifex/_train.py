@@ -294,6 +294,10 @@ def train(
             m.eval()
         with torch.no_grad():
             v = float(early_stopping.validate())
+        if w.distributed:  # BatchNorm statistics differ by rank: every rank decides on the mean
+            t = torch.tensor([v], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(t)
+            v = float(t.item()) / w.size
         for m in modules:
             m.train()
         history.val_loss.append(v)
@@ -392,13 +396,13 @@ def train(
         bar.close()
         for m in modules:
             m.eval()
-    sync_buffers(list(modules), w)
     if best is not None:
         for m, state in zip(modules, best[2], strict=True):
             m.load_state_dict(state)
         history.best_step, history.stopped_early = best[1], stop
         if stop:
             logg.info(f"    {desc}: stopped early at step {step}; kept the weights of step {best[1]}")
+    sync_buffers(list(modules), w)
     history.n_steps = step
     history.seconds = seconds0 + time.perf_counter() - t0
     if checkpoint is not None and w.is_main:
