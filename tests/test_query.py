@@ -539,3 +539,29 @@ def test_one_shot_metrics_refuse_missing_labels_and_check_before_fitting(monkeyp
     labels[0] = None
     with pytest.raises(ValueError, match="missing"):
         mx.metrics.holdout_one_shot(mx.models.DLME(**FIT), a.X, labels, n_holdout=2)
+
+
+def test_embed_n2d_manifold_space(tmp_path):
+    a = _blobs(n_classes=3, per=40, seed=5)
+    model = mx.tl.n2d(
+        a, n_clusters=3, use_rep="X", n_steps=20, progress=False, device="cpu", return_model=True
+    )
+    q = a[:, ::-1].copy()  # genes in another order: embed aligns them by name
+    mx.tl.embed(q, model, space="manifold")
+    assert q.uns["n2d_manifold"]["space"] == "manifold"
+    got = q.obsm["X_n2d_manifold"]
+    assert got.shape == (q.n_obs, model.manifold_.shape[1])
+    np.testing.assert_allclose(got, model.transform(np.asarray(a.X), space="manifold"), rtol=1e-5, atol=1e-5)
+    # the same from the model file; a DLME has no manifold, and a failing call writes nothing
+    path = tmp_path / "n2d.mx"
+    model.save(path)
+    q2 = a.copy()
+    mx.tl.embed(q2, path, space="manifold", key_added="m")
+    np.testing.assert_allclose(q2.obsm["X_m"], got, rtol=1e-5, atol=1e-5)
+    dlme = mx.tl.dlme(a.copy(), use_rep="X", return_model=True, **FIT)
+    snap = snapshot(q2)
+    with pytest.raises(ValueError, match="for a DLME, got 'manifold'"):
+        mx.tl.embed(q2, dlme, space="manifold")
+    with pytest.raises(ValueError, match="space='latent'"):
+        mx.tl.embed(q2, model, space="manifold", block=0)
+    assert snapshot(q2) == snap

@@ -12,8 +12,9 @@ import numpy as np
 
 __all__ = ["SPACES", "check_model", "check_space", "model_transform"]
 
-Space = Literal["embedding", "latent", "input"]
-#: The spaces of the contract (N2D also offers ``"manifold"`` through ``model.transform``).
+Space = Literal["embedding", "latent", "input", "manifold"]
+#: The spaces of the contract; a model class may offer more (``type(model)._extra_spaces``: N2D's
+#: ``"manifold"``).
 SPACES = ("embedding", "latent", "input")
 
 
@@ -30,8 +31,24 @@ def check_model(model: Any) -> None:
         )
 
 
-def check_space(space: Any, block: Any) -> None:
-    """``space`` is one of :data:`SPACES` and ``block`` (a block index) goes with ``space="latent"``.
+def model_spaces(model: Any = None) -> tuple[str, ...]:
+    """The spaces ``model.transform`` accepts: :data:`SPACES` and those of the model's class
+    (``_extra_spaces``); :data:`SPACES` alone when ``model`` is ``None``.
+
+    Examples
+    --------
+    >>> import manifex as mx
+    >>> from manifex._transform import model_spaces
+    >>> model_spaces(mx.models.N2D())
+    ('embedding', 'latent', 'input', 'manifold')
+    """
+    extra = getattr(type(model), "_extra_spaces", ()) if model is not None else ()
+    return SPACES + tuple(s for s in extra if isinstance(s, str) and s not in SPACES)
+
+
+def check_space(space: Any, block: Any, model: Any = None) -> None:
+    """``space`` is one of :data:`SPACES` (or of ``model``'s extra spaces, e.g. N2D's
+    ``"manifold"``) and ``block`` (a block index) goes with ``space="latent"``.
 
     Examples
     --------
@@ -41,8 +58,11 @@ def check_space(space: Any, block: Any) -> None:
     ...
     ValueError: `block` reads a block of the network: it needs space='latent', not 'input'.
     """
-    if not isinstance(space, str) or space not in SPACES:
-        raise ValueError(f"`space` must be 'embedding', 'latent' or 'input', got {space!r}.")
+    allowed = model_spaces(model)
+    if not isinstance(space, str) or space not in allowed:
+        names = ", ".join(map(repr, allowed[:-1])) + f" or {allowed[-1]!r}"
+        whose = f" for a {type(model).__name__}" if model is not None else ""
+        raise ValueError(f"`space` must be {names}{whose}, got {space!r}.")
     if block is not None:
         if isinstance(block, bool) or not isinstance(block, int | np.integer) or block < 0:
             raise ValueError(f"`block` must be a non-negative integer block index or None, got {block!r}.")

@@ -16,7 +16,7 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from .._anndata import copy_of
-from .._transform import check_model, check_space, model_transform
+from .._transform import SPACES, check_model, check_space, model_transform
 from ..models import BaseModel, load_model
 from ._genes import prepare_query
 from ._prepcheck import preprocessing_problems
@@ -30,7 +30,7 @@ def embed(
     model: BaseModel | str | os.PathLike,
     *,
     reference: AnnData | None = None,
-    space: Literal["embedding", "latent", "input"] = "embedding",
+    space: Literal["embedding", "latent", "input", "manifold"] = "embedding",
     block: int | None = None,
     use_rep: str | None = None,
     fill_missing: Literal["error", "zero"] = "error",
@@ -101,7 +101,9 @@ def embed(
         without the network (for a model trained on ``X_pca``, the query on the *reference's*
         PCs; else the aligned genes, or images flattened to [0, 1]), under ``"<key>_input"``:
         the baseline space, and on our benchmarks the better one for naming cell types the
-        reference never had from one example (see the query benchmarks).
+        reference never had from one example (see the query benchmarks). A model may offer
+        more spaces: N2D's ``"manifold"`` (the UMAP manifold its mixture clusters, of
+        ``manifold_dim`` dimensions) is written under ``"<key>_manifold"``.
     block
         With ``space="latent"``, the output of this block of the network instead (0-based;
         DLME's encoder blocks, t-SimCNE's residual blocks flattened or its MLP blocks), under
@@ -131,7 +133,8 @@ def embed(
         Coordinates go to ``query.obsm["X_<key_added>"]`` and provenance to
         ``query.uns[key_added]``. Default: the reference's key (e.g. ``"dlme"``, so
         ``sc.pl.embedding(query, basis="dlme")`` works), ``"<key>_latent"`` for the latent space,
-        ``"<key>_block<block>"`` for a block's output, ``"<key>_input"`` for the input space.
+        ``"<key>_block<block>"`` for a block's output, ``"<key>_input"`` for the input space,
+        ``"<key>_<space>"`` for another space of the model (``"n2d_manifold"``).
         A key whose entries are the model's input (``"pca"`` for a model trained on ``X_pca``)
         is refused; other existing entries are replaced with a logged warning.
     copy
@@ -169,7 +172,9 @@ def embed(
         raise ValueError(
             f"`check_preprocessing` must be 'error', 'warn' or 'ignore', got {check_preprocessing!r}."
         )
-    check_space(space, block)
+    from_file = isinstance(model, str | os.PathLike)
+    if not from_file or not isinstance(space, str) or space in SPACES:
+        check_space(space, block, None if from_file else model)  # a file's own spaces: once loaded
     check_flags(scale_query=scale_query, copy=copy)
     if scale_query and reference is None:
         raise ValueError("`scale_query=True` needs the `reference` whose scaling to apply.")
@@ -184,9 +189,11 @@ def embed(
         raise ValueError("`max_value` clips the scaling that `scale_query=True` applies; pass both.")
     if use_rep is not None and not isinstance(use_rep, str):
         raise TypeError(f"`use_rep` must be an obsm key (a string) or None, got {type(use_rep).__name__}.")
-    if isinstance(model, str | os.PathLike):
+    if from_file:
         model = load_model(model, device="cpu")
     check_model(model)
+    if from_file:
+        check_space(space, block, model)
 
     spec = _input_spec(model, use_rep)
     if spec.get("source") != "images" and query.n_vars == 0 and spec.get("source") != "obsm":
