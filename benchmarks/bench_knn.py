@@ -9,7 +9,7 @@ Data: 30 Gaussian clusters (centres N(0, 5²), unit noise) in 50 dimensions, flo
 Every (size, method) runs in a fresh subprocess, so its peak resident memory (``ru_maxrss``,
 which unlike ``tracemalloc`` also sees torch's and faiss's allocations) belongs to it alone.
 torch, numba, OpenMP / BLAS and faiss all get ``--threads`` threads. Numba code (pynndescent,
-umap) is compiled on 5,000 cells before the clock starts.
+umap) is compiled on 10,000 cells before the clock starts.
 
 Methods: ``exact``, ``faiss`` and ``pynndescent`` are :func:`manifex.neighbors.knn_graph`'s
 backends (faiss's time includes its nprobe calibration); ``scanpy`` is ``sc.pp.neighbors``
@@ -76,8 +76,8 @@ def child(n: int, method: str, threads: int, device: str) -> dict[str, Any]:
     x = synthetic(n)
     # first calls of torch's and faiss's kernels happen outside the timing
     mx.neighbors.knn_graph(synthetic(2000, seed=2), K, method="exact", device=device, measure_recall=False)
-    if method in ("pynndescent", "scanpy"):  # compile numba outside the timing
-        warm = synthetic(5000, seed=1)
+    if method in ("pynndescent", "scanpy"):  # compile numba outside the timing (5,000 cells miss some)
+        warm = synthetic(10_000, seed=1)
         if method == "scanpy":
             _scanpy_indices(warm, threads)
         else:
