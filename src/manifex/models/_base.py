@@ -29,6 +29,7 @@ import torch
 from sklearn.base import BaseEstimator
 
 from .._backed import BackedMatrix, StreamData, is_backed
+from .._distributed import convert_sync_batchnorm, world
 from .._train import DeviceData
 from .._utils import as_2d_float, check_random_state, resolve_device, seeded
 
@@ -142,8 +143,9 @@ class BaseModel(BaseEstimator):
         self.device_ = device
         with seeded(seed, device):
             self._build_modules()
-        for name in self._module_names:
-            getattr(self, name).to(device)
+        w = world()
+        for name in self._module_names:  # SyncBatchNorm with several CUDA processes
+            setattr(self, name, convert_sync_batchnorm(getattr(self, name).to(device), device, w))
         self._fit(x, device=device, seed=seed)
         return self
 

@@ -13,7 +13,7 @@ from scanpy import logging as logg
 from torch import nn
 
 from .._backed import BackedMatrix, incremental_pca
-from .._distributed import gather, world
+from .._distributed import convert_sync_batchnorm, gather, world
 from .._neighbors import knn_graph
 from .._train import EarlyStopping, cosine_with_warmup, split_validation, train
 from .._utils import make_generator, seeded
@@ -341,7 +341,8 @@ class TSimCNE(BaseModel):
         with seeded(seed, device):
             self._build_modules(out_dim=self.pretrain_dim)
             fresh_out = nn.Linear(self.head_hidden, self.n_components)
-        net = self.net_.to(device)
+        self.net_ = convert_sync_batchnorm(self.net_.to(device), device, world())
+        net = self.net_
         fresh_out.to(device)
         timing = {"augment": 0.0}
 
