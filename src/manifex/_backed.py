@@ -27,6 +27,8 @@ __all__ = ["BackedMatrix", "StreamData", "incremental_pca", "is_backed"]
 
 #: rows read at a time by the passes over the whole matrix
 CHUNK_ROWS = 10_000
+#: rows per IncrementalPCA step (its SVD holds a few float64 copies of the chunk)
+PCA_CHUNK_ROWS = 2_000
 
 
 def is_backed(x: Any) -> bool:
@@ -164,11 +166,12 @@ def incremental_pca(
     matrix: BackedMatrix, n_components: int = 50, *, scale: np.ndarray | None = None, chunk_rows: int | None = None
 ) -> np.ndarray:
     """``(n, n_components)`` PCA coordinates of a backed matrix, fitted and applied chunk by chunk
-    (:class:`sklearn.decomposition.IncrementalPCA`); memory O(chunk × features)."""
+    (:class:`sklearn.decomposition.IncrementalPCA`, :data:`PCA_CHUNK_ROWS` rows per step);
+    memory O(chunk × features)."""
     from sklearn.decomposition import IncrementalPCA
 
     n, d = matrix.shape
-    chunk_rows = CHUNK_ROWS if chunk_rows is None else int(chunk_rows)
+    chunk_rows = PCA_CHUNK_ROWS if chunk_rows is None else int(chunk_rows)
     k = int(min(n_components, d, chunk_rows))
     ipca = IncrementalPCA(n_components=k)
 
