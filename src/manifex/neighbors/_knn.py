@@ -151,7 +151,7 @@ def knn_graph(
         each list's rows are compared, by matrix products on ``device``, with the rows of its
         ``nprobe`` nearest lists; ``nprobe`` is tuned on a sample until the recall reaches
         ``target_recall`` (k-means runs on the GPU when the faiss build has GPU support and
-        ``device`` is CUDA); dense input only. ``"pynndescent"``:
+        ``device`` is CUDA); two float32 copies of ``x``; dense input only. ``"pynndescent"``:
         nearest-neighbour descent on a graph of ``K + 1 + max(8, K / 2)`` neighbours, of which
         the K nearest are kept (accepts sparse input). ``"auto"``: exact up to
         :data:`EXACT_MAX_CELLS` rows for the device (20,000 on the CPU, 1,000,000 on CUDA), else
@@ -257,7 +257,22 @@ def knn_indices(
 ) -> np.ndarray:
     """Indices of each row's ``n_neighbors`` nearest other rows (Euclidean).
 
-    :func:`knn_graph` without the recall check and the info; same parameters.
+    :func:`knn_graph` without the recall check and the info.
+
+    Parameters
+    ----------
+    x
+        Data ``(n, d)``, dense or scipy sparse.
+    n_neighbors
+        Neighbours per row, K (the row itself excluded).
+    method
+        ``"auto"``, ``"exact"``, ``"faiss"`` or ``"pynndescent"`` (see :func:`knn_graph`).
+    random_state
+        Seed of the approximate methods.
+    n_jobs
+        Threads for faiss and pynndescent; ``None`` uses ``torch.get_num_threads()``.
+    device
+        Device of exact search and of faiss's list join.
 
     Returns
     -------
