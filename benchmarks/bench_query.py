@@ -80,17 +80,28 @@ def prep_query(q, ref, name: str):
     return q[:, ref.var_names].copy()
 
 
-def scaled_like(q, ref, name: str) -> np.ndarray:
-    x = q.X.toarray() if hasattr(q.X, "toarray") else np.asarray(q.X, dtype=np.float64)
-    if name in SCRNA:
-        x = np.clip((x - ref.var["mean"].to_numpy()) / ref.var["std"].to_numpy(), -10, 10)
-    return x.astype(np.float32)
+def embed_kwargs(ref, name: str) -> dict[str, Any]:
+    """``mx.tl.embed`` arguments of a query of ``name``: scRNA-seq queries get the reference's
+    scaling (``sc.pp.scale``'s gene means and sds, clipped at 10 as the reference was)."""
+    return {"reference": ref, "scale_query": name in SCRNA, "max_value": 10 if name in SCRNA else None}
 
 
-def pca_of_query(q, ref, name: str) -> np.ndarray:
-    """The query on the reference's PCs, centred on the reference's means (a baseline space)."""
-    xr = np.asarray(ref.X)
-    return (scaled_like(q, ref, name) - xr.mean(0)) @ ref.varm["PCs"]
+def pca_of_query(q, ref, name: str, model=None) -> np.ndarray:
+    """The query on the reference's PCs, centred on the reference's means (a baseline space).
+
+    ``mx.tl.embed(..., space="input")`` of a model trained on the reference's ``X_pca``: the
+    query scaled like the reference and projected on its loadings, without the network. Without
+    ``model`` a one-step DLME of the reference is fitted for it (the input space does not depend
+    on the training).
+    """
+    if model is None:
+        model = mx.tl.dlme(
+            ref.copy(), n_steps=1, random_state=0, progress=False, device="cpu", return_model=True
+        )
+    out = mx.tl.embed(
+        q, model, space="input", key_added="pca_of_reference", copy=True, **embed_kwargs(ref, name)
+    )
+    return out.obsm["X_pca_of_reference"]
 
 
 def fit_dlme(ref, seed: int, n_steps: int | None):
@@ -102,20 +113,28 @@ def fit_dlme(ref, seed: int, n_steps: int | None):
 
 
 def embed_query(q, ref, model, name: str):
-    kw = {"reference": ref, "scale_query": name in SCRNA, "max_value": 10 if name in SCRNA else None}
+    kw = embed_kwargs(ref, name)
     _, sec = H.timed(lambda: mx.tl.embed(q, model, **kw))
     mx.tl.embed(q, model, space="latent", **kw)
     return sec
 
 
-def ingest(q, ref, name: str, seed: int, labels: bool = False) -> tuple[np.ndarray, np.ndarray | None, float]:
-    """scanpy's neighbors + UMAP on the reference, ``sc.tl.ingest`` of the query."""
+def ingest(
+    q, ref, name: str, seed: int, labels: bool = False, xp: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """scanpy's neighbors + UMAP on the reference, ``sc.tl.ingest`` of the query.
+
+    ``sc.tl.ingest`` places a query of genes scaled like the reference on the reference's PCs
+    after centring it on its *own* mean. That representation is handed to it directly: the query
+    on the reference's PCs (``xp``, :func:`pca_of_query`) centred on its own mean, the same
+    numbers (ingest then uses the query's ``obsm["X_pca"]`` as the reference's ``use_rep``).
+    """
     r = ref.copy()
     qq = q.copy()
-    qq.X = scaled_like(q, ref, name)
+    xp = pca_of_query(q, ref, name) if xp is None else np.asarray(xp)
+    qq.obsm["X_pca"] = xp - xp.mean(0)
     t0 = time.perf_counter()
-    # n_pcs, not use_rep="X_pca": ingest re-projects the query only in the former case
-    sc.pp.neighbors(r, n_neighbors=15, n_pcs=r.obsm["X_pca"].shape[1], random_state=seed)
+    sc.pp.neighbors(r, n_neighbors=15, use_rep="X_pca", random_state=seed)
     sc.tl.umap(r, random_state=seed)
     sc.tl.ingest(qq, r, obs="label" if labels else None, embedding_method="umap")
     sec = time.perf_counter() - t0
@@ -173,8 +192,8 @@ def one_shot(
     q = prep_query(q_pool, ref, name)
     sec_emb = embed_query(q, ref, model, name)
     ql = q.obs["label"].astype(str).to_numpy()
-    xp = pca_of_query(q, ref, name)
-    emb_i, _, sec_i = ingest(q, ref, name, seed)
+    xp = pca_of_query(q, ref, name, model)
+    emb_i, _, sec_i = ingest(q, ref, name, seed, xp=xp)
     spaces = {
         "DLME 2-d map (transform)": (q.obsm["X_dlme"], sec_fit + sec_emb),
         "DLME latent z, 80-d (transform)": (q.obsm["X_dlme_latent"], sec_fit + sec_emb),
@@ -233,7 +252,7 @@ def transfer(name: str, seed: int, n_steps: int | None, removed: str | None = No
     embed_query(q, ref, model, name)
     truth = q.obs["label"].astype(str).to_numpy()
     mx.tl.embed(ref, model, reference=ref, space="latent")  # the reference in the same latent space
-    q.obsm["X_pca_ref"] = pca_of_query(q, ref, name)
+    q.obsm["X_pca_ref"] = pca_of_query(q, ref, name, model)
     ref.obsm["X_pca_ref"] = ref.obsm["X_pca"]
     configs = [
         ("kNN in DLME map", "dlme", "knn"),
@@ -276,7 +295,7 @@ def transfer(name: str, seed: int, n_steps: int | None, removed: str | None = No
         rows.append(row)
         print(row, flush=True)
     if removed is None:
-        _, lab_i, sec_i = ingest(q, ref, name, seed, labels=True)
+        _, lab_i, sec_i = ingest(q, ref, name, seed, labels=True, xp=q.obsm["X_pca_ref"])
         row = {
             "dataset": name,
             "experiment": exp,
