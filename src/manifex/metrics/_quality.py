@@ -415,7 +415,9 @@ def evaluate_embedding(
     """
     n_neighbors = _check_n_neighbors(n_neighbors)
     out = {
-        "knn_acc": knn_accuracy(embedding, labels, n_neighbors=n_neighbors, n_splits=n_splits, random_state=random_state),
+        "knn_acc": knn_accuracy(
+            embedding, labels, n_neighbors=n_neighbors, n_splits=n_splits, random_state=random_state
+        ),
         "linear_acc": linear_accuracy(embedding, labels, n_splits=n_splits, random_state=random_state),
     }
     out.update(cluster_scores(embedding, labels, method=cluster_method, random_state=random_state))
