@@ -96,7 +96,7 @@ def test_incremental_pca_matches_pca_subspace(backed_file):
 
 
 def test_tl_records_the_knn_graph_in_uns():
-    x, labels = _clusters(400, 20)
+    x, _ = _clusters(400, 20)
     a = ad.AnnData(X=x)
     a.obsm["X_pca"] = x
     mx.tl.dlme(a, n_steps=20, progress=False, device="cpu")
