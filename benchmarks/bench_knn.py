@@ -215,18 +215,19 @@ def main(argv: list[str] | None = None) -> None:
         print(row, flush=True)
         _write([], cross, args)
 
-    exact_at: tuple[int, float] | None = None
+    exact_at: tuple[int, float, float] | None = None
     for n in args.sizes:
         for m in args.methods:
             if m == "exact" and n > args.exact_max:
                 note = f"skipped (> {args.exact_max} cells)"
                 if exact_at is not None:
-                    note += f"; ≈ {exact_at[1] * (n / exact_at[0]) ** 2:,.0f} s extrapolated as n²"
+                    f = (n / exact_at[0]) ** 2
+                    note += f"; ≈ {exact_at[1] * f:,.0f} s ({exact_at[2] * f:,.0f} s CPU) extrapolated as n²"
                 r = {"n_cells": n, "method": m, "note": note}
             else:
                 r = _run_child(n, m, args)
                 if m == "exact" and "seconds" in r:
-                    exact_at = (n, float(r["seconds"]))
+                    exact_at = (n, float(r["seconds"]), float(r["cpu_s"]))
             put(r)
             print(r, flush=True)
             _write(rows, cross, args)
