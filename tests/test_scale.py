@@ -34,6 +34,7 @@ def backed_file(tmp_path):
 def test_backed_training_reads_rows_in_chunks_and_matches_structure(backed_file, monkeypatch):
     path, x, labels = backed_file
     monkeypatch.setattr(_backed, "CHUNK_ROWS", 200)
+    monkeypatch.setattr(_backed, "PCA_CHUNK_ROWS", 200)
     reads: list[int] = []
     orig = _backed.BackedMatrix.read
 
