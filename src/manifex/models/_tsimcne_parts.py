@@ -25,6 +25,7 @@ from ._checks import check_common, check_fraction, check_int, check_positive
 __all__ = [
     "Net",
     "augmentation_for",
+    "embed_rows",
     "feature_dim",
     "make_backbone_for",
     "make_views",
@@ -208,3 +209,29 @@ def validate_params(self: Any, presets: dict[str, Any]) -> None:
     if not (callable(self.augment) or isinstance(self.augment, str)):
         raise TypeError("`augment` must be a preset name or a callable.")
     check_common(self)
+
+
+@torch.no_grad()
+def embed_rows(
+    model: Any, data: Any, *, latent: bool = False, both: bool = False, block: int | None = None,
+    batch_size: int = 1024,
+) -> Any:
+    """The map (or backbone features with ``latent``, both with ``both``, or the flattened output
+    of backbone block ``block``) of every row of ``data``, in batches, without augmentation."""
+    net = model.net_.eval()
+    maps, feats = [], []
+    n = data.shape[0]
+    for s in range(0, n, batch_size):
+        idx = torch.arange(s, min(n, s + batch_size), device=model.device_)
+        xb = data[idx].float().div_(255.0) if model.kind_ == "image" else data[idx]
+        if block is not None:
+            feats.append(net.backbone.forward_to(xb, block).float().cpu())
+            continue
+        f = net.backbone(xb)
+        if both or latent:
+            feats.append(f.float().cpu())
+        if both or not latent:
+            maps.append(net.head(f).float().cpu())
+    if both:
+        return torch.cat(maps).numpy(), torch.cat(feats).numpy()
+    return torch.cat(feats if latent or block is not None else maps).numpy()

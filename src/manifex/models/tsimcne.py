@@ -24,6 +24,7 @@ from ._images import prepare_images
 from ._tsimcne_parts import (
     Net,
     augmentation_for,
+    embed_rows,
     feature_dim,
     make_backbone_for,
     make_views,
@@ -445,35 +446,10 @@ class TSimCNE(BaseModel):
 
     def _transform(self, x: Any, *, space: str, block: int | None) -> np.ndarray:
         data = self._device_data(x, self.device_)
-        return self._embed(data, return_features=space == "latent", layer=block)
+        return self._embed(data, latent=space == "latent", block=block)
 
-    @torch.no_grad()
-    def _embed(
-        self,
-        data: Any,
-        *,
-        return_features: bool = False,
-        both: bool = False,
-        layer: int | None = None,
-        batch_size: int = 1024,
-    ):
-        net = self.net_.eval()
-        maps, feats = [], []
-        n = data.shape[0]
-        for s in range(0, n, batch_size):
-            idx = torch.arange(s, min(n, s + batch_size), device=self.device_)
-            xb = data[idx].float().div_(255.0) if self.kind_ == "image" else data[idx]
-            if layer is not None:
-                feats.append(net.backbone.forward_to(xb, layer).float().cpu())
-                continue
-            f = net.backbone(xb)
-            if both or return_features:
-                feats.append(f.float().cpu())
-            if both or not return_features:
-                maps.append(net.head(f).float().cpu())
-        if both:
-            return torch.cat(maps).numpy(), torch.cat(feats).numpy()
-        return torch.cat(feats if return_features or layer is not None else maps).numpy()
+    def _embed(self, data: Any, *, latent: bool = False, both: bool = False, block: int | None = None):
+        return embed_rows(self, data, latent=latent, both=both, block=block)
 
     def profile(self, X: Any, *, n_steps: int = 5) -> dict[str, float]:
         """Time the augmentation and a whole training step on a copy of the fitted network.
