@@ -147,23 +147,6 @@ class CheckpointFile:
         write_file(self.path, kind="checkpoint", header=header, arrays=arrays, overwrite=True)
 
 
-    def amend_history(self, phase: str, history: dict[str, Any]) -> None:
-        """Replace the record of the finished ``phase`` in the file (e.g. with throughput figures
-        computed after the phase ended)."""
-        from .models._io import pack_state, read_file, unpack_state, write_file
-
-        self.histories[phase] = history
-        if not self.path.exists():
-            return
-        header, arrays = read_file(self.path, kind="checkpoint")
-        state = unpack_state(header["state"], arrays)
-        state["histories"] = self.histories
-        if header["phase"] == phase and header["done"]:
-            state["history"] = history
-        header["state"], arrays = pack_state(state)
-        write_file(self.path, kind="checkpoint", header=header, arrays=arrays, overwrite=True)
-
-
 def restore(
     state: dict[str, Any],
     *,

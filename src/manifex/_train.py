@@ -175,6 +175,23 @@ def split_validation(
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
+def held_out_loss(
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    rows: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+    seed: int,
+) -> float:
+    """Mean of ``loss_fn(idx)`` over the full minibatches of held-out ``rows``.
+
+    ``generator`` (the one the loss's augmentations draw from) is reseeded with ``seed`` first,
+    so every check sees the same augmented views and the losses are comparable.
+    """
+    generator.manual_seed(seed)
+    b = min(batch_size, len(rows))
+    return float(np.mean([float(loss_fn(rows[s : s + b])) for s in range(0, len(rows) - b + 1, b)]))
+
+
 def train(
     step_fn: Callable[[torch.Tensor], torch.Tensor],
     *,
@@ -194,6 +211,7 @@ def train(
     early_stopping: EarlyStopping | None = None,
     checkpoint: CheckpointFile | None = None,
     phase: str = "train",
+    record: Callable[[dict], dict] | None = None,
 ) -> TrainHistory:
     """Run ``n_steps`` optimiser steps of ``step_fn`` over shuffled minibatches.
 
@@ -237,6 +255,9 @@ def train(
     checkpoint, phase
         Save the run every ``checkpoint.every_epochs`` epochs and at its end, and resume from
         the file when it holds this ``phase`` (a finished phase is not trained again).
+    record
+        Turns the finished history (:meth:`TrainHistory.as_dict`) into the record the
+        checkpoint keeps for this phase (e.g. with throughput figures added).
     """
     from ._checkpoint import restore
     from ._distributed import average_gradients, broadcast_parameters, shard, sync_buffers, world
@@ -413,7 +434,7 @@ def train(
             modules=modules,
             optimizer=None,
             generator=generator,
-            history=history.as_dict(),
+            history=record(history.as_dict()) if record is not None else history.as_dict(),
         )
     logg.debug(f"{desc}: {step} steps in {history.seconds:.1f}s on {device}")
     return history

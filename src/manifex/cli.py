@@ -145,24 +145,22 @@ def transform(args: argparse.Namespace) -> int:
     model = mx.models.load_model(args.model, device=args.device)
     adata = _read(args.data, backed=args.data.endswith(".h5ad"))
     n = adata.n_obs
-    opts: dict[str, Any] = {"space": args.space}
+    key = "manifex_transform"  # a key of our own in each chunk, whatever the query already holds
+    opts: dict[str, Any] = {"space": args.space, "key_added": key}
     if args.use_rep:
         opts["use_rep"] = args.use_rep
     out = None
-    key = None
     for s in range(0, n, args.chunk_size):
         chunk = adata[s : min(n, s + args.chunk_size)]
         chunk = chunk.to_memory() if getattr(adata, "isbacked", False) else chunk.copy()
         mx.tl.embed(chunk, model, **opts)
-        if key is None:
-            key = next(k for k in chunk.obsm if k.startswith("X_") and k not in adata.obsm_keys())
-        emb = np.asarray(chunk.obsm[key], dtype=np.float32)
+        emb = np.asarray(chunk.obsm[f"X_{key}"], dtype=np.float32)
         if out is None:
             out = np.lib.format.open_memmap(args.out, mode="w+", dtype=np.float32, shape=(n, emb.shape[1]))
         out[s : s + emb.shape[0]] = emb
     if out is not None:
         out.flush()
-    print(f"manifex transform: {n} cells -> {args.out} ({key})")
+    print(f"manifex transform: {n} cells -> {args.out} ({args.space})")
     return 0
 
 

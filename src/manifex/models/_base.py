@@ -218,7 +218,8 @@ class BaseModel(BaseEstimator):
         raise NotImplementedError
 
     def _checkpoint_file(self, x: Any, phases: tuple[str, ...] = ("train",)):
-        """The :class:`~manifex._checkpoint.CheckpointFile` of this fit, or ``None``."""
+        """The :class:`~manifex._checkpoint.CheckpointFile` of this fit, already read (an existing
+        file is checked against this data and these parameters), or ``None``."""
         if getattr(self, "checkpoint", None) is None:
             return None
         from .._checkpoint import CheckpointFile
@@ -233,7 +234,7 @@ class BaseModel(BaseEstimator):
             params = encode_params(params)
         except TypeError:
             params = {k: repr(v) for k, v in params.items()}
-        return CheckpointFile(
+        ckpt = CheckpointFile(
             self.checkpoint,
             fingerprint=self.data_fingerprint_,
             # the device type too: a generator state of one device cannot be restored on another
@@ -241,6 +242,8 @@ class BaseModel(BaseEstimator):
             phases=phases,
             every_epochs=int(getattr(self, "checkpoint_every", 10)),
         )
+        ckpt.read()  # validates an existing file before any training
+        return ckpt
 
     # ---- transform --------------------------------------------------------------------------
     def transform(
@@ -341,9 +344,7 @@ class BaseModel(BaseEstimator):
         or read from disk per minibatch for a backed one (:class:`~manifex._backed.StreamData`)."""
         if isinstance(x, BackedMatrix):
             return StreamData(x, device, scale=scale)
-        if scale is not None:
-            x = sp.csr_matrix(x.multiply(scale[None, :]), dtype=np.float32) if sp.issparse(x) else x * scale
-        return DeviceData(x, device)
+        return DeviceData(apply_scale(x, scale), device)
 
     def _block_network(self) -> Any:
         """The network whose blocks ``transform(..., block=k)`` reads (``forward_to``, ``n_blocks``)."""
@@ -445,6 +446,16 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "auto") 
     (100, 2)
     """
     return BaseModel.load(path, device=device)
+
+
+def apply_scale(x: np.ndarray | sp.csr_matrix, scale: np.ndarray | None) -> np.ndarray | sp.csr_matrix:
+    """``x`` with each column multiplied by ``scale`` (float32; sparse stays CSR); ``x`` itself
+    when ``scale`` is ``None``."""
+    if scale is None:
+        return x
+    if sp.issparse(x):
+        return sp.csr_matrix(x.multiply(scale[None, :]), dtype=np.float32)
+    return (x * scale[None, :]).astype(np.float32)
 
 
 def as_matrix(x: Any, *, name: str = "X", min_rows: int = 1) -> Any:

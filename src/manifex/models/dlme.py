@@ -9,19 +9,18 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from scanpy import logging as logg
 
 from .._backed import BackedMatrix, incremental_pca
 from .._distributed import gather, world
 from .._neighbors import knn_graph
-from .._train import DeviceData, EarlyStopping, split_validation, step_decay, train
+from .._train import DeviceData, EarlyStopping, held_out_loss, split_validation, step_decay, train
 from .._utils import make_generator
 from ..augment.expression import AugmentContext, Compose, ExpressionAugmentation, expression_preset
 from ..losses.dlme import dlme_loss
 from ..nn.mlp import MLP
-from ._base import BaseModel
+from ._base import BaseModel, apply_scale
 from ._checks import check_common, check_dims, check_fraction, check_int, check_positive
 
 __all__ = ["DLME"]
@@ -241,7 +240,7 @@ class DLME(BaseModel):
             else None
         )
         backed = isinstance(x, BackedMatrix)
-        x_in = x if backed else _apply_scale(x, self.scale_)
+        x_in = x if backed else apply_scale(x, self.scale_)
         # on disk: the augmentations' kNN graph is built on an out-of-core PCA of the rows
         knn_rep = x_in
         if backed:
@@ -257,7 +256,8 @@ class DLME(BaseModel):
         self.timings_ = {"knn_s": time.perf_counter() - t0}
 
         enc, proj = self.encoder_, self.projector_
-        data = self._rows_on_device(x, device, self.scale_) if backed else DeviceData(x_in, device)
+        # in memory x_in is already scaled; on disk each minibatch is scaled as it is read
+        data = self._rows_on_device(x_in, device, self.scale_ if backed else None)
         std = torch.as_tensor(
             self.feature_std_ * (self.scale_ if self.scale_ is not None else 1.0), device=device
         )
@@ -297,13 +297,7 @@ class DLME(BaseModel):
             vctx = dataclasses.replace(ctx, generator=make_generator(seed + 1, device))
 
             def validate() -> float:
-                vctx.generator.manual_seed(seed + 1)  # the same augmentations at every check
-                vb = min(batch, len(vrows))
-                losses = [
-                    float(loss_of(vrows[s : s + vb], vctx))
-                    for s in range(0, len(vrows) - vb + 1, vb)
-                ]
-                return float(np.mean(losses))
+                return held_out_loss(lambda idx: loss_of(idx, vctx), vrows, batch, vctx.generator, seed + 1)
 
             stopper = EarlyStopping(validate, every=max(1, n_train // batch), patience=self.patience)
             logg.info(f"    early stopping on {len(val_rows)} held-out cells")
@@ -311,8 +305,6 @@ class DLME(BaseModel):
         params = list(enc.parameters()) + list(proj.parameters())
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         ckpt = self._checkpoint_file(x)
-        if ckpt is not None:
-            ckpt.read()
         self.history_ = train(
             step,
             modules=[enc, proj],
@@ -354,11 +346,3 @@ class DLME(BaseModel):
             z = self.encoder_(xb)
             out.append((z if latent else self.projector_(z)).float().cpu())
         return torch.cat(out).numpy()
-
-
-def _apply_scale(x: np.ndarray | sp.csr_matrix, scale: np.ndarray | None):
-    if scale is None:
-        return x
-    if sp.issparse(x):
-        return sp.csr_matrix(x.multiply(scale[None, :]), dtype=np.float32)
-    return (x * scale[None, :]).astype(np.float32)

@@ -359,8 +359,6 @@ class N2D(BaseModel):
         params = list(enc.parameters()) + list(dec.parameters())
         opt = torch.optim.Adam(params, lr=self.lr)
         ckpt = self._checkpoint_file(x)
-        if ckpt is not None:
-            ckpt.read()
         self.history_ = train(
             step,
             modules=[enc, dec],

@@ -15,7 +15,7 @@ from torch import nn
 from .._backed import BackedMatrix, incremental_pca
 from .._distributed import convert_sync_batchnorm, gather, world
 from .._neighbors import knn_graph
-from .._train import EarlyStopping, cosine_with_warmup, split_validation, train
+from .._train import EarlyStopping, cosine_with_warmup, held_out_loss, split_validation, train
 from .._utils import make_generator, seeded
 from ..losses.infonce import cauchy_infonce
 from ..nn.resnet import projection_head
@@ -347,19 +347,18 @@ class TSimCNE(BaseModel):
         fresh_out.to(device)
         timing = {"augment": 0.0}
 
-        def loss_of(idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        def loss_of(idx: torch.Tensor, g: torch.Generator, training: bool = False) -> torch.Tensor:
+            t0 = time.perf_counter()
             a, b = views(idx, g)
+            if training:
+                timing["augment"] += time.perf_counter() - t0
             za, zb = net(torch.cat([a, b])).float().chunk(2)
+            if training and w.distributed:  # several processes: negatives from the global batch
+                za, zb = gather(za), gather(zb)
             return cauchy_infonce(za, zb)
 
         def step(i: torch.Tensor) -> torch.Tensor:
-            t0 = time.perf_counter()
-            a, b = views(rows[i], aug_gen)
-            timing["augment"] += time.perf_counter() - t0
-            za, zb = net(torch.cat([a, b])).float().chunk(2)
-            if w.distributed:  # several processes: negatives from the global batch
-                za, zb = gather(za), gather(zb)
-            return cauchy_infonce(za, zb)
+            return loss_of(rows[i], aug_gen, training=True)
 
         stopper = None
         if len(val_rows):
@@ -367,17 +366,22 @@ class TSimCNE(BaseModel):
             vgen = make_generator(seed + 1, device)
 
             def validate() -> float:
-                vgen.manual_seed(seed + 1)  # the same views at every check
-                vb = min(batch, len(vrows))
-                return float(
-                    np.mean([float(loss_of(vrows[s : s + vb], vgen)) for s in range(0, len(vrows) - vb + 1, vb)])
-                )
+                return held_out_loss(lambda idx: loss_of(idx, vgen), vrows, batch, vgen, seed + 1)
 
             stopper = EarlyStopping(validate, every=per_epoch, patience=self.patience)
 
         ckpt = self._checkpoint_file(x, phases=_STAGES)
-        if ckpt is not None:
-            ckpt.read()
+
+        def stage_record(h: dict[str, Any], epochs: int, stage_lr: float) -> dict[str, Any]:
+            """A stage's history with its budget, learning rate and throughput."""
+            seen = h["n_steps"] * batch
+            return {
+                **h,
+                "epochs": int(epochs),
+                "base_lr": float(stage_lr),
+                "augment_seconds": float(timing["augment"]),
+                "images_per_second": float(seen / h["seconds"]) if h["seconds"] > 0 else float("nan"),
+            }
         histories: dict[str, dict[str, Any]] = {}
         for stage, (name, epochs) in enumerate(zip(_STAGES, self.epochs, strict=True)):
             if stage == 1:
@@ -413,20 +417,12 @@ class TSimCNE(BaseModel):
                 early_stopping=stopper,
                 checkpoint=ckpt,
                 phase=name,
+                record=lambda d, e=epochs, r=stage_lr: stage_record(d, e, r),
             ).as_dict()
             if restored is not None and restored["done"] and name in ckpt.histories:
                 histories[name] = ckpt.histories[name]  # finished before: its record as written
                 continue
-            seen = h["n_steps"] * batch
-            h.update(
-                epochs=int(epochs),
-                base_lr=float(stage_lr),
-                augment_seconds=float(timing["augment"]),
-                images_per_second=float(seen / h["seconds"]) if h["seconds"] > 0 else float("nan"),
-            )
-            histories[name] = h
-            if ckpt is not None and world().is_main:
-                ckpt.amend_history(name, h)
+            histories[name] = stage_record(h, epochs, stage_lr)
         for p in net.parameters():
             p.requires_grad_(True)
         net.eval()
