@@ -91,24 +91,34 @@ def test_dlme_loss_rejects_odd_batch():
 
 
 def test_fused_backward_matches_autograd():
-    # the hand-written backward of the fused kernel/BCE against plain autograd, in float64
+    # the fused kernel/BCE with gradients computed in its forward pass against plain autograd
+    # over the same formulas (tiling, shifts, kernels, union, BCE), in float64
     from manifex.losses.dlme import _KernelBCE
 
-    def plain(dp, dq, nu_p, nu_q, eps):
+    def plain(d, rho, dq, nu_p, nu_q, eps):
+        shift = torch.cat([torch.zeros_like(rho), rho])
+        dp = d.repeat(2, 2) + shift[:, None] + shift[None, :]
         kp, kq = t_kernel(dp, nu_p), t_kernel(dq, nu_q)
         p, q = fuzzy_union(kp), fuzzy_union(kq)
         return -(p * torch.log(q + eps) + (1 - p) * torch.log(1 - q + eps)).mean()
 
     g = torch.Generator().manual_seed(0)
-    a = torch.rand(12, 3, generator=g, dtype=torch.float64)
-    b = torch.rand(12, 2, generator=g, dtype=torch.float64)
-    dp = squared_distances(a).double().detach().requires_grad_()
+    a = torch.rand(6, 3, generator=g, dtype=torch.float64)
+    b = torch.rand(12, 2, generator=g, dtype=torch.float64) * 3
+    d = squared_distances(a).double().detach().requires_grad_()
+    rho = (torch.rand(6, generator=g, dtype=torch.float64) * 0.1).requires_grad_()
     dq = squared_distances(b).double().detach().requires_grad_()
-    for nu_p, nu_q in [(100.0, 0.01), (1.0, 1.0)]:
-        l1 = _KernelBCE.apply(dp, dq, nu_p, nu_q, 1e-5)
-        g1 = torch.autograd.grad(l1, (dp, dq))
-        l2 = plain(dp, dq, nu_p, nu_q, 1e-5)
-        g2 = torch.autograd.grad(l2, (dp, dq))
+    for nu_p, nu_q in [(100.0, 0.01), (1.0, 1.0), (0.5, 3.0)]:
+        l1 = _KernelBCE.apply(d, rho, dq, nu_p, nu_q, 1e-5)
+        g1 = torch.autograd.grad(l1 * 1.7, (d, rho, dq))
+        l2 = plain(d, rho, dq, nu_p, nu_q, 1e-5)
+        g2 = torch.autograd.grad(l2 * 1.7, (d, rho, dq))
         assert l1.item() == pytest.approx(l2.item(), rel=1e-10)
         for x, y in zip(g1, g2):
             torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-12)
+    # only the inputs that need a gradient get one
+    l3 = _KernelBCE.apply(d.detach(), rho.detach(), dq, 100.0, 0.01, 1e-5)
+    (gq,) = torch.autograd.grad(l3, (dq,))
+    torch.testing.assert_close(
+        gq, torch.autograd.grad(plain(d.detach(), rho.detach(), dq, 100.0, 0.01, 1e-5), dq)[0]
+    )

@@ -261,9 +261,12 @@ def train(
     """
     from ._checkpoint import restore
     from ._distributed import average_gradients, broadcast_parameters, shard, sync_buffers, world
+    from ._malloc import tune_malloc
     from ._progress import Progress, progress_enabled
 
     w = world()
+    if device.type == "cpu":
+        tune_malloc()  # keep the step's buffers out of mmap / trim churn (measured in _malloc)
     if w.distributed and batch_size % w.size:
         raise ValueError(
             f"`batch_size`={batch_size} is the global minibatch; with {w.size} processes it must be "
