@@ -212,7 +212,9 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "stream.h5ad"
             dense_gb = write_counts_h5ad(path, args.n, args.genes)
-            row = _run_child(["child", "stream", str(path), "none" if args.n_steps is None else str(args.n_steps)])
+            row = _run_child(
+                ["child", "stream", str(path), "none" if args.n_steps is None else str(args.n_steps)]
+            )
             row["dense_matrix_gb"] = round(dense_gb, 2)
             row["file_gb"] = round(path.stat().st_size / 2**30, 2)
         print(row, flush=True)

@@ -70,7 +70,9 @@ def knn_indices(x: Any, k: int, *, random_state: int = 0, exact_max: int = 10_00
     if n <= exact_max:
         from sklearn.neighbors import NearestNeighbors
 
-        ind = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(x).kneighbors(x, return_distance=False)
+        ind = (
+            NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(x).kneighbors(x, return_distance=False)
+        )
     else:
         from pynndescent import NNDescent
 

@@ -33,7 +33,9 @@ def manifex_private_names() -> set[str]:
     names: set[str] = set()
     for f in SRC.rglob("*.py"):
         for node in ast.walk(ast.parse(f.read_text(), filename=str(f))):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and _private(node.name):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and _private(
+                node.name
+            ):
                 names.add(node.name)
             elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and _private(node.attr):
                 names.add(node.attr)

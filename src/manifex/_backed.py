@@ -163,7 +163,11 @@ class StreamData:
 
 
 def incremental_pca(
-    matrix: BackedMatrix, n_components: int = 50, *, scale: np.ndarray | None = None, chunk_rows: int | None = None
+    matrix: BackedMatrix,
+    n_components: int = 50,
+    *,
+    scale: np.ndarray | None = None,
+    chunk_rows: int | None = None,
 ) -> np.ndarray:
     """``(n, n_components)`` PCA coordinates of a backed matrix, fitted and applied chunk by chunk
     (:class:`sklearn.decomposition.IncrementalPCA`, :data:`PCA_CHUNK_ROWS` rows per step);

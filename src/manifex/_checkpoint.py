@@ -85,9 +85,15 @@ class CheckpointFile:
                 "type); delete it or choose another `checkpoint` path."
             )
         if header.get("phase") not in self.phases:
-            raise ValueError(f"Checkpoint {self.path} names an unknown training phase {header.get('phase')!r}.")
+            raise ValueError(
+                f"Checkpoint {self.path} names an unknown training phase {header.get('phase')!r}."
+            )
         state = unpack_state(header["state"], arrays)
-        state["phase"], state["done"], state["step"] = header["phase"], bool(header["done"]), int(header["step"])
+        state["phase"], state["done"], state["step"] = (
+            header["phase"],
+            bool(header["done"]),
+            int(header["step"]),
+        )
         self.histories = dict(state.get("histories") or {})
         self._state = state
         logg.info(

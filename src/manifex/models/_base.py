@@ -280,7 +280,9 @@ class BaseModel(BaseEstimator):
             raise ValueError(f"`space` must be one of {', '.join(map(repr, allowed))}; got {space!r}.")
         if block is not None:
             if space != "latent":
-                raise ValueError(f"`block` reads a block of the network: it needs space='latent', not {space!r}.")
+                raise ValueError(
+                    f"`block` reads a block of the network: it needs space='latent', not {space!r}."
+                )
             block = self._check_block(block)
         x = self._prepare_query(X, feature_names)
         if space == "input":

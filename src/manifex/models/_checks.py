@@ -54,7 +54,11 @@ def check_fraction(model: Any, name: str) -> None:
 def check_dims(model: Any, name: str, *, allow_empty: bool = False) -> None:
     """A sequence of positive integer layer widths."""
     v = getattr(model, name)
-    if not isinstance(v, tuple | list) or (not v and not allow_empty) or not all(_is_int(d) and d > 0 for d in v):
+    if (
+        not isinstance(v, tuple | list)
+        or (not v and not allow_empty)
+        or not all(_is_int(d) and d > 0 for d in v)
+    ):
         raise ValueError(f"`{name}` must be a non-empty sequence of positive integers, got {v!r}.")
 
 

@@ -59,6 +59,7 @@ def make_backbone_for(self: Any) -> nn.Module:
     h, w, c = self.image_shape_
     return make_backbone(self.backbone, c, min(h, w))
 
+
 def feature_dim(self: Any, backbone: nn.Module) -> int:
     """Width of the backbone's output."""
     if getattr(backbone, "out_dim", None) is not None and not isinstance(backbone, MLP):
@@ -75,6 +76,7 @@ def feature_dim(self: Any, backbone: nn.Module) -> int:
         raise ValueError(f"A custom backbone must return (B, d) features, got shape {tuple(out.shape)}.")
     return int(out.shape[1])
 
+
 def augmentation_for(self: Any) -> Callable:
     """The augmentation the model's ``augment`` names (by data kind)."""
     aug = self.augment
@@ -83,21 +85,22 @@ def augmentation_for(self: Any) -> Callable:
     if self.kind_ == "expression":
         name = "default" if aug == "auto" else aug
         if name in IMAGE_PRESETS and name != "none":
-            raise ValueError(
-                f"augment={aug!r} is an image preset; expression data needs an expression one."
-            )
+            raise ValueError(f"augment={aug!r} is an image preset; expression data needs an expression one.")
         return expression_preset(name)
     c = self.image_shape_[2]
     name = ("natural" if c == 3 else "digits") if aug == "auto" else aug
     if name not in IMAGE_PRESETS:
-        raise ValueError(
-            f"Unknown image augmentation preset {aug!r}; choose one of {list(IMAGE_PRESETS)}."
-        )
+        raise ValueError(f"Unknown image augmentation preset {aug!r}; choose one of {list(IMAGE_PRESETS)}.")
     return image_preset(name)
 
 
 def make_views(
-    model: Any, data: Any, augment: Callable, knn: np.ndarray | None, gen: torch.Generator, device: torch.device
+    model: Any,
+    data: Any,
+    augment: Callable,
+    knn: np.ndarray | None,
+    gen: torch.Generator,
+    device: torch.device,
 ) -> Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]:
     """``views(idx, generator)``: two augmented views of the rows ``idx``, made on the device."""
     if model.kind_ == "image":
@@ -158,12 +161,24 @@ def profile_steps(model: Any, x: Any, *, n_steps: int = 5) -> dict[str, float]:
             t_aug += t1 - t0
             t_step += t2 - t0
     t_aug, t_step = t_aug / n_steps, t_step / n_steps
-    return {"augment_s": t_aug, "step_s": t_step, "augment_fraction": t_aug / t_step, "images_per_s": batch / t_step}
+    return {
+        "augment_s": t_aug,
+        "step_s": t_step,
+        "augment_fraction": t_aug / t_step,
+        "images_per_s": batch / t_step,
+    }
 
 
 def validate_params(self: Any, presets: dict[str, Any]) -> None:
     """Check :class:`TSimCNE`'s parameters (before any work)."""
-    for name in ("n_components", "pretrain_dim", "head_hidden", "n_neighbors", "checkpoint_every", "patience"):
+    for name in (
+        "n_components",
+        "pretrain_dim",
+        "head_hidden",
+        "n_neighbors",
+        "checkpoint_every",
+        "patience",
+    ):
         check_int(self, name, 1)
     check_int(self, "batch_size", 2, allow_none=True)
     check_int(self, "warmup_epochs", 0)
@@ -213,7 +228,12 @@ def validate_params(self: Any, presets: dict[str, Any]) -> None:
 
 @torch.no_grad()
 def embed_rows(
-    model: Any, data: Any, *, latent: bool = False, both: bool = False, block: int | None = None,
+    model: Any,
+    data: Any,
+    *,
+    latent: bool = False,
+    both: bool = False,
+    block: int | None = None,
     batch_size: int = 1024,
 ) -> Any:
     """The map (or backbone features with ``latent``, both with ``both``, or the flattened output

@@ -183,8 +183,7 @@ class DLME(BaseModel):
         check_int(self, "batch_size", 2)
         if self.knn_method not in ("auto", "exact", "faiss", "pynndescent"):
             raise ValueError(
-                "`knn_method` must be 'auto', 'exact', 'faiss' or 'pynndescent', got "
-                f"{self.knn_method!r}."
+                f"`knn_method` must be 'auto', 'exact', 'faiss' or 'pynndescent', got {self.knn_method!r}."
             )
         check_int(self, "n_epochs", 1, allow_none=True)
         check_int(self, "n_steps", 1, allow_none=True)

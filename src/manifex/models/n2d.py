@@ -241,7 +241,13 @@ class N2D(BaseModel):
     def _validate_params(self) -> None:
         for name, lo in (("n_neighbors", 2), ("gmm_n_init", 1), ("batch_size", 2), ("patience", 1)):
             check_int(self, name, lo)
-        for name, lo in (("n_clusters", 2), ("n_latent", 1), ("manifold_dim", 1), ("n_epochs", 1), ("n_steps", 1)):
+        for name, lo in (
+            ("n_clusters", 2),
+            ("n_latent", 1),
+            ("manifold_dim", 1),
+            ("n_epochs", 1),
+            ("n_steps", 1),
+        ):
             check_int(self, name, lo, allow_none=True)
         check_int(self, "checkpoint_every", 1)
         check_int(self, "umap_subsample", 100, allow_none=True)
@@ -408,7 +414,6 @@ class N2D(BaseModel):
             self.embedding_ = manifold[:, :2] if dim >= 2 else np.hstack([manifold, np.zeros_like(manifold)])
         self.timings_ = timings
 
-
     def fit_predict(self, X: Any, y: None = None, *, feature_names: Any = None) -> np.ndarray:
         """Fit and return the cluster of each training cell (``labels_``).
 
@@ -432,7 +437,9 @@ class N2D(BaseModel):
             return umap_transform(self.umap_, code)
         if self.umap2d_ is None:  # map_2d=False: the map is the manifold's first two axes
             manifold = umap_transform(self.umap_, code)
-            return manifold[:, :2] if manifold.shape[1] >= 2 else np.hstack([manifold, np.zeros_like(manifold)])
+            return (
+                manifold[:, :2] if manifold.shape[1] >= 2 else np.hstack([manifold, np.zeros_like(manifold)])
+            )
         return umap_transform(self.umap2d_, code)
 
     def _block_network(self) -> MLP:
@@ -480,6 +487,7 @@ class N2D(BaseModel):
         self.encoder_.eval()
         enc = self.encoder_
         out = [
-            (enc(xb) if block is None else enc.forward_to(xb, block)).float().cpu() for xb in data.batches(4096)
+            (enc(xb) if block is None else enc.forward_to(xb, block)).float().cpu()
+            for xb in data.batches(4096)
         ]
         return torch.cat(out).numpy().astype(np.float32)

@@ -33,7 +33,9 @@ def check_color(adata: AnnData, color: Any, kwargs: dict[str, Any]) -> None:
     try:
         keys = list(keys)
     except TypeError:
-        raise TypeError(f"`color` must be a string or a list of strings, got {type(color).__name__}.") from None
+        raise TypeError(
+            f"`color` must be a string or a list of strings, got {type(color).__name__}."
+        ) from None
     gene_symbols = kwargs.get("gene_symbols")
     use_raw = kwargs.get("use_raw")
     layer = kwargs.get("layer")

@@ -106,7 +106,9 @@ def cluster_confusion(
     try:
         table, acc = matched_confusion(adata.obs[labels], adata.obs[clusters])
     except ValueError as e:  # name the obs columns, not the arguments of the metric
-        msg = str(e).replace("`labels_true`", f"obs[{labels!r}]").replace("`labels_pred`", f"obs[{clusters!r}]")
+        msg = (
+            str(e).replace("`labels_true`", f"obs[{labels!r}]").replace("`labels_pred`", f"obs[{clusters!r}]")
+        )
         raise ValueError(msg) from None
     values = table.to_numpy().astype(float)
     if normalize:
