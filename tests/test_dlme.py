@@ -25,6 +25,32 @@ def test_model_shapes_history_and_budget(blobs):
     assert d.n_steps_for(2638) > d.n_steps_for(100_000) / 100
     assert d.n_steps_for(1_000_000) == 10 * (1_000_000 // 300)
     assert DLME(preset="paper").n_steps_for(3000) == 1500 * 10
+    # 80 passes over small data (pbmc3k: 8 batches of 300 per pass), 10 passes from 100,000 on
+    assert d.n_steps_for(2638) == 80 * 8
+    assert d.n_steps_for(100_000) == 10 * 333
+    assert d.n_steps_for(500) == 300
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "schedule"),
+    [({}, "cosine"), ({"preset": "paper"}, "step"), ({"preset": "paper", "lr_schedule": "cosine"}, "cosine")],
+)
+def test_lr_schedule(blobs, kwargs, schedule):
+    x, _ = blobs
+    m = DLME(**{**FAST, "n_steps": 60}, batch_size=40, **kwargs)
+    assert m.effective_lr_schedule == schedule
+    m.fit(x)
+    lr = np.asarray(m.history_["lr"]) / 1e-3  # last step's multiplier of each epoch (6 steps per epoch)
+    steps = np.arange(1, 11) * 6 - 1
+    if schedule == "step":  # halved every 6 of the 60 steps: 2^-(step // 6)
+        np.testing.assert_allclose(lr, 0.5 ** (steps // 6))
+    else:
+        np.testing.assert_allclose(lr, 0.5 * (1 + np.cos(np.pi * steps / 60)))
+
+
+def test_lr_schedule_refused():
+    with pytest.raises(ValueError, match="lr_schedule"):
+        DLME(lr_schedule="linear").fit(np.zeros((50, 3), dtype="float32"))
 
 
 def test_separates_blobs(blobs):
