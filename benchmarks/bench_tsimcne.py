@@ -243,10 +243,13 @@ idle 2-core machine the wall time is about half of it, which is what the budgets
 stages; `s_per_epoch_stage1` is the stage-1 seconds per epoch; `augment_fraction` is the share
 of a training step spent augmenting (profiled with `TSimCNE.profile`, 3 steps). UMAP and t-SNE
 run on the raw pixels (scaled to [0, 1]). kNN accuracy: k=15, 5-fold stratified CV on the 2-d
-map. Each dataset ran in its own process with one torch thread. USPS, pbmc3k and MNIST (the
-current `"cpu"` preset) ran as two parallel processes on the otherwise idle 2 cores; the BCCD
-and CIFAR-10 rows come from an earlier run on a machine shared with 4-6 other jobs, so their
-wall times are upper bounds.
+map. Each dataset ran in its own process with one torch thread. The MNIST and USPS rows
+(`python -m benchmarks.bench_tsimcne --datasets mnist usps --preset cpu`, the `"cpu"` preset:
+400/25/75 epochs, batch 512, stage 3 at lr / 1000) ran one after the other in one process,
+with one other one-thread benchmark beside it on the 2 cores; the pbmc3k row is the expression
+variant at the schedule the `"cpu"` preset held before (60/5/60, stage 3 at the full lr), run
+as one of two parallel processes; the BCCD and CIFAR-10 rows come from an earlier run on a
+machine shared with 4-6 other jobs, so their wall times are upper bounds.
 """
     harness.write_markdown(
         rows,

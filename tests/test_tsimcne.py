@@ -192,7 +192,8 @@ def test_invalid_parameters():
     # stage 3 at lr/1000 (the paper's) unless the preset or the user says otherwise
     assert TSimCNE(preset="paper").effective_finetune_lr_factor == 1e-3
     assert TSimCNE(preset="default").effective_finetune_lr_factor == 1e-3
-    assert TSimCNE(preset="cpu").effective_finetune_lr_factor == 1.0
+    assert TSimCNE(preset="cpu").effective_finetune_lr_factor == 1e-3
+    assert TSimCNE(preset="quick", finetune_lr_factor=1.0).effective_finetune_lr_factor == 1.0
     assert TSimCNE(preset="cpu", finetune_lr_factor=0.01).effective_finetune_lr_factor == 0.01
     with pytest.raises(ValueError, match="finetune_lr_factor"):
         TSimCNE(finetune_lr_factor=0.0)._validate_params()

@@ -52,7 +52,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 TSIMCNE_VARIANTS: dict[str, dict[str, Any]] = {
-    "preset 'cpu' (60/5/60 epochs)": {"preset": "cpu"},
+    "preset 'cpu' (60/5/60 epochs)": {"n_epochs": (60, 5, 60), "batch_size": 256, "finetune_lr_factor": 1.0},
     "preset 'default' (400/25/75 epochs)": {"preset": "default"},
 }
 
@@ -176,7 +176,10 @@ def dlme_rows(ref, xp: np.ndarray, base: dict[str, Any], score, seed: int) -> li
         readouts = {}
         for i in range(model.encoder_.n_blocks):
             fq = model.transform(xp, space="latent", block=i)
-            readouts[f"h{i} ({fq.shape[1]}-d)"] = (fq, model.transform(ref.obsm["X_pca"], space="latent", block=i))
+            readouts[f"h{i} ({fq.shape[1]}-d)"] = (
+                fq,
+                model.transform(ref.obsm["X_pca"], space="latent", block=i),
+            )
         rows += readout_rows(base, f"DLME {variant}", readouts, score, seconds=sec)
         print(
             base["dataset"],

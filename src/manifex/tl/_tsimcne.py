@@ -73,10 +73,9 @@ def tsimcne(
     n_components
         Dimension of the map.
     preset, n_epochs, batch_size
-        Training budget: ``preset`` ``"quick"`` (20, 5, 10) epochs, ``"cpu"`` (60, 5, 60; stage 3
-        at the full learning rate),
-        ``"default"`` (400, 25, 75) or ``"paper"`` (1000, 50, 450); ``n_epochs=(s1, s2, s3)``
-        overrides it. ``batch_size`` defaults to the preset's (256 on the CPU presets, else 512).
+        Training budget: ``preset`` ``"quick"`` (20, 5, 10) epochs, ``"cpu"`` and ``"default"``
+        (400, 25, 75) or ``"paper"`` (1000, 50, 450); ``n_epochs=(s1, s2, s3)`` overrides it.
+        ``batch_size`` defaults to the preset's (256 for ``"quick"``, else 512).
     backbone
         ``"auto"`` (small ResNet below 32 px, CIFAR ResNet-18 from 32 px, MLP for expression),
         ``"small"``, ``"resnet18"`` or a :class:`torch.nn.Module`.
