@@ -235,7 +235,7 @@ class DLME(BaseModel):
         like UMAP's epochs, a fixed number of passes over small data and fewer over large data —
         ``clip(1_000_000 / n, 10, 80)`` epochs (80 up to 12,500 cells, 10 from 100,000 on), and
         at least 300 steps. A cell needs a number of visits to be placed, so the budget grows with
-        the data up to 12,500 cells (703 steps for pbmc3k, 2,667 for MNIST's 10,000 test digits)
+        the data up to 12,500 cells (640 steps for pbmc3k, 2,640 for MNIST's 10,000 test digits)
         instead of the 2,000 steps the rule gave every set below 60,000 cells before: measured in
         ``benchmarks/results/dlme_defaults.md``.
         """
