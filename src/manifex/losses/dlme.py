@@ -18,6 +18,11 @@ def _log_c(nu: float) -> float:
     return math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(nu * math.pi)
 
 
+def _log_peak(nu: float) -> float:
+    """log of the squared kernel at distance 0, ``2 log(C_ν √(2π))``."""
+    return 2.0 * (_log_c(nu) + 0.5 * math.log(2 * math.pi))
+
+
 def t_kernel(d2: torch.Tensor, nu: float) -> torch.Tensor:
     """Squared Student-t kernel ``k_ν(d²) = [C_ν √(2π) (1 + d²/ν)^(-(ν+1)/2)]²``.
 
@@ -39,7 +44,7 @@ def t_kernel(d2: torch.Tensor, nu: float) -> torch.Tensor:
     >>> t_kernel(torch.tensor([0.0, 1.0, 100.0]), nu=0.01)
     tensor([1.5493e-02, 1.4648e-04, 1.4128e-06])
     """
-    log_k = 2.0 * (_log_c(nu) + 0.5 * math.log(2 * math.pi)) - (nu + 1.0) * torch.log1p(d2 / nu)
+    log_k = _log_peak(nu) - (nu + 1.0) * torch.log1p(d2 / nu)
     return torch.exp(log_k.clamp_min(_LOG_FLOOR))
 
 
@@ -169,8 +174,7 @@ def dlme_loss(
 
 def _kernel(d2: torch.Tensor, nu: float) -> torch.Tensor:
     """:func:`t_kernel` in one new tensor, the rest in place (no autograd)."""
-    log_c = 2.0 * (_log_c(nu) + 0.5 * math.log(2 * math.pi))
-    return d2.div(nu).log1p_().mul_(-(nu + 1.0)).add_(log_c).clamp_min_(_LOG_FLOOR).exp_()
+    return d2.div(nu).log1p_().mul_(-(nu + 1.0)).add_(_log_peak(nu)).clamp_min_(_LOG_FLOOR).exp_()
 
 
 def _union_(k: torch.Tensor) -> torch.Tensor:
