@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -164,12 +162,7 @@ def child_stream(path: str, n_steps: int | None) -> dict:
 
 
 def _run_child(args: list[str]) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_atlas", *args], capture_output=True, text=True, check=False
-    )
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-3000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return H.run_json(["-m", "benchmarks.bench_atlas", *args])
 
 
 def main(argv: list[str] | None = None) -> None:

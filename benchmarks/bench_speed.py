@@ -14,11 +14,7 @@ report gives every time and the medians, with the threads the processes saw.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -43,17 +39,6 @@ print(json.dumps({"seconds": sec, "torch_threads": torch.get_num_threads(), **ex
 """
 
 
-def run_child(method: str, path: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, method, path],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=os.environ,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="pbmc3k")
@@ -71,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         adata.write_h5ad(path)
         for r in range(args.repeats):
             for method in ("scanpy", "dlme"):
-                res = run_child(method, path)
+                res = H.run_json(["-c", CHILD, method, path])
                 times[method].append(res["seconds"])
                 info = {**info, **{k: v for k, v in res.items() if k != "seconds"}}
                 print(r, method, res, flush=True)
@@ -94,7 +79,9 @@ def main(argv: list[str] | None = None) -> None:
         f"NUMBA_NUM_THREADS={threads['NUMBA_NUM_THREADS']}.",
         "",
     ]
-    H.write_report(args.out, "Wall time at small n: DLME vs scanpy neighbors + UMAP", lines, args.machine_note)
+    H.write_report(
+        args.out, "Wall time at small n: DLME vs scanpy neighbors + UMAP", lines, args.machine_note
+    )
     print("\n".join(lines))
 
 

@@ -60,6 +60,18 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - t0
 
 
+def run_json(argv: Sequence[str]) -> dict[str, Any]:
+    """Run ``python argv...`` in a fresh process and return the JSON object on its last stdout
+    line; a failing child raises with the end of its stderr."""
+    import json
+    import sys
+
+    out = subprocess.run([sys.executable, *argv], capture_output=True, text=True, check=False, env=os.environ)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def knn_indices(x: Any, k: int, *, random_state: int = 0, exact_max: int = 10_000) -> np.ndarray:
     """Each row's ``k`` nearest other rows (Euclidean), as the studies measured them.
 
