@@ -2,13 +2,15 @@
 
     python -m benchmarks.bench_atlas scale [--sizes 10000 100000 1000000] [--methods scanpy dlme n2d]
     python -m benchmarks.bench_atlas stream [--n 200000] [--genes 2000]
+    python -m benchmarks.bench_atlas images [--n 300000] [--size 32] [--channels 3]
 
 ``scale``: synthetic data of 30 Gaussian clusters in 50 dimensions (float32; the cluster is the
 label). Each (method, size) runs in a fresh subprocess, so its wall time includes imports and
 numba compilation as a user's would, and its peak resident memory (ru_maxrss) is its own.
 scanpy's row is ``sc.pp.neighbors`` + ``sc.tl.umap`` with defaults; DLME, N2D and t-SimCNE's
 expression variant run ``mx.tl.<method>`` with defaults (t-SimCNE with ``preset="quick"``, 20 / 5 /
-10 epochs: its budget is counted in epochs and does not shrink with the data). The
+10 epochs, or ``--tsimcne-epochs``: its budget is counted in epochs and does not shrink with the
+data). The
 map's quality is the 2-d kNN accuracy of the cluster labels on a seeded sample of 10,000 cells
 (5-fold, :func:`manifex.metrics.knn_accuracy`). Writes ``benchmarks/results/atlas_scale.md``.
 
@@ -16,6 +18,13 @@ map's quality is the 2-d kNN accuracy of the cluster labels on a seeded sample o
 types, ~10 % non-zero), opens it with ``backed="r"`` and trains DLME on the genes (``X``) in a
 fresh subprocess; reports peak memory against the size of the dense matrix. Writes
 ``benchmarks/results/atlas_stream.md``.
+
+``images``: writes an .h5ad whose ``obsm["image"]`` holds ``n`` uint8 images (10 classes) and
+trains t-SimCNE on them twice, each in a fresh subprocess: left on disk (the h5py dataset,
+read per minibatch) and loaded into memory first. Both use a small two-convolution backbone
+(the data path under test does not depend on it; ResNet-18 would make each CPU run hours) and
+the same seed, so the two maps must agree. Reports wall time, images per second, peak memory
+and the images' size. Writes ``benchmarks/results/atlas_stream_images.md``.
 """
 
 from __future__ import annotations
@@ -66,7 +75,7 @@ def _quality(emb, labels) -> float:
     return float(mx.metrics.knn_accuracy(emb[idx], labels[idx]))
 
 
-def child_scale(method: str, n: int) -> dict:
+def child_scale(method: str, n: int, tsimcne_epochs: list[int] | None = None) -> dict:
     import anndata as ad
     import scanpy as sc
 
@@ -83,7 +92,9 @@ def child_scale(method: str, n: int) -> dict:
         info = {"knn_s": round(t1 - t0, 1), "train_s": round(time.perf_counter() - t1, 1)}
         emb = adata.obsm["X_umap"]
     else:
-        kwargs = {"preset": "quick"} if method == "tsimcne" else {}
+        kwargs: dict = {}
+        if method == "tsimcne":
+            kwargs = {"preset": "quick"} if tsimcne_epochs is None else {"n_epochs": tuple(tsimcne_epochs)}
         if method == "n2d":
             kwargs["n_clusters"] = 30
         getattr(mx.tl, method)(adata, progress=False, **kwargs)
@@ -96,6 +107,8 @@ def child_scale(method: str, n: int) -> dict:
             info["knn_method"] = knn.get("method")
             info["knn_recall"] = knn.get("recall")
         info["n_steps"] = uns.get("n_steps")
+        if method == "tsimcne":
+            info["n_epochs"] = "/".join(str(e) for e in (tsimcne_epochs or (20, 5, 10)))
     wall = time.perf_counter() - t0
     return {
         "method": method,
@@ -161,6 +174,95 @@ def child_stream(path: str, n_steps: int | None) -> dict:
     }
 
 
+def write_images_h5ad(path: Path, n: int, size: int, channels: int, seed: int = 0) -> float:
+    """An .h5ad of ``n`` uint8 images (10 classes of smooth random patterns + noise) in
+    ``obsm["image"]``, written in chunks; returns the images' size in GB."""
+    import h5py
+    import numpy as np
+    import pandas as pd
+    from anndata.io import write_elem
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.random((10, size // 4, size // 4, channels))
+    patterns = np.kron(coarse, np.ones((1, 4, 4, 1))) * 200.0
+    labels = rng.integers(0, 10, n)
+    with h5py.File(path, "w") as f:
+        write_elem(f, "obs", pd.DataFrame({"type": labels.astype(str)}, index=[f"i{i}" for i in range(n)]))
+        write_elem(f, "var", pd.DataFrame(index=pd.Index([], dtype=str)))
+        for key in ("varm", "obsp", "varp", "layers", "uns"):
+            write_elem(f, key, {})
+        obsm = f.create_group("obsm")
+        obsm.attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
+        shape = (n, size, size, channels)
+        ds = obsm.create_dataset("image", shape=shape, dtype="uint8", chunks=(256, size, size, channels))
+        for s in range(0, n, 20_000):
+            e = min(n, s + 20_000)
+            noise = rng.normal(scale=25.0, size=(e - s, size, size, channels))
+            ds[s:e] = np.clip(patterns[labels[s:e]] + noise, 0, 255).astype(np.uint8)
+    return n * size * size * channels / 2**30
+
+
+class _SmallCNN:
+    """A two-convolution backbone (``out_dim`` 64) that keeps the CPU run short; the data path
+    under test does not depend on it."""
+
+    @staticmethod
+    def make(channels: int):
+        import torch
+        from torch import nn
+
+        torch.manual_seed(0)  # the same initial weights in both runs
+        net = nn.Sequential(
+            nn.Conv2d(channels, 32, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        net.out_dim = 64
+        return net
+
+
+def child_images(path: str, where: str, epochs: int) -> dict:
+    """t-SimCNE on the images of ``path``: left on disk (``where="disk"``) or loaded first."""
+    import h5py
+    import numpy as np
+
+    import manifex as mx
+
+    f = h5py.File(path, "r")
+    src = f["obsm/image"]
+    t0 = time.perf_counter()
+    images = src if where == "disk" else src[:]
+    load_s = time.perf_counter() - t0
+    model = mx.models.TSimCNE(
+        backbone=_SmallCNN.make(src.shape[-1]),
+        n_epochs=(epochs, 1, 1),
+        batch_size=512,
+        augment="natural",
+        progress=False,
+        device="cpu",
+        random_state=0,
+    ).fit(images)
+    wall = time.perf_counter() - t0
+    labels = np.asarray(f["obs/type"][:]).astype(str)
+    h = model.history_
+    emb = model.embedding_
+    np.save(Path(path).with_name(f"emb_{where}.npy"), emb)
+    return {
+        "images": where,
+        "n_images": int(src.shape[0]),
+        "shape": "×".join(str(v) for v in src.shape[1:]),
+        "wall_s": round(wall, 1),
+        "load_s": round(load_s, 1),
+        "n_steps": int(h["n_steps"]),
+        "images_per_s": round(h["n_steps"] * h["batch_size"] / h["seconds"], 0),
+        "peak_rss_gb": round(_peak_gb(), 2),
+        "knn_acc_2d": round(_quality(emb, labels), 3),
+    }
+
+
 def _run_child(args: list[str]) -> dict:
     return H.run_json(["-m", "benchmarks.bench_atlas", *args])
 
@@ -172,23 +274,40 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000, 1_000_000])
     s.add_argument("--methods", nargs="+", default=["scanpy", "dlme"])
     s.add_argument("--out", default=str(H.RESULTS / "atlas_scale.md"))
+    s.add_argument(
+        "--tsimcne-epochs",
+        nargs=3,
+        type=int,
+        default=None,
+        help="t-SimCNE's (stage 1, 2, 3) epochs instead of preset 'quick' (20 5 10)",
+    )
     st = sub.add_parser("stream")
     st.add_argument("--n", type=int, default=200_000)
     st.add_argument("--genes", type=int, default=2000)
     st.add_argument("--n-steps", type=int, default=None)
     st.add_argument("--out", default=str(H.RESULTS / "atlas_stream.md"))
+    im = sub.add_parser("images")
+    im.add_argument("--n", type=int, default=300_000)
+    im.add_argument("--size", type=int, default=32)
+    im.add_argument("--channels", type=int, default=3)
+    im.add_argument("--epochs", type=int, default=1)
+    im.add_argument("--out", default=str(H.RESULTS / "atlas_stream_images.md"))
     c = sub.add_parser("child")
     c.add_argument("what")
     c.add_argument("arg")
     c.add_argument("value")
+    c.add_argument("extra", nargs="?", default=None)
     args = p.parse_args(argv)
 
     if args.part == "child":
-        if args.what == "stream":
+        if args.what == "images":
+            print(json.dumps(child_images(args.arg, args.value, int(args.extra))))
+        elif args.what == "stream":
             steps = None if args.value == "none" else int(args.value)
             print(json.dumps(child_stream(args.arg, steps)))
         else:
-            print(json.dumps(child_scale(args.arg, int(args.value))))
+            epochs = json.loads(args.extra) if args.extra else None
+            print(json.dumps(child_scale(args.arg, int(args.value), epochs)))
         return
     import pandas as pd
 
@@ -197,11 +316,33 @@ def main(argv: list[str] | None = None) -> None:
         rows = []
         for n in args.sizes:
             for method in args.methods:
-                rows.append(_run_child(["child", "scale", method, str(n)]))
+                extra = (
+                    [json.dumps(args.tsimcne_epochs)] if method == "tsimcne" and args.tsimcne_epochs else []
+                )
+                rows.append(_run_child(["child", "scale", method, str(n), *extra]))
                 print(rows[-1], flush=True)
                 pd.DataFrame(rows).to_csv(Path(args.out).with_suffix(".csv"), index=False)
         body = pd.DataFrame(rows).to_markdown(index=False)
         title = "Atlas scale: cost curve beside scanpy (synthetic 30 clusters × 50 dims)"
+    elif args.part == "images":
+        import numpy as np
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "images.h5ad"
+            images_gb = write_images_h5ad(path, args.n, args.size, args.channels)
+            rows = []
+            for where in ("disk", "memory"):
+                rows.append(_run_child(["child", "images", str(path), where, str(args.epochs)]))
+                rows[-1]["images_gb"] = round(images_gb, 2)
+                print(rows[-1], flush=True)
+            diff = float(
+                np.abs(
+                    np.load(path.with_name("emb_disk.npy")) - np.load(path.with_name("emb_memory.npy"))
+                ).max()
+            )
+        body = pd.DataFrame(rows).to_markdown(index=False)
+        body += f"\n\nLargest difference between the two maps: {diff:.2g}."
+        title = "t-SimCNE on images left on disk (h5py, read per minibatch) against the same images loaded"
     else:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "stream.h5ad"

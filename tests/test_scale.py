@@ -106,3 +106,151 @@ def test_tl_records_the_knn_graph_in_uns():
     m = mx.tl.dlme(a, n_steps=20, progress=False, device="cpu", knn_method="pynndescent", return_model=True)
     assert 0.9 <= a.uns["dlme"]["knn"]["recall"] <= 1.0
     assert m.knn_info_["method"] == "pynndescent"
+
+
+# ---- images on disk ---------------------------------------------------------------------------
+def _digit_images(n: int = 300):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    imgs = np.kron(d.images[:n], np.ones((2, 2))) * (255 / 16)  # 16 × 16 px, 0–255 as floats
+    return imgs.astype(np.float32), d.target[:n]
+
+
+def _on_disk(tmp_path, imgs, store: str):
+    if store == "zarr":
+        import zarr
+
+        z = zarr.open_array(
+            tmp_path / "img.zarr", mode="w", shape=imgs.shape, dtype=imgs.dtype, chunks=(64, *imgs.shape[1:])
+        )
+        z[:] = imgs
+        return z, None
+    import h5py
+
+    with h5py.File(tmp_path / "img.h5", "w") as f:
+        f.create_dataset("obsm/image", data=imgs)
+    f = h5py.File(tmp_path / "img.h5", "r")
+    return f["obsm/image"], f
+
+
+@pytest.mark.parametrize("store", ["h5py", "zarr"])
+def test_images_on_disk_train_like_the_same_images_in_memory(tmp_path, monkeypatch, store):
+    from manifex.models import _images
+
+    imgs, _ = _digit_images(1100)
+    src, handle = _on_disk(tmp_path, imgs, store)
+    monkeypatch.setattr(_images, "CHUNK_BYTES", 64 * imgs[0].nbytes)  # passes of 64 images
+    reads: list[int] = []
+    orig = _images.BackedImages.read
+
+    def spy(self, rows):
+        reads.append(len(rows))
+        return orig(self, rows)
+
+    monkeypatch.setattr(_images.BackedImages, "read", spy)
+    kw = dict(
+        n_epochs=(1, 1, 1), batch_size=64, augment="digits", progress=False, device="cpu", random_state=3
+    )
+    disk = mx.models.TSimCNE(**kw).fit(src)
+    mem = mx.models.TSimCNE(**kw).fit(imgs)
+    # a minibatch at a time in training, blocks of 1,024 in the embedding pass: never all 1,100
+    assert sum(r <= 64 for r in reads) >= 3 * (1100 // 64) and max(reads) <= 1024
+    assert disk.pixel_range_ == mem.pixel_range_ == (0.0, 255.0)
+    assert disk.image_shape_ == mem.image_shape_ == (16, 16, 1)
+    # the same pixels, seed and augmentations: the same network
+    np.testing.assert_allclose(disk.embedding_, mem.embedding_, rtol=1e-4, atol=1e-4)
+    # an on-disk query maps like the same images in memory
+    np.testing.assert_allclose(disk.transform(src), mem.transform(imgs), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="on-disk images"):
+        disk.transform(src, space="input")
+    if handle is not None:
+        handle.close()
+
+
+def test_images_on_disk_are_checked_in_one_pass(tmp_path):
+    imgs, _ = _digit_images(40)
+    imgs[17, 3, 4] = np.inf
+    src, handle = _on_disk(tmp_path, imgs, "h5py")
+    with pytest.raises(ValueError, match=r"NaN or infinite pixel value\(s\) \(images 0–39\)"):
+        mx.models.TSimCNE(n_epochs=(1, 1, 1), progress=False).fit(src)
+    handle.close()
+
+
+def test_tl_tsimcne_streams_images_given_on_disk(tmp_path):
+    imgs, labels = _digit_images(200)
+    src, handle = _on_disk(tmp_path, imgs, "h5py")
+    adata = ad.AnnData(obs={"label": labels.astype(str)})
+    with pytest.raises(ValueError, match=r"200 images .* 199 observations"):
+        mx.tl.tsimcne(adata[:199].copy(), images=src, n_epochs=(1, 1, 1), progress=False)
+    model = mx.tl.tsimcne(
+        adata, images=src, n_epochs=(1, 1, 1), batch_size=50, progress=False, device="cpu", return_model=True
+    )
+    assert adata.obsm["X_tsimcne"].shape == (200, 2) and np.isfinite(adata.obsm["X_tsimcne"]).all()
+    assert model.input_spec_["source"] == "images" and model.kind_ == "image" and model.data_fingerprint_
+    handle.close()
+
+
+@pytest.mark.parametrize("suffix", [".h5ad", ".zarr"])
+def test_cli_fit_backed_streams_images_and_genes(tmp_path, suffix):
+    from manifex import cli
+
+    imgs, labels = _digit_images(200)
+    a = mx.datasets.image_anndata(imgs.astype(np.uint8), labels=labels)
+    path = tmp_path / f"img{suffix}"
+    a.write_h5ad(path) if suffix == ".h5ad" else a.write_zarr(path)
+    opts = ["--param", "n_epochs=[1,1,1]", "--param", "batch_size=50", "--param", "progress=false"]
+    opts += ["--device", "cpu", "--random-state", "1"]
+    out = tmp_path / "emb.npy"
+    cli.main(
+        ["fit", "tsimcne", str(path), "--image-key", "image", "--backed", "--embedding-out", str(out), *opts]
+    )
+    ref = mx.tl.tsimcne(
+        a,
+        image_key="image",
+        n_epochs=(1, 1, 1),
+        batch_size=50,
+        progress=False,
+        device="cpu",
+        random_state=1,
+        copy=True,
+    )
+    np.testing.assert_allclose(np.load(out), ref.obsm["X_tsimcne"], rtol=1e-4, atol=1e-4)
+    with pytest.raises(SystemExit, match="--embedding-out"):
+        cli.main(
+            [
+                "fit",
+                "tsimcne",
+                str(path),
+                "--image-key",
+                "image",
+                "--backed",
+                "--out",
+                str(tmp_path / "o.h5ad"),
+            ]
+        )
+    with pytest.raises(SystemExit, match="no images at obsm/pixels"):
+        cli.main(
+            ["fit", "tsimcne", str(path), "--image-key", "pixels", "--backed", "--embedding-out", str(out)]
+        )
+    if suffix == ".zarr":  # genes stream from an .h5ad only
+        with pytest.raises(SystemExit, match=r"write this store as \.h5ad"):
+            cli.main(["fit", "dlme", str(path), "--backed", "--embedding-out", str(out), "--n-steps", "5"])
+    else:  # the genes (X) of an .h5ad stay on disk too
+        cli.main(
+            [
+                "fit",
+                "dlme",
+                str(path),
+                "--backed",
+                "--embedding-out",
+                str(out),
+                "--n-steps",
+                "20",
+                "--device",
+                "cpu",
+                "--param",
+                "progress=false",
+            ]
+        )
+        assert np.load(out).shape == (200, 2)

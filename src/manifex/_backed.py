@@ -23,12 +23,21 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-__all__ = ["BackedMatrix", "StreamData", "incremental_pca", "is_backed"]
+__all__ = ["BackedMatrix", "StreamData", "incremental_pca", "is_backed", "read_rows"]
 
 #: rows read at a time by the passes over the whole matrix
 CHUNK_ROWS = 10_000
 #: rows per IncrementalPCA step (its SVD holds a few float64 copies of the chunk)
 PCA_CHUNK_ROWS = 2_000
+
+
+def read_rows(source: Any, rows: np.ndarray) -> Any:
+    """Rows ``rows`` (sorted, unique) of an on-disk array: one slice when they are a contiguous
+    run, else one fancy-indexed read (h5py and zarr both take sorted integer arrays)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size and rows.size == rows[-1] - rows[0] + 1:
+        return source[int(rows[0]) : int(rows[-1]) + 1]
+    return source[rows]
 
 
 def is_backed(x: Any) -> bool:
@@ -78,11 +87,7 @@ class BackedMatrix:
 
     def read(self, rows: np.ndarray) -> np.ndarray | sp.csr_matrix:
         """Rows ``rows`` (sorted, unique) as float32 (CSR when the data is sparse)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        if rows.size and rows.size == rows[-1] - rows[0] + 1:  # a contiguous run: one slice
-            block = self.source[int(rows[0]) : int(rows[-1]) + 1]
-        else:
-            block = self.source[rows]
+        block = read_rows(self.source, rows)
         if sp.issparse(block):
             return sp.csr_matrix(block, dtype=np.float32)
         return np.asarray(block, dtype=np.float32)
@@ -131,15 +136,20 @@ def _is_sparse_dataset(x: Any) -> bool:
 
 
 class StreamData:
-    """Minibatches read from a :class:`BackedMatrix` onto the training device, like
-    :class:`manifex._train.DeviceData`: ``data[idx]`` returns the dense rows ``idx`` (a tensor,
-    any order, repeats allowed) as float32 on ``device``, optionally multiplied by ``scale``."""
+    """Minibatches read from disk onto the training device, like
+    :class:`manifex._train.DeviceData`: ``data[idx]`` returns the rows ``idx`` (a tensor, any
+    order, repeats allowed) on ``device``, optionally multiplied by ``scale``.
 
-    def __init__(self, matrix: BackedMatrix, device: torch.device, *, scale: np.ndarray | None = None):
+    ``matrix`` is a :class:`BackedMatrix` (rows come as dense float32) or any reader with a
+    ``shape`` and a ``read(sorted_unique_rows)`` that returns a numpy array, such as
+    :class:`manifex.models._images.BackedImages` (rows come as ``(k, C, H, W)`` uint8).
+    """
+
+    def __init__(self, matrix: Any, device: torch.device, *, scale: np.ndarray | None = None):
         self.matrix = matrix
-        self.shape = matrix.shape
+        self.shape = tuple(matrix.shape)
         self.device = device
-        self.sparse = matrix.sparse
+        self.sparse = bool(getattr(matrix, "sparse", False))
         self.scale = torch.as_tensor(scale, device=device) if scale is not None else None
 
     def __len__(self) -> int:
@@ -150,7 +160,7 @@ class StreamData:
         uniq, inverse = np.unique(rows, return_inverse=True)
         block = self.matrix.read(uniq)
         dense = block.toarray() if sp.issparse(block) else block
-        out = torch.from_numpy(np.ascontiguousarray(dense[inverse], dtype=np.float32)).to(self.device)
+        out = torch.from_numpy(np.ascontiguousarray(dense[inverse])).to(self.device)
         return out * self.scale if self.scale is not None else out
 
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:

@@ -97,6 +97,34 @@ def _read(path: str, *, backed: bool = False):
     return ad.read_h5ad(p, backed="r" if backed else None)
 
 
+def _open_images(path: str, key: str) -> tuple[Any, Any, Any]:
+    """An AnnData of the observations of ``path`` (obs only) and its ``obsm[key]`` images left on
+    disk (an h5py dataset or zarr array), without reading ``obsm`` or ``X``; plus the open file."""
+    import anndata as ad
+
+    try:
+        from anndata.io import read_elem
+    except ImportError:  # pragma: no cover - anndata < 0.11
+        from anndata.experimental import read_elem
+
+    p = Path(path)
+    if not p.exists():
+        raise SystemExit(f"manifex: {path} does not exist")
+    if p.suffix == ".zarr" or p.is_dir():
+        import zarr
+
+        root = zarr.open_group(str(p), mode="r")
+    elif p.suffix == ".h5ad":
+        import h5py
+
+        root = h5py.File(p, "r")
+    else:
+        raise SystemExit(f"manifex: {path}: expected an .h5ad file or a .zarr store")
+    if "obsm" not in root or key not in root["obsm"]:
+        raise SystemExit(f"manifex: {path} has no images at obsm/{key}")
+    return ad.AnnData(obs=read_elem(root["obs"])), root["obsm"][key], root
+
+
 def _write_adata(adata: Any, path: str) -> None:
     if path.endswith(".zarr"):
         adata.write_zarr(path)
@@ -111,14 +139,28 @@ def fit(args: argparse.Namespace) -> int:
     from ._distributed import init_from_env
 
     w = init_from_env(args.device)
-    adata = _read(args.data)
     kwargs = _params(args.param)
+    handle = None
+    if args.backed and args.out:
+        raise SystemExit(
+            "manifex: --backed leaves the input on disk; write the results with --embedding-out "
+            "and --model-out instead of --out"
+        )
+    if args.backed and args.method == "tsimcne" and args.image_key:
+        adata, kwargs["images"], handle = _open_images(args.data, args.image_key)
+    else:
+        adata = _read(args.data, backed=args.backed and args.data.endswith(".h5ad"))
+        if args.backed and not getattr(adata, "isbacked", False):
+            raise SystemExit(
+                "manifex: --backed streams the genes (X) of an .h5ad file, or t-SimCNE's images "
+                "(--image-key) of an .h5ad / .zarr; write this store as .h5ad or drop --backed"
+            )
     for name in ("use_rep", "layer", "key_added", "n_steps", "random_state"):
         v = getattr(args, name)
         if v is not None:
             kwargs[name] = v
     kwargs.update(device=args.device, return_model=True)
-    if args.method == "tsimcne" and args.image_key:
+    if args.method == "tsimcne" and args.image_key and handle is None:
         kwargs["image_key"] = args.image_key
     t0 = time.perf_counter()
     model = getattr(mx.tl, args.method)(adata, **kwargs)
@@ -135,6 +177,8 @@ def fit(args: argparse.Namespace) -> int:
             f"{w.size} process(es); obsm['X_{key}']"
             + "".join(f", {k} {v}" for k, v in (("model", args.model_out), ("out", args.out)) if v)
         )
+    if hasattr(handle, "close"):  # an h5py file (a zarr group needs no closing)
+        handle.close()
     return 0
 
 
@@ -190,6 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--use-rep", help="obsm key to train on (default: X_pca when present)")
     f.add_argument("--layer", help="AnnData layer to train on")
     f.add_argument("--image-key", help="t-SimCNE: obsm key of the images")
+    f.add_argument(
+        "--backed",
+        action="store_true",
+        help="leave the data on disk and read minibatches: the genes (X) of an .h5ad, or with "
+        "--image-key t-SimCNE's images (obsm) of an .h5ad / .zarr; use --embedding-out / --model-out",
+    )
     f.add_argument("--key-added", help="key of the results (default: the method's name)")
     f.add_argument("--n-steps", type=int, help="optimiser steps (DLME, N2D)")
     f.add_argument("--random-state", type=int, help="seed")

@@ -32,6 +32,7 @@ from .._backed import BackedMatrix, StreamData, is_backed
 from .._distributed import convert_sync_batchnorm, world
 from .._train import DeviceData
 from .._utils import as_2d_float, check_random_state, resolve_device, seeded
+from ._images import BackedImages
 
 __all__ = ["BaseModel", "NotFittedError", "load_model"]
 
@@ -136,7 +137,9 @@ class BaseModel(BaseEstimator):
         x = self._prepare_fit_input(X)
         self._record_input(x, feature_names)
         self.input_spec_ = dict(input_spec) if input_spec is not None else None
-        if not isinstance(x, BackedMatrix):  # a backed matrix is fingerprinted in _record_input
+        if isinstance(x, BackedImages):  # fingerprinted in its pass over the images
+            self.data_fingerprint_ = x.fingerprint
+        elif not isinstance(x, BackedMatrix):  # a backed matrix is fingerprinted in _record_input
             self.data_fingerprint_ = fingerprint(x)
         device = resolve_device(self.device)
         seed = check_random_state(self.random_state)

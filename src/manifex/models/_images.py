@@ -13,18 +13,65 @@ and the dtype together, the same way for training images and for queries:
 
 Pass ``pixel_range=(lo, hi)`` to :class:`~manifex.models.TSimCNE` to fix the range yourself
 (for instance 16-bit microscopy whose darkest image is not 0).
+
+Images larger than memory stay on disk: an h5py dataset or zarr array of shape (n, H, W[, C])
+(for instance ``h5py.File("atlas.h5ad")["obsm/image"]``) is wrapped in :class:`BackedImages`,
+which checks it and infers its range in one pass over chunks and then reads the rows each
+minibatch needs (:class:`manifex._backed.StreamData`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["MIN_IMAGE_SIZE", "check_images", "images_to_uint8", "infer_pixel_range", "prepare_images"]
+from .._backed import is_backed, read_rows
+
+__all__ = [
+    "MIN_IMAGE_SIZE",
+    "BackedImages",
+    "check_image_shape",
+    "check_images",
+    "images_to_uint8",
+    "infer_pixel_range",
+    "is_backed_images",
+    "prepare_images",
+]
 
 MIN_IMAGE_SIZE = 8
+#: bytes of images read at a time by the pass over on-disk images
+CHUNK_BYTES = 64 * 2**20
+
+
+def check_image_shape(shape: tuple[int, ...], dtype: Any, *, name: str = "images") -> None:
+    """The shape and dtype rules of :func:`check_images`, without reading a pixel."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "buif":
+        raise TypeError(f"`{name}` must hold numbers, got dtype {dtype}.")
+    if len(shape) not in (3, 4):
+        raise ValueError(
+            f"`{name}` must have shape (n, H, W) or (n, H, W, C), got {len(shape)} dimensions {shape}."
+        )
+    if shape[0] < 1:
+        raise ValueError(f"`{name}` holds no images.")
+    if min(shape[1], shape[2]) < MIN_IMAGE_SIZE:
+        raise ValueError(
+            f"`{name}` are {shape[1]}×{shape[2]} px; t-SimCNE needs at least "
+            f"{MIN_IMAGE_SIZE}×{MIN_IMAGE_SIZE} px."
+        )
+    if len(shape) == 4 and not 1 <= shape[3] <= 4:
+        raise ValueError(
+            f"`{name}` has {shape[3]} channels in its last axis; expected (n, H, W, C) with C ≤ 4."
+        )
+
+
+def _check_finite(x: np.ndarray, name: str, where: str = "") -> None:
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).sum())
+        raise ValueError(f"`{name}` contains {bad} NaN or infinite pixel value(s){where}.")
 
 
 def check_images(images: Any, *, name: str = "images") -> np.ndarray:
@@ -41,42 +88,30 @@ def check_images(images: Any, *, name: str = "images") -> np.ndarray:
     if isinstance(images, torch.Tensor):
         images = images.detach().cpu().numpy()
     x = np.asarray(images)
-    if x.dtype.kind not in "buif":
-        raise TypeError(f"`{name}` must hold numbers, got dtype {x.dtype}.")
-    if x.ndim not in (3, 4):
-        raise ValueError(
-            f"`{name}` must have shape (n, H, W) or (n, H, W, C), got {x.ndim} dimensions {x.shape}."
-        )
-    if x.shape[0] < 1:
-        raise ValueError(f"`{name}` holds no images.")
-    if min(x.shape[1], x.shape[2]) < MIN_IMAGE_SIZE:
-        raise ValueError(
-            f"`{name}` are {x.shape[1]}×{x.shape[2]} px; t-SimCNE needs at least "
-            f"{MIN_IMAGE_SIZE}×{MIN_IMAGE_SIZE} px."
-        )
-    if x.ndim == 4 and not 1 <= x.shape[3] <= 4:
-        raise ValueError(
-            f"`{name}` has {x.shape[3]} channels in its last axis; expected (n, H, W, C) with C ≤ 4."
-        )
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        bad = int((~np.isfinite(x)).sum())
-        raise ValueError(f"`{name}` contains {bad} NaN or infinite pixel value(s).")
+    check_image_shape(x.shape, x.dtype, name=name)
+    _check_finite(x, name)
     return x
 
 
-def infer_pixel_range(x: np.ndarray) -> tuple[tuple[float, float], bool]:
-    """The pixel range of ``x`` by the rules of this module, and whether it is a standard one
-    (0–1 or 0–255) rather than the array's own (min, max)."""
-    if x.dtype == np.uint8:
+def _range_of(dtype: np.dtype, lo: float, hi: float) -> tuple[tuple[float, float], bool]:
+    """The pixel range of images of ``dtype`` whose values span [lo, hi] (module docstring)."""
+    if dtype == np.uint8:
         return (0.0, 255.0), True
-    if x.dtype == np.bool_:
+    if dtype == np.bool_:
         return (0.0, 1.0), True
-    lo, hi = float(x.min()), float(x.max())
     if lo >= 0.0 and hi <= 1.0:
         return (0.0, 1.0), True
     if lo >= 0.0 and hi <= 255.0:
         return (0.0, 255.0), True
     return (lo, hi if hi > lo else lo + 1.0), False
+
+
+def infer_pixel_range(x: np.ndarray) -> tuple[tuple[float, float], bool]:
+    """The pixel range of ``x`` by the rules of this module, and whether it is a standard one
+    (0–1 or 0–255) rather than the array's own (min, max)."""
+    if x.dtype in (np.uint8, np.bool_):
+        return _range_of(x.dtype, 0.0, 0.0)
+    return _range_of(x.dtype, float(x.min()), float(x.max()))
 
 
 def images_to_uint8(x: np.ndarray, pixel_range: tuple[float, float]) -> np.ndarray:
@@ -131,3 +166,93 @@ def prepare_images(
     else:
         rng, _ = infer_pixel_range(x)
     return images_to_uint8(x, rng), rng
+
+
+def is_backed_images(x: Any) -> bool:
+    """Whether ``x`` is an on-disk image array (h5py / zarr, 3 or 4 dimensions) or a
+    :class:`BackedImages`."""
+    if isinstance(x, BackedImages):
+        return True
+    return is_backed(x) and len(getattr(x, "shape", ())) in (3, 4)
+
+
+class BackedImages:
+    """Images on disk, read by rows as ``(k, C, H, W)`` uint8.
+
+    Construction makes one pass over the images in chunks of about 64 MB: it checks that the
+    pixels are finite, finds their range (unless ``pixel_range`` / ``reference_range`` fix it,
+    with the rules of :func:`prepare_images`) and computes the data fingerprint. Memory stays
+    O(chunk); the images are then read per minibatch.
+
+    Parameters
+    ----------
+    source
+        An h5py dataset or zarr array of shape ``(n, H, W)`` or ``(n, H, W, C)``.
+    name
+        Used in error messages.
+    pixel_range, reference_range
+        As for :func:`prepare_images`.
+
+    Examples
+    --------
+    >>> import h5py, numpy as np, tempfile, os
+    >>> from manifex.models._images import BackedImages, prepare_images
+    >>> imgs = np.random.default_rng(0).random((10, 8, 8)).astype("float32")
+    >>> path = os.path.join(tempfile.mkdtemp(), "images.h5")
+    >>> with h5py.File(path, "w") as f:
+    ...     _ = f.create_dataset("image", data=imgs)
+    >>> f = h5py.File(path, "r")
+    >>> b = BackedImages(f["image"])
+    >>> b.shape, b.pixel_range, bool((b.read(np.arange(3, 6)) == prepare_images(imgs)[0][3:6]).all())
+    ((10, 1, 8, 8), (0.0, 1.0), True)
+    >>> f.close()
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        name: str = "images",
+        pixel_range: tuple[float, float] | None = None,
+        reference_range: tuple[float, float] | None = None,
+    ):
+        if isinstance(source, BackedImages):
+            source = source.source
+        raw = tuple(int(s) for s in source.shape)
+        dtype = np.dtype(source.dtype)
+        check_image_shape(raw, dtype, name=name)
+        self.source = source
+        self.name = name
+        self.dtype = dtype
+        n, h, w = raw[:3]
+        self.shape = (n, raw[3] if len(raw) == 4 else 1, h, w)
+        per_row = int(np.prod(raw[1:])) * dtype.itemsize
+        self.chunk_rows = max(1, CHUNK_BYTES // per_row)
+        lo, hi, self.fingerprint = self._scan()
+        self.max_value = hi
+        if pixel_range is not None:
+            rng = pixel_range
+        elif reference_range is not None:
+            rng = reference_range
+        else:
+            rng, _ = _range_of(dtype, lo, hi)
+        self.pixel_range = (float(rng[0]), float(rng[1]))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _scan(self) -> tuple[float, float, str]:
+        n = self.shape[0]
+        lo, hi = np.inf, -np.inf
+        h = hashlib.sha256(f"backed-images:{self.shape}:{self.dtype}".encode())
+        for s in range(0, n, self.chunk_rows):
+            block = np.asarray(self.source[s : min(n, s + self.chunk_rows)])
+            _check_finite(block, self.name, f" (images {s}–{s + block.shape[0] - 1})")
+            lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
+            h.update(np.ascontiguousarray(block[:: max(1, block.shape[0] // 8)]).tobytes())
+            h.update(np.float64(block.sum(dtype=np.float64)).tobytes())
+        return lo, hi, h.hexdigest()
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """Images ``rows`` (sorted, unique) as ``(k, C, H, W)`` uint8."""
+        return images_to_uint8(np.asarray(read_rows(self.source, rows)), self.pixel_range)

@@ -12,7 +12,7 @@ import torch
 from scanpy import logging as logg
 from torch import nn
 
-from .._backed import BackedMatrix, incremental_pca
+from .._backed import BackedMatrix, StreamData, incremental_pca
 from .._distributed import convert_sync_batchnorm, gather, world
 from .._neighbors import knn_graph
 from .._train import EarlyStopping, cosine_with_warmup, held_out_loss, split_validation, train
@@ -20,7 +20,7 @@ from .._utils import make_generator, seeded
 from ..losses.infonce import cauchy_infonce
 from ..nn.resnet import projection_head
 from ._base import BaseModel, as_matrix
-from ._images import prepare_images
+from ._images import BackedImages, is_backed_images, prepare_images
 from ._tsimcne_parts import (
     Net,
     augmentation_for,
@@ -274,8 +274,17 @@ class TSimCNE(BaseModel):
             x = as_matrix(X, name="X")
             self._check_n_rows(x.shape[0])
             return x
-        u8, rng = prepare_images(X, name="X", pixel_range=self.pixel_range)
-        if self.pixel_range is None and np.asarray(X).dtype == np.uint8 and int(u8.max()) <= 1:
+        if is_backed_images(X):  # on disk: checked in one pass, then read per minibatch
+            u8 = X
+            if not isinstance(X, BackedImages) or (
+                self.pixel_range is not None and X.pixel_range != tuple(float(v) for v in self.pixel_range)
+            ):
+                u8 = BackedImages(X, name="X", pixel_range=self.pixel_range)
+            rng, dtype, peak = u8.pixel_range, u8.dtype, u8.max_value
+        else:
+            u8, rng = prepare_images(X, name="X", pixel_range=self.pixel_range)
+            dtype, peak = np.asarray(X).dtype, int(u8.max())
+        if self.pixel_range is None and dtype == np.uint8 and peak <= 1:
             logg.warning(
                 "t-SimCNE: uint8 images whose values are all 0 or 1 are read as 0–255, i.e. nearly "
                 "black; for masks pass `pixel_range=(0, 1)` (or bool images)."
@@ -294,9 +303,11 @@ class TSimCNE(BaseModel):
         if feature_names is not None:
             raise ValueError("`feature_names` apply to expression data, not to images.")
         standard = tuple(self.pixel_range_) in ((0.0, 1.0), (0.0, 255.0))
-        u8, _ = prepare_images(
-            X, name="X", pixel_range=self.pixel_range, reference_range=None if standard else self.pixel_range_
-        )
+        reference = None if standard else self.pixel_range_
+        if is_backed_images(X):
+            u8 = BackedImages(X, name="X", pixel_range=self.pixel_range, reference_range=reference)
+        else:
+            u8, _ = prepare_images(X, name="X", pixel_range=self.pixel_range, reference_range=reference)
         if u8.shape[1:] != (self.image_shape_[2], self.image_shape_[0], self.image_shape_[1]):
             h, w, c = self.image_shape_
             raise ValueError(
@@ -306,11 +317,15 @@ class TSimCNE(BaseModel):
         return u8
 
     def _input_space(self, x: Any) -> np.ndarray:
+        if isinstance(x, BackedImages):
+            raise ValueError("space='input' would load on-disk images whole; read them in chunks.")
         if self.kind_ == "image":
             return x.reshape(x.shape[0], -1).astype(np.float32) / np.float32(255.0)
         return super()._input_space(x)
 
     def _device_data(self, x: Any, device: torch.device) -> Any:
+        if isinstance(x, BackedImages):  # read from disk per minibatch
+            return StreamData(x, device)
         return torch.from_numpy(x).to(device) if self.kind_ == "image" else self._rows_on_device(x, device)
 
     # ---- fitting ----------------------------------------------------------------------------
@@ -326,7 +341,8 @@ class TSimCNE(BaseModel):
         per_epoch = max(1, n_train // batch) if n_train > batch else 1
         lr = self._learning_rate(batch)
         gen = make_generator(seed, device)
-        data = self._device_data(x, device)  # images: (n, C, H, W) uint8 on the device, the only copy
+        # images: (n, C, H, W) uint8 on the device, the only copy (or read per minibatch from disk)
+        data = self._device_data(x, device)
 
         knn = None
         if self.kind_ == "expression":

@@ -5,6 +5,8 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
+from .._backed import is_backed
+from ..models._images import BackedImages
 from ..models.tsimcne import TSimCNE, prepare_images
 from ._utils import InputSpec, check_adata, check_flags, run_embedding
 
@@ -68,6 +70,9 @@ def tsimcne(
         float (see :func:`manifex.datasets.image_anndata`). At least 8×8 px.
     images
         The images as an array instead of an ``obsm`` key (they are not stored in ``adata``).
+        An on-disk array (an h5py dataset or zarr array, e.g. ``h5py.File(path)["obsm/image"]``)
+        is not loaded: it is checked in one pass over chunks and read per minibatch, so images
+        larger than memory can be mapped.
     use_rep, layer
         Input of the expression variant (ignored for images).
     n_components
@@ -176,18 +181,22 @@ def tsimcne(
     else:
         imgs = images
         source = "images argument"
+    on_disk = is_backed(imgs)
     if hasattr(imgs, "to_numpy"):
         imgs = imgs.to_numpy()
-    imgs = np.asarray(imgs)
-    if imgs.ndim not in (3, 4):
+    if not on_disk:
+        imgs = np.asarray(imgs)
+    shape = tuple(imgs.shape)
+    if len(shape) not in (3, 4):
         raise ValueError(
-            f"The images ({source}) must have shape (n_obs, H, W) or (n_obs, H, W, C), got shape {imgs.shape}."
+            f"The images ({source}) must have shape (n_obs, H, W) or (n_obs, H, W, C), got shape {shape}."
         )
-    if imgs.shape[0] != adata.n_obs:
-        raise ValueError(
-            f"There are {imgs.shape[0]} images ({source}) but adata has {adata.n_obs} observations."
-        )
-    prepare_images(imgs, name=f"images ({source})")  # dtype, size and finiteness checks
+    if shape[0] != adata.n_obs:
+        raise ValueError(f"There are {shape[0]} images ({source}) but adata has {adata.n_obs} observations.")
+    if on_disk:  # checked in one pass over chunks, then streamed per minibatch
+        imgs = BackedImages(imgs, name=f"images ({source})", pixel_range=model.pixel_range)
+    else:
+        prepare_images(imgs, name=f"images ({source})")  # dtype, size and finiteness checks
     spec = InputSpec("images", image_key, description=source)
 
     def collect_images(m: TSimCNE, k: str) -> tuple[dict, dict, dict]:
