@@ -51,6 +51,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lr2e-3": {"lr": 2e-3},
     "step-schedule": {"lr_schedule": "step"},
     "width256": {"encoder_dims": (256, 256, 80), "projector_dims": (256, 80)},
+    "nu_z10": {"nu_z": 10.0},
+    "nu_z1000": {"nu_z": 1000.0},
+    "anr1e3": {"aug_near_rate": 1e3},
+    "anr1e7": {"aug_near_rate": 1e7},
+    "standardize": {"standardize": True},
 }
 PEERS = ["scanpy_umap", "torchdr_umap"]
 

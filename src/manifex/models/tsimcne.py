@@ -99,9 +99,9 @@ class TSimCNE(BaseModel):
     n_neighbors
         Neighbours for the kNN-based expression augmentations.
     batch_size
-        Images per step; ``None`` takes the preset's (512 for ``"default"`` and ``"paper"``,
-        while the paper itself uses 1024; 256 for the CPU presets, which gives more steps per
-        epoch).
+        Images per step; ``None`` takes the preset's (512 for ``"cpu"``, ``"default"`` and
+        ``"paper"``, while the paper itself uses 1024; 256 for ``"quick"``, which gives more
+        steps per epoch).
     lr
         Base learning rate; ``None`` → ``0.03 · batch_size / 256``.
     momentum, weight_decay
