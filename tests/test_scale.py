@@ -205,6 +205,13 @@ def test_cli_fit_backed_streams_images_and_genes(tmp_path, suffix):
     cli.main(
         ["fit", "tsimcne", str(path), "--image-key", "image", "--backed", "--embedding-out", str(out), *opts]
     )
+    emb = tmp_path / "query.npy"  # the query's images read from disk in chunks of 64
+    model = tmp_path / "model.mx"
+    cli.main(
+        ["fit", "tsimcne", str(path), "--image-key", "image", "--backed", "--model-out", str(model), *opts]
+    )
+    cli.main(["transform", str(model), str(path), "--out", str(emb), "--chunk-size", "64", "--device", "cpu"])
+    np.testing.assert_allclose(np.load(emb), np.load(out), rtol=1e-4, atol=1e-4)
     ref = mx.tl.tsimcne(
         a,
         image_key="image",

@@ -165,6 +165,8 @@ def fit(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model = getattr(mx.tl, args.method)(adata, **kwargs)
     key = model.input_spec_["key_added"]
+    if handle is not None:  # the images came from the file's obsm/<image_key>: a query's are there too
+        model.input_spec_.update(key=args.image_key, description=f"obsm[{args.image_key!r}]")
     if w.is_main:
         if args.model_out:
             model.save(args.model_out, overwrite=args.overwrite)
@@ -187,6 +189,8 @@ def transform(args: argparse.Namespace) -> int:
     import manifex as mx
 
     model = mx.models.load_model(args.model, device=args.device)
+    if getattr(model, "kind_", None) == "image":
+        return _transform_images(model, args)
     adata = _read(args.data, backed=args.data.endswith(".h5ad"))
     n = adata.n_obs
     key = "manifex_transform"  # a key of our own in each chunk, whatever the query already holds
@@ -205,6 +209,31 @@ def transform(args: argparse.Namespace) -> int:
     if out is not None:
         out.flush()
     print(f"manifex transform: {n} cells -> {args.out} ({args.space})")
+    return 0
+
+
+def _transform_images(model: Any, args: argparse.Namespace) -> int:
+    """``manifex transform`` of an image model: the query's ``obsm`` images read from disk in
+    chunks of rows (never the whole array)."""
+    spec = model.input_spec_ or {}
+    key = args.image_key or spec.get("key")
+    if not key:
+        raise SystemExit(
+            "manifex: this model was trained on images given as an array; name the query's with --image-key"
+        )
+    _, images, handle = _open_images(args.data, key)
+    n = int(images.shape[0])
+    out = None
+    for s in range(0, n, args.chunk_size):
+        emb = model.transform(np.asarray(images[s : min(n, s + args.chunk_size)]), space=args.space)
+        if out is None:
+            out = np.lib.format.open_memmap(args.out, mode="w+", dtype=np.float32, shape=(n, emb.shape[1]))
+        out[s : s + emb.shape[0]] = emb
+    if out is not None:
+        out.flush()
+    if hasattr(handle, "close"):
+        handle.close()
+    print(f"manifex transform: {n} images (obsm/{key}) -> {args.out} ({args.space})")
     return 0
 
 
@@ -253,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--out", required=True, help="output .npy (written chunk by chunk)")
     t.add_argument("--space", default="embedding", choices=("embedding", "latent", "input"))
     t.add_argument("--use-rep", help="obsm key of the query holding the model input")
+    t.add_argument(
+        "--image-key", help="image models: obsm key of the query's images (default: the training key)"
+    )
     t.add_argument("--chunk-size", type=int, default=100_000)
     t.add_argument("--device", default="auto")
 
