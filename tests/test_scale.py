@@ -118,6 +118,9 @@ def _digit_images(n: int = 300):
 
 
 def _on_disk(tmp_path, imgs, store: str):
+    if store == "memmap":
+        np.save(tmp_path / "img.npy", imgs)
+        return np.load(tmp_path / "img.npy", mmap_mode="r"), None
     if store == "zarr":
         import zarr
 
@@ -134,7 +137,7 @@ def _on_disk(tmp_path, imgs, store: str):
     return f["obsm/image"], f
 
 
-@pytest.mark.parametrize("store", ["h5py", "zarr"])
+@pytest.mark.parametrize("store", ["h5py", "zarr", "memmap"])
 def test_images_on_disk_train_like_the_same_images_in_memory(tmp_path, monkeypatch, store):
     from manifex.models import _images
 

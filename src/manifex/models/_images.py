@@ -169,11 +169,11 @@ def prepare_images(
 
 
 def is_backed_images(x: Any) -> bool:
-    """Whether ``x`` is an on-disk image array (h5py / zarr, 3 or 4 dimensions) or a
-    :class:`BackedImages`."""
+    """Whether ``x`` is an on-disk image array (h5py / zarr / a numpy memmap, 3 or 4
+    dimensions) or a :class:`BackedImages`."""
     if isinstance(x, BackedImages):
         return True
-    return is_backed(x) and len(getattr(x, "shape", ())) in (3, 4)
+    return (is_backed(x) or isinstance(x, np.memmap)) and len(getattr(x, "shape", ())) in (3, 4)
 
 
 class BackedImages:
@@ -187,7 +187,7 @@ class BackedImages:
     Parameters
     ----------
     source
-        An h5py dataset or zarr array of shape ``(n, H, W)`` or ``(n, H, W, C)``.
+        An h5py dataset, zarr array or numpy memmap of shape ``(n, H, W)`` or ``(n, H, W, C)``.
     name
         Used in error messages.
     pixel_range, reference_range

@@ -70,9 +70,9 @@ def tsimcne(
         float (see :func:`manifex.datasets.image_anndata`). At least 8×8 px.
     images
         The images as an array instead of an ``obsm`` key (they are not stored in ``adata``).
-        An on-disk array (an h5py dataset or zarr array, e.g. ``h5py.File(path)["obsm/image"]``)
-        is not loaded: it is checked in one pass over chunks and read per minibatch, so images
-        larger than memory can be mapped.
+        An on-disk array (an h5py dataset, zarr array or numpy memmap, e.g.
+        ``h5py.File(path)["obsm/image"]``) is not loaded: it is checked in one pass over
+        chunks and read per minibatch, so images larger than memory can be mapped.
     use_rep, layer
         Input of the expression variant (ignored for images).
     n_components
@@ -181,7 +181,7 @@ def tsimcne(
     else:
         imgs = images
         source = "images argument"
-    on_disk = is_backed(imgs)
+    on_disk = is_backed(imgs) or isinstance(imgs, np.memmap)
     if hasattr(imgs, "to_numpy"):
         imgs = imgs.to_numpy()
     if not on_disk:
