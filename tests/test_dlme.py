@@ -119,6 +119,7 @@ def test_unfitted_model():
         ({"batch_size": 1}, "batch_size"),
         ({"preset": "x"}, "preset"),
         ({"nu_y": 0}, "nu_y"),
+        ({"exaggeration": 0.0}, "exaggeration"),
         ({"n_steps": 0}, "n_steps"),
         ({"n_steps": 2.5}, "n_steps"),
         ({"n_epochs": 2.0}, "n_epochs"),
@@ -130,6 +131,21 @@ def test_unfitted_model():
 def test_bad_params(blobs, kwargs, match):
     with pytest.raises(ValueError, match=match):
         DLME(**kwargs).fit(blobs[0])
+
+
+def test_exaggeration_makes_clusters_more_compact():
+    # the attraction weight works as t-SNE's exaggeration: the same clusters, tighter
+    from sklearn.datasets import make_blobs
+    from sklearn.metrics import silhouette_score
+
+    x, labels = make_blobs(600, n_features=20, centers=4, cluster_std=2.0, random_state=0)
+    x = x.astype(np.float32)
+    sil = {}
+    for alpha in (1.0, 4.0):
+        emb = DLME(n_steps=300, exaggeration=alpha, progress=False, device="cpu").fit_transform(x)
+        assert mx.metrics.knn_accuracy(emb, labels) > 0.99
+        sil[alpha] = silhouette_score(emb, labels)
+    assert sil[4.0] > sil[1.0] + 0.03
 
 
 # --------------------------------------------------------------------------------- tl.dlme

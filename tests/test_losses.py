@@ -107,12 +107,12 @@ def test_fused_backward_matches_autograd():
     # over the same formulas (tiling, shifts, kernels, union, BCE), in float64
     from manifex.losses.dlme import _KernelBCE
 
-    def plain(d, rho, dq, nu_p, nu_q, eps):
+    def plain(d, rho, dq, nu_p, nu_q, eps, alpha=1.0):
         shift = torch.cat([torch.zeros_like(rho), rho])
         dp = d.repeat(2, 2) + shift[:, None] + shift[None, :]
         kp, kq = t_kernel(dp, nu_p), t_kernel(dq, nu_q)
         p, q = fuzzy_union(kp), fuzzy_union(kq)
-        return -(p * torch.log(q + eps) + (1 - p) * torch.log(1 - q + eps)).mean()
+        return -(alpha * p * torch.log(q + eps) + (1 - p) * torch.log(1 - q + eps)).mean()
 
     g = torch.Generator().manual_seed(0)
     a = torch.rand(6, 3, generator=g, dtype=torch.float64)
@@ -125,6 +125,14 @@ def test_fused_backward_matches_autograd():
         g1 = torch.autograd.grad(l1 * 1.7, (d, rho, dq))
         l2 = plain(d, rho, dq, nu_p, nu_q, 1e-5)
         g2 = torch.autograd.grad(l2 * 1.7, (d, rho, dq))
+        assert l1.item() == pytest.approx(l2.item(), rel=1e-10)
+        for x, y in zip(g1, g2):
+            torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-12)
+    for alpha in (2.0, 0.5):  # a weighted attraction (exaggeration)
+        l1 = _KernelBCE.apply(d, rho, dq, 100.0, 0.01, 1e-5, alpha)
+        g1 = torch.autograd.grad(l1, (d, rho, dq))
+        l2 = plain(d, rho, dq, 100.0, 0.01, 1e-5, alpha)
+        g2 = torch.autograd.grad(l2, (d, rho, dq))
         assert l1.item() == pytest.approx(l2.item(), rel=1e-10)
         for x, y in zip(g1, g2):
             torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-12)

@@ -56,6 +56,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "anr1e3": {"aug_near_rate": 1e3},
     "anr1e7": {"aug_near_rate": 1e7},
     "standardize": {"standardize": True},
+    "exag2": {"exaggeration": 2.0},
+    "exag4": {"exaggeration": 4.0},
 }
 PEERS = ["scanpy_umap", "torchdr_umap"]
 

@@ -119,6 +119,7 @@ def dlme_loss(
     nu_z: float = 100.0,
     nu_y: float = 0.01,
     aug_near_rate: float = 1e5,
+    exaggeration: float = 1.0,
     eps: float = 1e-5,
 ) -> torch.Tensor:
     """DLME's loss on a batch of B points and their B augmentations.
@@ -134,6 +135,10 @@ def dlme_loss(
         Degrees of freedom of the input-side and output-side kernels.
     aug_near_rate
         ``ρ_i = min_{j≠i} D_ij / aug_near_rate`` shifts distances that involve augmented points.
+    exaggeration
+        Weight ``α`` of the attractive term of the cross-entropy,
+        ``−[α P log Q + (1 − P) log(1 − Q)]``; 1 is the paper's loss. As t-SNE's exaggeration,
+        ``α > 1`` pulls neighbours together harder than the repulsion pushes the rest apart.
     eps
         Guards the logarithms.
 
@@ -169,7 +174,7 @@ def dlme_loss(
     d = squared_distances(z[:b])
     off = d + torch.diag(torch.full((b,), float("inf"), device=d.device))
     rho = off.min(dim=1).values / aug_near_rate
-    return _KernelBCE.apply(d, rho, squared_distances(y), nu_z, nu_y, eps)
+    return _KernelBCE.apply(d, rho, squared_distances(y), nu_z, nu_y, eps, float(exaggeration))
 
 
 def _kernel(d2: torch.Tensor, nu: float) -> torch.Tensor:
@@ -201,7 +206,7 @@ class _KernelBCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, d, rho, d_q, nu_p: float, nu_q: float, eps: float):
+    def forward(ctx, d, rho, d_q, nu_p: float, nu_q: float, eps: float, alpha: float = 1.0):
         b = d.shape[0]
         shift = torch.cat([torch.zeros_like(rho), rho])
         d_p = d.repeat(2, 2).add_(shift[:, None]).add_(shift[None, :])
@@ -209,18 +214,25 @@ class _KernelBCE(torch.autograd.Function):
         p, q = _union_(kp), _union_(kq)
         log_q = q.add(eps).log_()
         log_1q = q.neg().add_(eps).log1p_()
+        if alpha != 1.0:
+            log_q.mul_(alpha)  # α log(q + ε) from here on
         loss = -torch.lerp(log_1q, log_q, p).mean()
         scale = 1.0 / d_p.numel()
         grad_d = grad_rho = grad_q = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            # dL/dp = log(1 − q + ε) − log(q + ε); times dp/dd² of the union
+            # dL/dp = log(1 − q + ε) − α log(q + ε); times dp/dd² of the union
             g = log_1q.sub_(log_q).mul_(_kernel_slope_(kp, d_p, nu_p, scale))
             grad_d = g.view(2, b, 2, b).sum(dim=(0, 2))
             grad_rho = g[b:].sum(dim=1) + g[:, b:].sum(dim=0)
         if ctx.needs_input_grad[2]:
-            # dL/dq = (1 − p)/(1 − q + ε) − p/(q + ε) = (q + ε − p(1 + 2ε)) / ((q + ε)(1 + ε − q))
+            # dL/dq = (1 − p)/(1 − q + ε) − α p/(q + ε); with u = q + ε its numerator over
+            # (q + ε)(1 + ε − q) is u − p(u(1 − α) + α(1 + 2ε))
             u = q.add_(eps)
-            dq = torch.add(u, p, alpha=-(1.0 + 2.0 * eps)).div_(u.neg().add_(1.0 + 2.0 * eps).mul_(u))
+            if alpha == 1.0:
+                num = torch.add(u, p, alpha=-(1.0 + 2.0 * eps))
+            else:
+                num = u.mul(1.0 - alpha).add_(alpha * (1.0 + 2.0 * eps)).mul_(p).neg_().add_(u)
+            dq = num.div_(u.neg().add_(1.0 + 2.0 * eps).mul_(u))
             grad_q = dq.mul_(_kernel_slope_(kq, d_q.clone(), nu_q, scale))
         ctx.save_for_backward(grad_d, grad_rho, grad_q)
         return loss
@@ -228,4 +240,4 @@ class _KernelBCE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         grads = [None if g is None else g * grad_out for g in ctx.saved_tensors]
-        return (*grads, None, None, None)
+        return (*grads, None, None, None, None)

@@ -70,6 +70,10 @@ class DLME(BaseModel):
         makes tails heavier and pushes clusters further apart.
     aug_near_rate
         Divides the smallest batch distance to give ρ, the distance shift of augmented points.
+    exaggeration
+        Weight of the attractive term of the loss (:func:`manifex.losses.dlme_loss`); 1 is the
+        paper's loss. Above 1 neighbours are pulled together harder than the rest is pushed
+        apart, as t-SNE's exaggeration: clusters become more compact.
     augment
         ``"knn_mix"`` (the reference), ``"default"`` (kNN-mix + mild dropout and noise),
         ``"strong"``, or a callable ``aug(x, idx, ctx)`` / list of them
@@ -147,6 +151,7 @@ class DLME(BaseModel):
         nu_z: float = 100.0,
         nu_y: float = 0.01,
         aug_near_rate: float = 1e5,
+        exaggeration: float = 1.0,
         augment: str | ExpressionAugmentation | Sequence[ExpressionAugmentation] = "knn_mix",
         batch_size: int = 300,
         lr: float = 1e-3,
@@ -174,6 +179,7 @@ class DLME(BaseModel):
         self.nu_z = nu_z
         self.nu_y = nu_y
         self.aug_near_rate = aug_near_rate
+        self.exaggeration = exaggeration
         self.augment = augment
         self.batch_size = batch_size
         self.lr = lr
@@ -213,7 +219,7 @@ class DLME(BaseModel):
             raise ValueError(f"`preset` must be one of {sorted(PRESETS)}, got {self.preset!r}.")
         if self.lr_schedule is not None and self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"`lr_schedule` must be 'cosine', 'step' or None, got {self.lr_schedule!r}.")
-        for name in ("nu_z", "nu_y", "aug_near_rate", "lr"):
+        for name in ("nu_z", "nu_y", "aug_near_rate", "exaggeration", "lr"):
             check_positive(self, name)
         check_positive(self, "weight_decay", allow_zero=True)
         check_fraction(self, "validation_fraction")
@@ -309,7 +315,7 @@ class DLME(BaseModel):
         rows = torch.as_tensor(train_rows, device=device)
         batch = min(self.batch_size, n_train)
         n_steps = self.n_steps_for(n_train)
-        nu_z, nu_y, rate = self.nu_z, self.nu_y, self.aug_near_rate
+        nu_z, nu_y, rate, alpha = self.nu_z, self.nu_y, self.aug_near_rate, self.exaggeration
 
         def loss_of(idx: torch.Tensor, aug_ctx: AugmentContext, gathered: bool = False) -> torch.Tensor:
             xb = data[idx]
@@ -319,7 +325,7 @@ class DLME(BaseModel):
             if gathered:  # several processes: the loss of the global batch (originals, then views)
                 z = torch.cat([gather(t) for t in z.chunk(2)])
                 y = torch.cat([gather(t) for t in y.chunk(2)])
-            return dlme_loss(z, y, nu_z=nu_z, nu_y=nu_y, aug_near_rate=rate)
+            return dlme_loss(z, y, nu_z=nu_z, nu_y=nu_y, aug_near_rate=rate, exaggeration=alpha)
 
         def step(i: torch.Tensor) -> torch.Tensor:
             return loss_of(rows[i], ctx, gathered=w.distributed)
