@@ -194,7 +194,7 @@ def write_images_h5ad(path: Path, n: int, size: int, channels: int, seed: int = 
         obsm = f.create_group("obsm")
         obsm.attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
         shape = (n, size, size, channels)
-        ds = obsm.create_dataset("image", shape=shape, dtype="uint8", chunks=(256, size, size, channels))
+        ds = obsm.create_dataset("image", shape=shape, dtype="uint8")  # contiguous, as anndata writes it
         for s in range(0, n, 20_000):
             e = min(n, s + 20_000)
             noise = rng.normal(scale=25.0, size=(e - s, size, size, channels))
