@@ -58,7 +58,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "standardize": {"standardize": True},
     "exag2": {"exaggeration": 2.0},
     "exag4": {"exaggeration": 4.0},
-    "exag12": {"exaggeration": 12.0},
     "nu_z10-anr1e3": {"nu_z": 10.0, "aug_near_rate": 1e3},
 }
 PEERS = ["scanpy_umap", "torchdr_umap"]
