@@ -12,6 +12,19 @@ import manifex as mx
 from manifex import _backed
 
 
+def _spy_reads(monkeypatch, cls) -> list[int]:
+    """Record the number of rows of every ``cls.read`` call."""
+    reads: list[int] = []
+    orig = cls.read
+
+    def spy(self, rows):
+        reads.append(len(rows))
+        return orig(self, rows)
+
+    monkeypatch.setattr(cls, "read", spy)
+    return reads
+
+
 def _clusters(n: int = 1200, d: int = 120, seed: int = 0):
     rng = np.random.default_rng(seed)
     centers = rng.normal(scale=3.0, size=(4, d))
@@ -35,14 +48,7 @@ def test_backed_training_reads_rows_in_chunks_and_matches_structure(backed_file,
     path, x, labels = backed_file
     monkeypatch.setattr(_backed, "CHUNK_ROWS", 200)
     monkeypatch.setattr(_backed, "PCA_CHUNK_ROWS", 200)
-    reads: list[int] = []
-    orig = _backed.BackedMatrix.read
-
-    def spy(self, rows):
-        reads.append(len(rows))
-        return orig(self, rows)
-
-    monkeypatch.setattr(_backed.BackedMatrix, "read", spy)
+    reads = _spy_reads(monkeypatch, _backed.BackedMatrix)
     b = ad.read_h5ad(path, backed="r")
     m = mx.models.DLME(n_steps=80, batch_size=100, progress=False, device="cpu")
     m.fit(b.X, feature_names=b.var_names)
@@ -144,14 +150,7 @@ def test_images_on_disk_train_like_the_same_images_in_memory(tmp_path, monkeypat
     imgs, _ = _digit_images(1100)
     src, handle = _on_disk(tmp_path, imgs, store)
     monkeypatch.setattr(_images, "CHUNK_BYTES", 64 * imgs[0].nbytes)  # passes of 64 images
-    reads: list[int] = []
-    orig = _images.BackedImages.read
-
-    def spy(self, rows):
-        reads.append(len(rows))
-        return orig(self, rows)
-
-    monkeypatch.setattr(_images.BackedImages, "read", spy)
+    reads = _spy_reads(monkeypatch, _images.BackedImages)
     kw = dict(
         n_epochs=(1, 1, 1), batch_size=64, augment="digits", progress=False, device="cpu", random_state=3
     )

@@ -84,16 +84,24 @@ def _params(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _read(path: str, *, backed: bool = False):
-    import anndata as ad
-
+def _store(path: str) -> tuple[Path, bool]:
+    """``path`` checked to be an existing .h5ad file or .zarr store, and whether it is zarr."""
     p = Path(path)
     if not p.exists():
         raise SystemExit(f"manifex: {path} does not exist")
     if p.suffix == ".zarr" or p.is_dir():
-        return ad.read_zarr(p)
+        return p, True
     if p.suffix != ".h5ad":
         raise SystemExit(f"manifex: {path}: expected an .h5ad file or a .zarr store")
+    return p, False
+
+
+def _read(path: str, *, backed: bool = False):
+    import anndata as ad
+
+    p, is_zarr = _store(path)
+    if is_zarr:
+        return ad.read_zarr(p)
     return ad.read_h5ad(p, backed="r" if backed else None)
 
 
@@ -107,19 +115,15 @@ def _open_images(path: str, key: str) -> tuple[Any, Any, Any]:
     except ImportError:  # pragma: no cover - anndata < 0.11
         from anndata.experimental import read_elem
 
-    p = Path(path)
-    if not p.exists():
-        raise SystemExit(f"manifex: {path} does not exist")
-    if p.suffix == ".zarr" or p.is_dir():
+    p, is_zarr = _store(path)
+    if is_zarr:
         import zarr
 
         root = zarr.open_group(str(p), mode="r")
-    elif p.suffix == ".h5ad":
+    else:
         import h5py
 
         root = h5py.File(p, "r")
-    else:
-        raise SystemExit(f"manifex: {path}: expected an .h5ad file or a .zarr store")
     if "obsm" not in root or key not in root["obsm"]:
         raise SystemExit(f"manifex: {path} has no images at obsm/{key}")
     return ad.AnnData(obs=read_elem(root["obs"])), root["obsm"][key], root
@@ -197,19 +201,29 @@ def transform(args: argparse.Namespace) -> int:
     opts: dict[str, Any] = {"space": args.space, "key_added": key}
     if args.use_rep:
         opts["use_rep"] = args.use_rep
-    out = None
-    for s in range(0, n, args.chunk_size):
-        chunk = adata[s : min(n, s + args.chunk_size)]
+
+    def embed_rows(s: int, e: int) -> np.ndarray:
+        chunk = adata[s:e]
         chunk = chunk.to_memory() if getattr(adata, "isbacked", False) else chunk.copy()
         mx.tl.embed(chunk, model, **opts)
-        emb = np.asarray(chunk.obsm[f"X_{key}"], dtype=np.float32)
+        return np.asarray(chunk.obsm[f"X_{key}"], dtype=np.float32)
+
+    _write_in_chunks(args.out, n, args.chunk_size, embed_rows)
+    print(f"manifex transform: {n} cells -> {args.out} ({args.space})")
+    return 0
+
+
+def _write_in_chunks(path: str, n: int, chunk_size: int, embed_rows: Any) -> None:
+    """Write ``embed_rows(start, stop)`` for consecutive row chunks into the .npy ``path``, which
+    is created at the first chunk (its width is the embedding's) and filled as it goes."""
+    out = None
+    for s in range(0, n, chunk_size):
+        emb = embed_rows(s, min(n, s + chunk_size))
         if out is None:
-            out = np.lib.format.open_memmap(args.out, mode="w+", dtype=np.float32, shape=(n, emb.shape[1]))
+            out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, emb.shape[1]))
         out[s : s + emb.shape[0]] = emb
     if out is not None:
         out.flush()
-    print(f"manifex transform: {n} cells -> {args.out} ({args.space})")
-    return 0
 
 
 def _transform_images(model: Any, args: argparse.Namespace) -> int:
@@ -223,14 +237,9 @@ def _transform_images(model: Any, args: argparse.Namespace) -> int:
         )
     _, images, handle = _open_images(args.data, key)
     n = int(images.shape[0])
-    out = None
-    for s in range(0, n, args.chunk_size):
-        emb = model.transform(np.asarray(images[s : min(n, s + args.chunk_size)]), space=args.space)
-        if out is None:
-            out = np.lib.format.open_memmap(args.out, mode="w+", dtype=np.float32, shape=(n, emb.shape[1]))
-        out[s : s + emb.shape[0]] = emb
-    if out is not None:
-        out.flush()
+    _write_in_chunks(
+        args.out, n, args.chunk_size, lambda s, e: model.transform(np.asarray(images[s:e]), space=args.space)
+    )
     if hasattr(handle, "close"):
         handle.close()
     print(f"manifex transform: {n} images (obsm/{key}) -> {args.out} ({args.space})")

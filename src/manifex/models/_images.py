@@ -38,6 +38,7 @@ __all__ = [
     "images_to_uint8",
     "infer_pixel_range",
     "is_backed_images",
+    "on_disk",
     "prepare_images",
 ]
 
@@ -168,12 +169,18 @@ def prepare_images(
     return images_to_uint8(x, rng), rng
 
 
+def on_disk(x: Any) -> bool:
+    """Whether ``x`` is an array left on disk: h5py / zarr (:func:`manifex._backed.is_backed`)
+    or a numpy memmap."""
+    return is_backed(x) or isinstance(x, np.memmap)
+
+
 def is_backed_images(x: Any) -> bool:
-    """Whether ``x`` is an on-disk image array (h5py / zarr / a numpy memmap, 3 or 4
-    dimensions) or a :class:`BackedImages`."""
+    """Whether ``x`` is an on-disk image array (:func:`on_disk`, 3 or 4 dimensions) or a
+    :class:`BackedImages`."""
     if isinstance(x, BackedImages):
         return True
-    return (is_backed(x) or isinstance(x, np.memmap)) and len(getattr(x, "shape", ())) in (3, 4)
+    return on_disk(x) and len(getattr(x, "shape", ())) in (3, 4)
 
 
 class BackedImages:

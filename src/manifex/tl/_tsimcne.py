@@ -5,8 +5,7 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
-from .._backed import is_backed
-from ..models._images import BackedImages
+from ..models._images import BackedImages, on_disk
 from ..models.tsimcne import TSimCNE, prepare_images
 from ._utils import InputSpec, check_adata, check_flags, run_embedding
 
@@ -181,10 +180,10 @@ def tsimcne(
     else:
         imgs = images
         source = "images argument"
-    on_disk = is_backed(imgs) or isinstance(imgs, np.memmap)
+    stays_on_disk = on_disk(imgs)
     if hasattr(imgs, "to_numpy"):
         imgs = imgs.to_numpy()
-    if not on_disk:
+    if not stays_on_disk:
         imgs = np.asarray(imgs)
     shape = tuple(imgs.shape)
     if len(shape) not in (3, 4):
@@ -193,7 +192,7 @@ def tsimcne(
         )
     if shape[0] != adata.n_obs:
         raise ValueError(f"There are {shape[0]} images ({source}) but adata has {adata.n_obs} observations.")
-    if on_disk:  # checked in one pass over chunks, then streamed per minibatch
+    if stays_on_disk:  # checked in one pass over chunks, then streamed per minibatch
         imgs = BackedImages(imgs, name=f"images ({source})", pixel_range=model.pixel_range)
     else:
         prepare_images(imgs, name=f"images ({source})")  # dtype, size and finiteness checks
