@@ -253,6 +253,23 @@ def test_tl_images_argument(adata, digits):
     assert adata.uns["tsimcne"]["input"]["description"] == "images argument"
 
 
+def test_tl_converts_the_images_once(adata, monkeypatch):
+    """tl.tsimcne validates the images without making its own uint8 copy: the only full-size
+    conversion is the model's."""
+    import manifex.models._images as images_module
+
+    sizes = []
+    original = images_module.images_to_uint8
+
+    def spy(x, pixel_range):
+        sizes.append(len(x))
+        return original(x, pixel_range)
+
+    monkeypatch.setattr(images_module, "images_to_uint8", spy)
+    mx.tl.tsimcne(adata, image_key="image", **FAST)
+    assert sizes.count(adata.n_obs) == 1
+
+
 @pytest.mark.parametrize(
     ("case", "exc", "match"),
     [

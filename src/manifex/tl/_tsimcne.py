@@ -5,8 +5,8 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
-from ..models._images import BackedImages, on_disk
-from ..models.tsimcne import TSimCNE, prepare_images
+from ..models._images import BackedImages, check_images, on_disk
+from ..models.tsimcne import TSimCNE
 from ._utils import InputSpec, check_adata, check_flags, run_embedding
 
 _STAGES = ("pretrain", "linear", "finetune")
@@ -195,7 +195,7 @@ def tsimcne(
     if stays_on_disk:  # checked in one pass over chunks, then streamed per minibatch
         imgs = BackedImages(imgs, name=f"images ({source})", pixel_range=model.pixel_range)
     else:
-        prepare_images(imgs, name=f"images ({source})")  # dtype, size and finiteness checks
+        check_images(imgs, name=f"images ({source})")  # dtype, size and finiteness; no copy
     spec = InputSpec("images", image_key, description=source)
 
     def collect_images(m: TSimCNE, k: str) -> tuple[dict, dict, dict]:
