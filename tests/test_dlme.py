@@ -120,6 +120,8 @@ def test_unfitted_model():
         ({"preset": "x"}, "preset"),
         ({"nu_y": 0}, "nu_y"),
         ({"exaggeration": 0.0}, "exaggeration"),
+        ({"exaggeration_start": 1.0}, "exaggeration_start"),
+        ({"exaggeration_start": 0.5, "early_stopping": True}, "early_stopping"),
         ({"n_steps": 0}, "n_steps"),
         ({"n_steps": 2.5}, "n_steps"),
         ({"n_epochs": 2.0}, "n_epochs"),
@@ -146,6 +148,24 @@ def test_exaggeration_makes_clusters_more_compact():
         assert mx.metrics.knn_accuracy(emb, labels) > 0.99
         sil[alpha] = silhouette_score(emb, labels)
     assert sil[4.0] > sil[1.0] + 0.03
+
+
+def test_late_exaggeration_switches_at_its_step():
+    """Before ``exaggeration_start`` the run is the paper's loss step for step (the same epoch
+    losses as a run without exaggeration); after it the loss is the exaggerated one."""
+    from sklearn.datasets import make_blobs
+
+    x, _ = make_blobs(600, n_features=20, centers=4, cluster_std=2.0, random_state=0)
+    x = x.astype(np.float32)  # 600 cells, batch 300: 2 steps per epoch, 40 epochs
+    kw = {"n_steps": 80, "progress": False, "device": "cpu"}
+    base = DLME(**kw).fit(x).history_["loss"]
+    late = DLME(exaggeration=4.0, exaggeration_start=0.5, **kw).fit(x).history_["loss"]
+    full = DLME(exaggeration=4.0, **kw).fit(x).history_["loss"]
+    np.testing.assert_allclose(late[:20], base[:20], rtol=1e-6)
+    assert not np.allclose(late[20:], base[20:], rtol=1e-3)
+    assert not np.allclose(full[:20], base[:20], rtol=1e-3)
+    # the switch to a weight of 4 on the attraction raises the loss at once
+    assert late[20] > 1.2 * late[19]
 
 
 # --------------------------------------------------------------------------------- tl.dlme

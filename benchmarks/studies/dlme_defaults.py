@@ -58,6 +58,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "standardize": {"standardize": True},
     "exag2": {"exaggeration": 2.0},
     "exag4": {"exaggeration": 4.0},
+    "late4": {"exaggeration": 4.0, "exaggeration_start": 0.75},
+    "late8": {"exaggeration": 8.0, "exaggeration_start": 0.75},
+    "late4-half": {"exaggeration": 4.0, "exaggeration_start": 0.5},
     "nu_z10-anr1e3": {"nu_z": 10.0, "aug_near_rate": 1e3},
 }
 PEERS = ["scanpy_umap", "torchdr_umap"]

@@ -212,6 +212,7 @@ def train(
     checkpoint: CheckpointFile | None = None,
     phase: str = "train",
     record: Callable[[dict], dict] | None = None,
+    before_step: Callable[[int], None] | None = None,
 ) -> TrainHistory:
     """Run ``n_steps`` optimiser steps of ``step_fn`` over shuffled minibatches.
 
@@ -255,6 +256,10 @@ def train(
     checkpoint, phase
         Save the run every ``checkpoint.every_epochs`` epochs and at its end, and resume from
         the file when it holds this ``phase`` (a finished phase is not trained again).
+    before_step
+        Called with the index of each step (0-based, counted over the whole budget, also after
+        resuming from a checkpoint) before ``step_fn``; for loss weights that follow a
+        schedule.
     record
         Turns the finished history (:meth:`TrainHistory.as_dict`) into the record the
         checkpoint keeps for this phase (e.g. with throughput figures added).
@@ -351,6 +356,8 @@ def train(
                 if step >= n_steps:
                     break
                 idx = shard(perm[b * batch_size : (b + 1) * batch_size], w)
+                if before_step is not None:
+                    before_step(step)
                 if lr_lambda is not None:
                     mult = lr_lambda(step)
                     for g, lr0 in zip(optimizer.param_groups, base_lrs):

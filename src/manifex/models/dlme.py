@@ -74,6 +74,11 @@ class DLME(BaseModel):
         Weight of the attractive term of the loss (:func:`manifex.losses.dlme_loss`); 1 is the
         paper's loss. Above 1 neighbours are pulled together harder than the rest is pushed
         apart, as t-SNE's exaggeration: clusters become more compact.
+    exaggeration_start
+        Fraction of the step budget after which ``exaggeration`` applies; before it the weight
+        is 1. 0 (the default) applies it throughout; e.g. 0.75 exaggerates the last quarter
+        only, as t-SNE's *late* exaggeration, which compacts clusters after the layout has
+        formed. Cannot be combined with ``early_stopping`` (the loss changes at the switch).
     augment
         ``"knn_mix"`` (the reference), ``"default"`` (kNN-mix + mild dropout and noise),
         ``"strong"``, or a callable ``aug(x, idx, ctx)`` / list of them
@@ -152,6 +157,7 @@ class DLME(BaseModel):
         nu_y: float = 0.01,
         aug_near_rate: float = 1e5,
         exaggeration: float = 1.0,
+        exaggeration_start: float = 0.0,
         augment: str | ExpressionAugmentation | Sequence[ExpressionAugmentation] = "knn_mix",
         batch_size: int = 300,
         lr: float = 1e-3,
@@ -180,6 +186,7 @@ class DLME(BaseModel):
         self.nu_y = nu_y
         self.aug_near_rate = aug_near_rate
         self.exaggeration = exaggeration
+        self.exaggeration_start = exaggeration_start
         self.augment = augment
         self.batch_size = batch_size
         self.lr = lr
@@ -223,6 +230,12 @@ class DLME(BaseModel):
             check_positive(self, name)
         check_positive(self, "weight_decay", allow_zero=True)
         check_fraction(self, "validation_fraction")
+        check_fraction(self, "exaggeration_start")
+        if self.exaggeration_start > 0 and self.early_stopping:
+            raise ValueError(
+                "`exaggeration_start` > 0 changes the loss during training, so its values before and "
+                "after the switch cannot be compared; use it with `early_stopping=False`."
+            )
         check_common(self)
 
     def _augmentation(self) -> ExpressionAugmentation:
@@ -315,7 +328,13 @@ class DLME(BaseModel):
         rows = torch.as_tensor(train_rows, device=device)
         batch = min(self.batch_size, n_train)
         n_steps = self.n_steps_for(n_train)
-        nu_z, nu_y, rate, alpha = self.nu_z, self.nu_y, self.aug_near_rate, self.exaggeration
+        nu_z, nu_y, rate = self.nu_z, self.nu_y, self.aug_near_rate
+        # the attraction weight of the current step: 1 before ``exaggeration_start``
+        switch = round(float(self.exaggeration_start) * n_steps)
+        alpha = [self.exaggeration if switch == 0 else 1.0]
+
+        def set_phase(s: int) -> None:
+            alpha[0] = self.exaggeration if s >= switch else 1.0
 
         def loss_of(idx: torch.Tensor, aug_ctx: AugmentContext, gathered: bool = False) -> torch.Tensor:
             xb = data[idx]
@@ -325,7 +344,7 @@ class DLME(BaseModel):
             if gathered:  # several processes: the loss of the global batch (originals, then views)
                 z = torch.cat([gather(t) for t in z.chunk(2)])
                 y = torch.cat([gather(t) for t in y.chunk(2)])
-            return dlme_loss(z, y, nu_z=nu_z, nu_y=nu_y, aug_near_rate=rate, exaggeration=alpha)
+            return dlme_loss(z, y, nu_z=nu_z, nu_y=nu_y, aug_near_rate=rate, exaggeration=alpha[0])
 
         def step(i: torch.Tensor) -> torch.Tensor:
             return loss_of(rows[i], ctx, gathered=w.distributed)
@@ -359,6 +378,7 @@ class DLME(BaseModel):
             desc="DLME",
             early_stopping=stopper,
             checkpoint=ckpt,
+            before_step=set_phase if switch > 0 else None,
         ).as_dict()
         self.history_["n_validation"] = len(val_rows)
         self.timings_["train_s"] = self.history_["seconds"]
