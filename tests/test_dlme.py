@@ -144,7 +144,9 @@ def test_exaggeration_makes_clusters_more_compact():
     x = x.astype(np.float32)
     sil = {}
     for alpha in (1.0, 4.0):
-        emb = DLME(n_steps=300, exaggeration=alpha, progress=False, device="cpu").fit_transform(x)
+        emb = DLME(
+            n_steps=300, exaggeration=alpha, exaggeration_start=0.0, progress=False, device="cpu"
+        ).fit_transform(x)
         assert mx.metrics.knn_accuracy(emb, labels) > 0.99
         sil[alpha] = silhouette_score(emb, labels)
     assert sil[4.0] > sil[1.0] + 0.03
@@ -158,14 +160,30 @@ def test_late_exaggeration_switches_at_its_step():
     x, _ = make_blobs(600, n_features=20, centers=4, cluster_std=2.0, random_state=0)
     x = x.astype(np.float32)  # 600 cells, batch 300: 2 steps per epoch, 40 epochs
     kw = {"n_steps": 80, "progress": False, "device": "cpu"}
-    base = DLME(**kw).fit(x).history_["loss"]
+    base = DLME(exaggeration=1.0, **kw).fit(x).history_["loss"]
     late = DLME(exaggeration=4.0, exaggeration_start=0.5, **kw).fit(x).history_["loss"]
-    full = DLME(exaggeration=4.0, **kw).fit(x).history_["loss"]
+    full = DLME(exaggeration=4.0, exaggeration_start=0.0, **kw).fit(x).history_["loss"]
     np.testing.assert_allclose(late[:20], base[:20], rtol=1e-6)
     assert not np.allclose(late[20:], base[20:], rtol=1e-3)
     assert not np.allclose(full[:20], base[:20], rtol=1e-3)
     # the switch to a weight of 4 on the attraction raises the loss at once
     assert late[20] > 1.2 * late[19]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({}, (4.0, 0.75)),  # the default: late exaggeration, measured on the panel
+        ({"preset": "fast"}, (4.0, 0.75)),
+        ({"preset": "paper"}, (1.0, 0.0)),  # the paper's loss
+        ({"exaggeration": 2.0}, (2.0, 0.75)),
+        ({"exaggeration_start": 0.0}, (4.0, 0.0)),
+        ({"early_stopping": True}, (1.0, 0.0)),  # the loss must not change while checked
+        ({"early_stopping": True, "exaggeration": 2.0}, (2.0, 0.0)),
+    ],
+)
+def test_effective_exaggeration(kwargs, expected):
+    assert DLME(**kwargs).effective_exaggeration == expected
 
 
 # --------------------------------------------------------------------------------- tl.dlme

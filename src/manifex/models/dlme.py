@@ -37,9 +37,9 @@ __all__ = ["DLME"]
 #: (see :meth:`DLME.n_steps_for`); ``"paper"`` is the reference's 1500 epochs with its
 #: learning rate halved ten times.
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": {"lr_schedule": "cosine"},
-    "fast": {"n_epochs": 100, "lr_schedule": "cosine"},
-    "paper": {"n_epochs": 1500, "lr_schedule": "step"},
+    "default": {"lr_schedule": "cosine", "exaggeration": 4.0, "exaggeration_start": 0.75},
+    "fast": {"n_epochs": 100, "lr_schedule": "cosine", "exaggeration": 4.0, "exaggeration_start": 0.75},
+    "paper": {"n_epochs": 1500, "lr_schedule": "step", "exaggeration": 1.0, "exaggeration_start": 0.0},
 }
 LR_SCHEDULES = ("cosine", "step")
 
@@ -73,12 +73,15 @@ class DLME(BaseModel):
     exaggeration
         Weight of the attractive term of the loss (:func:`manifex.losses.dlme_loss`); 1 is the
         paper's loss. Above 1 neighbours are pulled together harder than the rest is pushed
-        apart, as t-SNE's exaggeration: clusters become more compact.
+        apart, as t-SNE's exaggeration: clusters become more compact. ``None``: the preset's
+        (4 for ``"default"`` and ``"fast"``, 1 for ``"paper"``).
     exaggeration_start
         Fraction of the step budget after which ``exaggeration`` applies; before it the weight
-        is 1. 0 (the default) applies it throughout; e.g. 0.75 exaggerates the last quarter
-        only, as t-SNE's *late* exaggeration, which compacts clusters after the layout has
-        formed. Cannot be combined with ``early_stopping`` (the loss changes at the switch).
+        is 1. 0 applies it throughout; 0.75 exaggerates the last quarter only, as t-SNE's
+        *late* exaggeration, which compacts clusters after the layout has formed. ``None``:
+        the preset's (0.75 for ``"default"`` and ``"fast"``). With ``early_stopping`` the
+        loss must not change during training: unset values then mean the paper's loss (or
+        ``exaggeration`` throughout), and ``exaggeration_start`` > 0 is refused.
     augment
         ``"knn_mix"`` (the reference), ``"default"`` (kNN-mix + mild dropout and noise),
         ``"strong"``, or a callable ``aug(x, idx, ctx)`` / list of them
@@ -99,8 +102,9 @@ class DLME(BaseModel):
     n_steps
         Exact number of optimiser steps; overrides ``n_epochs``.
     preset
-        ``"default"``, ``"fast"`` (100 epochs) or ``"paper"`` (1500 epochs as in the reference).
-        Explicit ``n_epochs`` / ``n_steps`` win over the preset.
+        ``"default"``, ``"fast"`` (100 epochs) or ``"paper"`` (the reference's 1500 epochs, step
+        schedule and loss without exaggeration). Explicit ``n_epochs`` / ``n_steps``,
+        ``lr_schedule`` and ``exaggeration`` / ``exaggeration_start`` win over the preset.
     knn_method
         How the kNN graph is built (:func:`manifex.neighbors.knn_graph`): ``"auto"`` (exact
         search on the training device up to 20,000 cells on a CPU and 1,000,000 on a GPU, faiss
@@ -156,8 +160,8 @@ class DLME(BaseModel):
         nu_z: float = 100.0,
         nu_y: float = 0.01,
         aug_near_rate: float = 1e5,
-        exaggeration: float = 1.0,
-        exaggeration_start: float = 0.0,
+        exaggeration: float | None = None,
+        exaggeration_start: float | None = None,
         augment: str | ExpressionAugmentation | Sequence[ExpressionAugmentation] = "knn_mix",
         batch_size: int = 300,
         lr: float = 1e-3,
@@ -226,12 +230,14 @@ class DLME(BaseModel):
             raise ValueError(f"`preset` must be one of {sorted(PRESETS)}, got {self.preset!r}.")
         if self.lr_schedule is not None and self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"`lr_schedule` must be 'cosine', 'step' or None, got {self.lr_schedule!r}.")
-        for name in ("nu_z", "nu_y", "aug_near_rate", "exaggeration", "lr"):
+        for name in ("nu_z", "nu_y", "aug_near_rate", "lr"):
             check_positive(self, name)
+        check_positive(self, "exaggeration", allow_none=True)
         check_positive(self, "weight_decay", allow_zero=True)
         check_fraction(self, "validation_fraction")
-        check_fraction(self, "exaggeration_start")
-        if self.exaggeration_start > 0 and self.early_stopping:
+        if self.exaggeration_start is not None:
+            check_fraction(self, "exaggeration_start")
+        if self.exaggeration_start and self.early_stopping:
             raise ValueError(
                 "`exaggeration_start` > 0 changes the loss during training, so its values before and "
                 "after the switch cannot be compared; use it with `early_stopping=False`."
@@ -270,6 +276,23 @@ class DLME(BaseModel):
     def effective_lr_schedule(self) -> str:
         """``lr_schedule``, or the preset's when it is ``None``."""
         return self.lr_schedule or PRESETS[self.preset]["lr_schedule"]
+
+    @property
+    def effective_exaggeration(self) -> tuple[float, float]:
+        """``(exaggeration, exaggeration_start)`` used in training: the parameters, or the
+        preset's where they are ``None``; with ``early_stopping`` an unset start is 0 and, when
+        neither is set, the weight is 1 (the paper's loss), so that the loss stays the same."""
+        preset = PRESETS[self.preset]
+        if self.early_stopping:
+            alpha = (
+                self.exaggeration
+                if self.exaggeration is not None
+                else (preset["exaggeration"] if self.exaggeration_start is not None else 1.0)
+            )
+            return float(alpha), float(self.exaggeration_start or 0.0)
+        alpha = preset["exaggeration"] if self.exaggeration is None else self.exaggeration
+        start = preset["exaggeration_start"] if self.exaggeration_start is None else self.exaggeration_start
+        return float(alpha), float(start)
 
     def _lr_lambda(self, n_steps: int):
         if self.effective_lr_schedule == "step":
@@ -330,11 +353,12 @@ class DLME(BaseModel):
         n_steps = self.n_steps_for(n_train)
         nu_z, nu_y, rate = self.nu_z, self.nu_y, self.aug_near_rate
         # the attraction weight of the current step: 1 before ``exaggeration_start``
-        switch = round(float(self.exaggeration_start) * n_steps)
-        alpha = [self.exaggeration if switch == 0 else 1.0]
+        exaggeration, start = self.effective_exaggeration
+        switch = round(start * n_steps)
+        alpha = [exaggeration if switch == 0 else 1.0]
 
         def set_phase(s: int) -> None:
-            alpha[0] = self.exaggeration if s >= switch else 1.0
+            alpha[0] = exaggeration if s >= switch else 1.0
 
         def loss_of(idx: torch.Tensor, aug_ctx: AugmentContext, gathered: bool = False) -> torch.Tensor:
             xb = data[idx]

@@ -51,7 +51,7 @@ def dlme(
     n_epochs, n_steps, preset
         Training budget. By default the number of optimiser steps scales with the number of
         cells (:meth:`manifex.models.DLME.n_steps_for`); ``preset="paper"`` runs the reference's
-        1500 epochs, ``"fast"`` 100 epochs.
+        1500 epochs with its schedule and its loss (no late exaggeration), ``"fast"`` 100 epochs.
     batch_size
         Cells per step.
     augment
