@@ -104,10 +104,20 @@ def pca_of_query(q, ref, name: str, model=None) -> np.ndarray:
     return out.obsm["X_pca_of_reference"]
 
 
+#: extra mx.tl.dlme keyword arguments of every reference fit (``--dlme-kwargs``)
+DLME_KWARGS: dict[str, Any] = {}
+
+
 def fit_dlme(ref, seed: int, n_steps: int | None):
     return H.timed(
         lambda: mx.tl.dlme(
-            ref, n_steps=n_steps, random_state=seed, progress=False, device="cpu", return_model=True
+            ref,
+            n_steps=n_steps,
+            random_state=seed,
+            progress=False,
+            device="cpu",
+            return_model=True,
+            **DLME_KWARGS,
         )
     )
 
@@ -428,6 +438,7 @@ def main(argv: list[str] | None = None) -> None:
         help="also fit t-SimCNE on image references with these stage epochs (e.g. 20,5,10; "
         "'short' = 60,5,60)",
     )
+    p.add_argument("--dlme-kwargs", default="{}", help="extra mx.tl.dlme keyword arguments, a dict literal")
     p.add_argument("--n-episodes", type=int, default=200)
     p.add_argument("--skip-oneshot", action="store_true")
     p.add_argument("--skip-transfer", action="store_true")
@@ -436,8 +447,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=str(H.RESULTS / "query.md"))
     p.add_argument("--machine-note", default="", help="what else ran on the machine (for the report)")
     args = p.parse_args(argv)
+    import ast
+
+    DLME_KWARGS.update(ast.literal_eval(args.dlme_kwargs))
     settings = (
-        f"DLME budget: n_steps={args.n_steps or 'default'} (batch 300, otherwise defaults) on CPU; "
+        f"DLME budget: n_steps={args.n_steps or 'default'} (batch 300, otherwise defaults"
+        + (f", {DLME_KWARGS}" if DLME_KWARGS else "")
+        + ") on CPU; "
         + (
             "t-SimCNE on image references: ("
             + ("60,5,60" if args.tsimcne_epochs == "short" else args.tsimcne_epochs)
