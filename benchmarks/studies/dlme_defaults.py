@@ -56,8 +56,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "anr1e3": {"aug_near_rate": 1e3},
     "anr1e7": {"aug_near_rate": 1e7},
     "standardize": {"standardize": True},
-    "exag2": {"exaggeration": 2.0},
-    "exag4": {"exaggeration": 4.0},
+    # exaggeration throughout (these rows predate the late-exaggeration default)
+    "exag2": {"exaggeration": 2.0, "exaggeration_start": 0.0},
+    "exag4": {"exaggeration": 4.0, "exaggeration_start": 0.0},
+    "paper-loss": {"exaggeration": 1.0},
     "late4": {"exaggeration": 4.0, "exaggeration_start": 0.75},
     "late8": {"exaggeration": 8.0, "exaggeration_start": 0.75},
     "late4-half": {"exaggeration": 4.0, "exaggeration_start": 0.5},
