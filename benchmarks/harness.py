@@ -246,12 +246,17 @@ def summarize(rows: Sequence[dict[str, Any]], by: Sequence[str] = ("dataset", "m
     return out.reset_index()
 
 
+def _joined(note: str) -> str:
+    """A machine note as a continuation of the machine line ("; " unless it brings its own)."""
+    return note if not note or note[0] in ";,." else f"; {note}"
+
+
 def report_header(title: str, machine_note: str = "") -> list[str]:
     """The first lines of every benchmark report: title, machine (with a note), commit and date."""
     return [
         f"# {title}",
         "",
-        f"- machine: {machine()}{machine_note}",
+        f"- machine: {machine()}{_joined(machine_note)}",
         f"- commit: {git_rev()}; date: {time.strftime('%Y-%m-%d %H:%M')}",
     ]
 
