@@ -33,9 +33,9 @@ from ._checks import check_common, check_dims, check_fraction, check_int, check_
 
 __all__ = ["DLME"]
 
-#: Training budgets. ``"default"`` scales the number of optimiser steps with the data size
+#: Training budgets, schedules and losses. ``"default"`` scales the number of optimiser steps with the data size
 #: (see :meth:`DLME.n_steps_for`); ``"paper"`` is the reference's 1500 epochs with its
-#: learning rate halved ten times.
+#: learning rate halved ten times and its loss (no late exaggeration).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {"lr_schedule": "cosine", "exaggeration": 4.0, "exaggeration_start": 0.75},
     "fast": {"n_epochs": 100, "lr_schedule": "cosine", "exaggeration": 4.0, "exaggeration_start": 0.75},
@@ -280,16 +280,11 @@ class DLME(BaseModel):
     @property
     def effective_exaggeration(self) -> tuple[float, float]:
         """``(exaggeration, exaggeration_start)`` used in training: the parameters, or the
-        preset's where they are ``None``; with ``early_stopping`` an unset start is 0 and, when
-        neither is set, the weight is 1 (the paper's loss), so that the loss stays the same."""
+        preset's where they are ``None``. With ``early_stopping`` the loss must stay the same
+        throughout: the start is 0 and an unset weight is 1 (the paper's loss)."""
         preset = PRESETS[self.preset]
         if self.early_stopping:
-            alpha = (
-                self.exaggeration
-                if self.exaggeration is not None
-                else (preset["exaggeration"] if self.exaggeration_start is not None else 1.0)
-            )
-            return float(alpha), float(self.exaggeration_start or 0.0)
+            return float(1.0 if self.exaggeration is None else self.exaggeration), 0.0
         alpha = preset["exaggeration"] if self.exaggeration is None else self.exaggeration
         start = preset["exaggeration_start"] if self.exaggeration_start is None else self.exaggeration_start
         return float(alpha), float(start)
