@@ -28,6 +28,7 @@ processes (``--skip-*``, ``--out``) and be merged with ``--merge part1.csv part2
 from __future__ import annotations
 
 import argparse
+import ast
 import time
 from typing import Any
 
@@ -447,8 +448,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=str(H.RESULTS / "query.md"))
     p.add_argument("--machine-note", default="", help="what else ran on the machine (for the report)")
     args = p.parse_args(argv)
-    import ast
-
     DLME_KWARGS.update(ast.literal_eval(args.dlme_kwargs))
     settings = (
         f"DLME budget: n_steps={args.n_steps or 'default'} (batch 300, otherwise defaults"

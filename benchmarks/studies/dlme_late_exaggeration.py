@@ -36,15 +36,9 @@ def _read(name: str, method: str | None = None) -> pd.DataFrame:
 
 
 def _table(dlme: dict[str, pd.DataFrame], peers: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float]]:
-    rows = []
-    for label, d in dlme.items():
-        for ds, g in d.groupby("dataset"):
-            rows.append({"dataset": ds, "method": label, "n_seeds": len(g)})
-            for c in COLS:
-                rows[-1][c] = f"{g[c].mean():.3f} ± {g[c].std():.3f}"
-    per = peers.groupby(["dataset", "method"])[["mean6", "knn_acc"]].mean()
-    best = per.groupby("dataset").max()
-    t = pd.DataFrame(rows)
+    rows = pd.concat([d.assign(method=label) for label, d in dlme.items()])
+    t = H.summarize(rows[["dataset", "method", "seed", *COLS]].to_dict("records"))
+    best = peers.groupby(["dataset", "method"])[["mean6", "knn_acc"]].mean().groupby("dataset").max()
     t["best peer mean6"] = t.dataset.map(best.mean6).round(3)
     t["best peer kNN"] = t.dataset.map(best.knn_acc).round(3)
     means = {k: float(d.groupby("dataset").mean6.mean().mean()) for k, d in dlme.items()}

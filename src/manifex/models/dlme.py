@@ -347,10 +347,10 @@ class DLME(BaseModel):
         batch = min(self.batch_size, n_train)
         n_steps = self.n_steps_for(n_train)
         nu_z, nu_y, rate = self.nu_z, self.nu_y, self.aug_near_rate
-        # the attraction weight of the current step: 1 before ``exaggeration_start``
+        # the attraction weight of the current step (set before each step): 1 before the switch
         exaggeration, start = self.effective_exaggeration
         switch = round(start * n_steps)
-        alpha = [exaggeration if switch == 0 else 1.0]
+        alpha = [1.0]
 
         def set_phase(s: int) -> None:
             alpha[0] = exaggeration if s >= switch else 1.0
@@ -397,7 +397,7 @@ class DLME(BaseModel):
             desc="DLME",
             early_stopping=stopper,
             checkpoint=ckpt,
-            before_step=set_phase if switch > 0 else None,
+            before_step=set_phase,
         ).as_dict()
         self.history_["n_validation"] = len(val_rows)
         self.timings_["train_s"] = self.history_["seconds"]
