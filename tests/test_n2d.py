@@ -178,6 +178,9 @@ def _snapshot(a: ad.AnnData):
         (lambda a: None, {"key_added": "label"}, ValueError, "label"),  # the user's annotation
         (lambda a: None, {"n_steps": 2.5}, ValueError, "n_steps"),
         (lambda a: None, {"n_latent": 0}, ValueError, "n_latent"),
+        (lambda a: None, {"placement": "mean"}, ValueError, "placement"),
+        (lambda a: None, {"placement": "nearest", "metric": "cosine"}, ValueError, "placement"),
+        (lambda a: None, {"umap_subsample": 50}, ValueError, "umap_subsample"),
     ],
 )
 def test_bad_input_raises_and_leaves_adata_unchanged(make, kwargs, error, match):
@@ -254,3 +257,31 @@ def test_early_stopping_holds_out_cells_and_is_optional():
         mx.models.N2D(n_clusters=4, early_stopping="yes").fit(adata.X)
     with pytest.raises(ValueError, match="patience"):
         mx.models.N2D(n_clusters=4, patience=0).fit(adata.X)
+
+
+@pytest.mark.parametrize("placement", ["auto", "nearest", "transform"])
+def test_umap_subsample_places_the_other_cells(placement):
+    """UMAPs fitted on 200 of 400 cells; the other 200 placed, the mixture fitted on all 400."""
+    from sklearn.neighbors import NearestNeighbors
+
+    from manifex.models._n2d_steps import subsample_rows
+
+    adata = blobs(n_per=100, k=4, d=10)
+    kw = {"n_clusters": 4, "n_steps": 150, "random_state": 0, **FAST}
+    model = mx.models.N2D(umap_subsample=200, placement=placement, **kw).fit(adata.X)
+    fit_rows = subsample_rows(400, 200, 0)
+    rest = np.setdiff1d(np.arange(400), fit_rows)
+    assert model.manifold_.shape == (400, 4) and model.embedding_.shape == (400, 2)
+    assert adjusted_rand_score(adata.obs["label"], model.labels_) >= 0.95
+    assert model.umap_.embedding_.shape[0] == 200  # fitted on the subsample only
+    np.testing.assert_allclose(model.manifold_[fit_rows], model.umap_.embedding_, atol=1e-6)
+    if placement == "transform":
+        assert "nearest_search" not in model.timings_
+        moved = model.manifold_[rest]
+        assert not (moved[:, None, :] == model.umap_.embedding_[None]).all(-1).any()  # optimised positions
+    else:  # each other cell sits where its nearest subsample cell (in code space, by sklearn) sits
+        code = model.code_
+        nn = NearestNeighbors(n_neighbors=1).fit(code[fit_rows]).kneighbors(code[rest])[1][:, 0]
+        np.testing.assert_array_equal(model.manifold_[rest], model.umap_.embedding_[nn])
+        np.testing.assert_array_equal(model.embedding_[rest], model.umap2d_.embedding_[nn])
+        assert model.timings_["nearest_search"] >= 0

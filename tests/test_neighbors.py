@@ -273,3 +273,42 @@ def test_exact_on_cuda_matches_cpu(data):
     cpu = knn_indices(x, 15, method="exact", device="cpu")
     gpu = knn_indices(x, 15, method="exact", device="cuda")
     assert set_recall(gpu, cpu) > 0.999
+
+
+# ------------------------------------------------------------------ queries against a reference
+@pytest.mark.parametrize("tiled", [False, True])
+def test_knn_query_matches_sklearn(request, tiled):
+    if tiled:
+        request.getfixturevalue("small_tiles")
+    ref = clustered(1500, 12, seed=1)
+    q = clustered(400, 12, seed=2)
+    d_ref, i_ref = (
+        NearestNeighbors(n_neighbors=10).fit(ref.astype(np.float64)).kneighbors(q.astype(np.float64))
+    )
+    ind, dist = nb.knn_query(ref, q, 10, device="cpu")
+    assert ind.shape == (400, 10) and ind.dtype == np.int64 and dist.dtype == np.float32
+    np.testing.assert_allclose(dist, d_ref, rtol=1e-3, atol=1e-3)
+    assert set_recall(ind, i_ref) > 0.999
+
+
+def test_knn_query_finds_identical_rows_and_breaks_ties_by_index():
+    ref = np.array([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [5.0, 5.0]])
+    ind, dist = nb.knn_query(ref, np.array([[0.0, 0.0], [5.0, 5.0]]), 3, device="cpu")
+    assert ind.tolist() == [[0, 1, 2], [3, 1, 0]]  # 1 and 2 tie at distance 1: lower index first
+    assert dist[0].tolist() == [0.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("args", "err", "match"),
+    [
+        ((np.zeros((5, 3)), np.zeros((2, 4)), 2), ValueError, "3 columns"),
+        ((np.zeros((5, 3)), np.zeros((2, 3)), 6), ValueError, "n_neighbors"),
+        ((np.zeros((5, 3)), np.zeros((2, 3)), 0), ValueError, "n_neighbors"),
+        ((np.zeros((5, 3)), np.zeros((2, 3)), 2.0), TypeError, "n_neighbors"),
+        ((sp.csr_matrix(np.eye(5)), np.zeros((2, 5)), 2), TypeError, "dense"),
+        ((np.zeros((5, 3)), np.full((2, 3), np.nan), 2), ValueError, "queries"),
+    ],
+)
+def test_knn_query_bad_arguments(args, err, match):
+    with pytest.raises(err, match=match):
+        nb.knn_query(*args, device="cpu")

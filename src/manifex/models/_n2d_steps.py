@@ -13,6 +13,7 @@ __all__ = [
     "make_gmm",
     "n2d_set_state",
     "n2d_state",
+    "nearest_rows",
     "subsample_rows",
     "umap_transform",
 ]
@@ -40,11 +41,28 @@ def make_umap(model: Any, n_components: int, seed: int):
     )
 
 
+def nearest_rows(reference: np.ndarray, queries: np.ndarray, device: Any = "auto") -> np.ndarray:
+    """The nearest ``reference`` row (exact, Euclidean; ties to the lower row) of each query."""
+    from ..neighbors import knn_query
+
+    return knn_query(reference, queries, 1, device=device)[0][:, 0]
+
+
 def fit_umap(
-    model: Any, n_components: int, code: np.ndarray, seed: int, fit_rows: np.ndarray | None
+    model: Any,
+    n_components: int,
+    code: np.ndarray,
+    seed: int,
+    fit_rows: np.ndarray | None,
+    nearest: np.ndarray | None = None,
 ) -> tuple[Any, np.ndarray]:
-    """Fit a UMAP on ``code`` (or on its ``fit_rows``, transforming the rest); return it and the
-    embedding of every row."""
+    """Fit a UMAP on ``code`` (or on its ``fit_rows``, placing the rest); return it and the
+    embedding of every row.
+
+    The rows outside ``fit_rows`` take the position of their ``nearest`` fitted row (positions
+    in ``fit_rows``, from :func:`nearest_rows`), or go through ``UMAP.transform`` when
+    ``nearest`` is ``None``.
+    """
     reducer = make_umap(model, n_components, seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*n_jobs.*", category=UserWarning)
@@ -52,8 +70,12 @@ def fit_umap(
         if fit_rows is None:
             return reducer, np.asarray(reducer.fit_transform(code), dtype=np.float32)
         out = np.empty((code.shape[0], n_components), dtype=np.float32)
-        out[fit_rows] = reducer.fit_transform(code[fit_rows])
+        fitted = np.asarray(reducer.fit_transform(code[fit_rows]), dtype=np.float32)
+        out[fit_rows] = fitted
         rest = np.setdiff1d(np.arange(code.shape[0]), fit_rows, assume_unique=True)
+        if nearest is not None:
+            out[rest] = fitted[nearest]
+            return reducer, out
         for s in range(0, len(rest), 100_000):
             part = rest[s : s + 100_000]
             out[part] = reducer.transform(code[part])

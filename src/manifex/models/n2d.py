@@ -23,6 +23,7 @@ from ._n2d_steps import (
     make_gmm,
     n2d_set_state,
     n2d_state,
+    nearest_rows,
     subsample_rows,
     umap_transform,
 )
@@ -42,6 +43,8 @@ MIN_CELLS_EARLY_STOPPING = 200
 
 #: Number of components tried when ``n_clusters`` is not given, and the code size then used.
 DEFAULT_K_RANGE = (2, 20)
+#: How cells outside ``umap_subsample`` are placed on the fitted UMAPs.
+PLACEMENTS = ("auto", "nearest", "transform")
 DEFAULT_CODE_DIM = 10
 
 
@@ -101,9 +104,21 @@ class N2D(BaseModel):
         Added to the diagonal of every covariance.
     umap_subsample
         Above this many cells, both UMAPs are fitted on a seeded random subsample of this size
-        and the other cells are placed with ``UMAP.transform``; the mixture is still fitted on
+        and the other cells are placed (see ``placement``); the mixture is still fitted on
         every cell. A seeded UMAP runs single-threaded, and its cost grows faster than the
         number of cells: at 1M cells a full fit takes hours. ``None`` always fits on every cell.
+    placement
+        How the cells outside ``umap_subsample`` are placed on the fitted UMAPs.
+        ``"nearest"``: at the position of their nearest subsample cell in code space (exact
+        search on ``device``; one search serves both UMAPs, seconds at 1M cells).
+        ``"transform"``: umap-learn's ``UMAP.transform`` (a neighbour query, then a third of the
+        fit's epochs of optimisation: about 1.3 ms per cell on one CPU thread, twice, so
+        about 35 minutes for 800,000 cells). ``"auto"``: ``"nearest"`` for the Euclidean
+        metric, else ``"transform"``. Measured on MNIST and USPS with subsamples of 20–54 %,
+        ``"nearest"`` clustered as well as ``"transform"`` or better (mean ACC 0.910 against
+        0.855, NMI 0.827 against 0.818; ``benchmarks/results/n2d_placement.md``); the 2-d map
+        then shows the subsample's positions only. New cells (:meth:`transform`,
+        :meth:`predict`) always go through ``UMAP.transform``.
     map_2d
         Also compute a 2-d UMAP of the code for plotting (``embedding_``).
     batch_size, lr
@@ -194,6 +209,7 @@ class N2D(BaseModel):
         gmm_n_init: int = 10,
         gmm_reg_covar: float = 1e-4,
         umap_subsample: int | None = 200_000,
+        placement: Literal["auto", "nearest", "transform"] = "auto",
         map_2d: bool = True,
         batch_size: int = 256,
         lr: float = 1e-3,
@@ -221,6 +237,7 @@ class N2D(BaseModel):
         self.gmm_n_init = gmm_n_init
         self.gmm_reg_covar = gmm_reg_covar
         self.umap_subsample = umap_subsample
+        self.placement = placement
         self.map_2d = map_2d
         self.batch_size = batch_size
         self.lr = lr
@@ -267,6 +284,13 @@ class N2D(BaseModel):
         check_positive(self, "lr")
         if self.preset not in PRESETS:
             raise ValueError(f"`preset` must be one of {sorted(PRESETS)}, got {self.preset!r}.")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"`placement` must be one of {list(PLACEMENTS)}, got {self.placement!r}.")
+        if self.placement == "nearest" and self.metric != "euclidean":
+            raise ValueError(
+                f"`placement`='nearest' searches Euclidean neighbours and `metric` is {self.metric!r}; "
+                "use placement='transform' or 'auto'."
+            )
         if not isinstance(self.map_2d, bool | np.bool_):
             raise TypeError(f"`map_2d` must be True or False, got {self.map_2d!r}.")
         check_common(self)
@@ -388,9 +412,16 @@ class N2D(BaseModel):
         t0 = time.perf_counter()
         dim = self._manifold_dim()
         fit_rows = subsample_rows(n, self.umap_subsample, seed)
+        nearest = None
         if fit_rows is not None:
-            logg.info(f"    UMAP fitted on {len(fit_rows)} of {n} cells, the others transformed")
-        self.umap_, manifold = fit_umap(self, dim, code, seed, fit_rows)
+            how = self._placement()
+            logg.info(f"    UMAP fitted on {len(fit_rows)} of {n} cells, the others placed by {how!r}")
+            if how == "nearest":
+                t1 = time.perf_counter()
+                rest = np.setdiff1d(np.arange(n), fit_rows, assume_unique=True)
+                nearest = nearest_rows(code[fit_rows], code[rest], self.device_)
+                timings["nearest_search"] = time.perf_counter() - t1
+        self.umap_, manifold = fit_umap(self, dim, code, seed, fit_rows, nearest)
         self.manifold_ = manifold
         timings["umap"] = time.perf_counter() - t0
 
@@ -407,7 +438,7 @@ class N2D(BaseModel):
 
         if self.map_2d:
             t0 = time.perf_counter()
-            self.umap2d_, self.embedding_ = fit_umap(self, 2, code, seed, fit_rows)
+            self.umap2d_, self.embedding_ = fit_umap(self, 2, code, seed, fit_rows, nearest)
             timings["map_2d"] = time.perf_counter() - t0
         else:
             self.umap2d_ = None
@@ -479,6 +510,11 @@ class N2D(BaseModel):
         return self.predict_proba(X, feature_names=feature_names).argmax(1).astype(np.int64)
 
     # -----------------------------------------------------------------------------------------
+    def _placement(self) -> str:
+        if self.placement == "auto":
+            return "nearest" if self.metric == "euclidean" else "transform"
+        return self.placement
+
     def _manifold_dim(self) -> int:
         return int(self.manifold_dim) if self.manifold_dim is not None else self.code_dim_
 

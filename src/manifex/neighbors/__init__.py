@@ -12,7 +12,7 @@ approximate graph is measured against exact search on a sample of its rows:
 """
 
 from ._exact import TILE_COLS, TILE_ENTRIES
-from ._knn import EXACT_MAX_CELLS, METHODS, knn_graph, knn_indices, knn_recall, resolve_method
+from ._knn import EXACT_MAX_CELLS, METHODS, knn_graph, knn_indices, knn_query, knn_recall, resolve_method
 
 __all__ = [
     "EXACT_MAX_CELLS",
@@ -21,6 +21,7 @@ __all__ = [
     "TILE_ENTRIES",
     "knn_graph",
     "knn_indices",
+    "knn_query",
     "knn_recall",
     "resolve_method",
 ]

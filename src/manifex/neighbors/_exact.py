@@ -52,6 +52,14 @@ class Database:
                 aug[s : s + step, -1] = (c * c).sum(dim=1)
                 aug[s : s + step, :-1] = c.mul_(-2.0)
             self.data = aug
+            self.mean = mean
+
+    def external_rows(self, q: np.ndarray) -> torch.Tensor:
+        """Dense rows of another array ``q`` (same columns) as centred ``[q, 1]`` query rows."""
+        if self.sparse:
+            raise TypeError("external query rows need a dense database")
+        c = torch.as_tensor(np.ascontiguousarray(q, dtype=np.float32), device=self.device) - self.mean
+        return torch.cat([c, torch.ones((c.shape[0], 1), dtype=c.dtype, device=c.device)], dim=1)
 
     def rows(self, idx: np.ndarray) -> torch.Tensor:
         """Dense (centred) float32 query rows ``idx`` as ``[q, 1]``, or ``q`` when sparse."""
@@ -125,10 +133,14 @@ def _lexsort_first(vals: torch.Tensor, idx: torch.Tensor, k: int) -> tuple[torch
     return vals[:, :k], torch.gather(idx, 1, o[:, :k])
 
 
-def exact_search(db: Database, query_idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def exact_search(
+    db: Database, query_idx: np.ndarray | None, k: int, *, queries: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest other rows of each row in ``query_idx``, by squared Euclidean distance.
 
-    Each query's own row is removed by index (a duplicate of it is still a neighbour). Ties are
+    Each query's own row is removed by index (a duplicate of it is still a neighbour). With
+    ``queries`` (a dense array with the database's columns; ``query_idx`` then ``None``) its rows
+    are searched instead, among all database rows (nothing removed, ``k ≤ n``). Ties are
     broken by the lower row index and neighbours come in the order (distance, index), so the
     result does not depend on ``torch.topk``'s order among equal values. Tiles of the distance
     matrix are reduced to their own k best (exact under that order) and then merged.
@@ -138,24 +150,29 @@ def exact_search(db: Database, query_idx: np.ndarray, k: int) -> tuple[np.ndarra
     Indices ``(m, k)`` (int64) and squared distances ``(m, k)`` (float32, as computed).
     """
     n = db.n
-    if not 1 <= k <= n - 1:
-        raise ValueError(f"`n_neighbors`={k} must be between 1 and n - 1 = {n - 1}.")
-    query_idx = np.asarray(query_idx, dtype=np.int64)
-    m = query_idx.shape[0]
+    external = queries is not None
+    if not 1 <= k <= n - (0 if external else 1):
+        raise ValueError(f"`n_neighbors`={k} must be between 1 and {n - (0 if external else 1)}.")
+    m = queries.shape[0] if external else len(query_idx)
+    if not external:
+        query_idx = np.asarray(query_idx, dtype=np.int64)
     cols = db.cols
     step = max(1, min(m, db.tile_entries // cols))
     out_i = np.empty((m, k), dtype=np.int64)
     out_d = np.empty((m, k), dtype=np.float32)
     for start in range(0, m, step):
-        qi = query_idx[start : start + step]
-        q = db.rows(qi)
-        qi_t = torch.as_tensor(qi, device=db.device)
+        if external:
+            q = db.external_rows(queries[start : start + step])
+        else:
+            qi = query_idx[start : start + step]
+            q = db.rows(qi)
+            qi_t = torch.as_tensor(qi, device=db.device)
         cand_v, cand_i = [], []
         for c0 in range(0, n, cols):
             c1 = min(n, c0 + cols)
             block = db.scores(q, c0, c1)
-            inside = (qi_t >= c0) & (qi_t < c1)
-            if bool(inside.any()):
+            inside = None if external else (qi_t >= c0) & (qi_t < c1)
+            if inside is not None and bool(inside.any()):
                 r = inside.nonzero().ravel()
                 block[r, qi_t[r] - c0] = float("inf")  # exact self-removal, by index
             v, i = _tile_topk(block, k)
@@ -163,6 +180,6 @@ def exact_search(db: Database, query_idx: np.ndarray, k: int) -> tuple[np.ndarra
             cand_i.append(i + c0)
         vals, idx = _lexsort_first(torch.cat(cand_v, dim=1), torch.cat(cand_i, dim=1), k)
         dist = (vals + db.query_sqnorm(q)).clamp_min_(0.0)
-        out_i[start : start + qi.shape[0]] = idx.cpu().numpy()
-        out_d[start : start + qi.shape[0]] = dist.cpu().numpy()
+        out_i[start : start + q.shape[0]] = idx.cpu().numpy()
+        out_d[start : start + q.shape[0]] = dist.cpu().numpy()
     return out_i, out_d

@@ -387,3 +387,59 @@ def knn_recall(
     np.put_along_axis(first, o, ~dup_sorted, axis=1)
     hit = first & (given != rows[:, None]) & (d <= kth[:, None] * (1 + 1e-6) + 1e-12)
     return float(hit.sum() / (m * k))
+
+
+def knn_query(
+    reference: Any,
+    queries: Any,
+    n_neighbors: int,
+    *,
+    device: str | torch.device = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n_neighbors`` nearest ``reference`` rows of each ``queries`` row (exact, Euclidean).
+
+    Tiled matrix products and ``torch.topk`` on ``device``, as ``method="exact"`` of
+    :func:`knn_graph`: memory is one float32 copy of ``reference`` plus O(tile); the cost is
+    O(n_queries × n_reference × d). Ties go to the lower reference row.
+
+    Parameters
+    ----------
+    reference
+        Dense data ``(n, d)`` searched.
+    queries
+        Dense data ``(m, d)`` whose neighbours are wanted (a query row equal to a reference row
+        finds it at distance 0).
+    n_neighbors
+        Neighbours per query, K ≤ n.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or a :class:`torch.device`.
+
+    Returns
+    -------
+    indices
+        ``(m, K)`` int64 reference rows, nearest first.
+    distances
+        ``(m, K)`` float32 Euclidean distances.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from manifex.neighbors import knn_query
+    >>> ind, dist = knn_query(np.array([[0.0], [1.0], [3.0]]), np.array([[0.9], [2.5]]), 2, device="cpu")
+    >>> ind.tolist(), np.round(dist, 2).tolist()
+    ([[1, 0], [2, 1]], [[0.1, 0.9], [0.5, 1.5]])
+    """
+    ref = as_2d_float(reference, name="reference")
+    q = as_2d_float(queries, name="queries")
+    if sp.issparse(ref) or sp.issparse(q):
+        raise TypeError("`reference` and `queries` must be dense arrays.")
+    if q.shape[1] != ref.shape[1]:
+        raise ValueError(f"`queries` must have the {ref.shape[1]} columns of `reference`, got {q.shape[1]}.")
+    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int | np.integer):
+        raise TypeError(f"`n_neighbors` must be an int, got {type(n_neighbors).__name__}.")
+    if not 1 <= n_neighbors <= ref.shape[0]:
+        raise ValueError(
+            f"`n_neighbors` must be between 1 and {ref.shape[0]} (reference rows), got {n_neighbors}."
+        )
+    ind, sq = exact_search(Database(ref, resolve_device(device)), None, int(n_neighbors), queries=q)
+    return ind, np.sqrt(sq)
