@@ -12,7 +12,8 @@ expression variant run ``mx.tl.<method>`` with defaults (t-SimCNE with ``preset=
 10 epochs, or ``--tsimcne-epochs``: its budget is counted in epochs and does not shrink with the
 data). The
 map's quality is the 2-d kNN accuracy of the cluster labels on a seeded sample of 10,000 cells
-(5-fold, :func:`manifex.metrics.knn_accuracy`). Writes ``benchmarks/results/atlas_scale.md``.
+(5-fold, :func:`manifex.metrics.knn_accuracy`); N2D's clusters (``n_clusters=30``) also by
+their adjusted Rand index against the 30 (``cluster_ari``). Writes ``benchmarks/results/atlas_scale.md``.
 
 ``stream``: writes an h5ad of ``n`` cells × ``genes`` sparse log-expression values (10 cell
 types, ~10 % non-zero), opens it with ``backed="r"`` and trains DLME on the genes (``X``) in a
@@ -107,6 +108,10 @@ def child_scale(method: str, n: int, tsimcne_epochs: list[int] | None = None) ->
             info["knn_method"] = knn.get("method")
             info["knn_recall"] = knn.get("recall")
         info["n_steps"] = uns.get("n_steps")
+        if method == "n2d":  # the clusters against the 30 true ones
+            from sklearn.metrics import adjusted_rand_score
+
+            info["cluster_ari"] = round(float(adjusted_rand_score(labels, adata.obs["n2d"])), 4)
         if method == "tsimcne":
             info["n_epochs"] = "/".join(str(e) for e in (tsimcne_epochs or (20, 5, 10)))
     wall = time.perf_counter() - t0
