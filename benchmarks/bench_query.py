@@ -105,21 +105,10 @@ def pca_of_query(q, ref, name: str, model=None) -> np.ndarray:
     return out.obsm["X_pca_of_reference"]
 
 
-#: extra mx.tl.dlme keyword arguments of every reference fit (``--dlme-kwargs``)
-DLME_KWARGS: dict[str, Any] = {}
-
-
-def fit_dlme(ref, seed: int, n_steps: int | None):
+def fit_dlme(ref, seed: int, dlme: dict[str, Any]):
+    """The reference's DLME fit with the run's keyword arguments (``n_steps``, ``--dlme-kwargs``)."""
     return H.timed(
-        lambda: mx.tl.dlme(
-            ref,
-            n_steps=n_steps,
-            random_state=seed,
-            progress=False,
-            device="cpu",
-            return_model=True,
-            **DLME_KWARGS,
-        )
+        lambda: mx.tl.dlme(ref, random_state=seed, progress=False, device="cpu", return_model=True, **dlme)
     )
 
 
@@ -202,14 +191,14 @@ def oneshot_split(name: str, seed: int) -> tuple[Any, Any, list[str]]:
 def one_shot(
     name: str,
     seed: int,
-    n_steps: int | None,
+    dlme: dict[str, Any],
     n_episodes: int,
     tsimcne: bool = False,
     tsimcne_epochs: tuple[int, int, int] | None = None,
 ) -> list[dict[str, Any]]:
     ref_pool, q_pool, held = oneshot_split(name, seed)
     ref = prep_reference(ref_pool, name, seed)
-    model, sec_fit = fit_dlme(ref, seed, n_steps)
+    model, sec_fit = fit_dlme(ref, seed, dlme)
     q = prep_query(q_pool, ref, name)
     sec_emb = embed_query(q, ref, model, name)
     ql = q.obs["label"].astype(str).to_numpy()
@@ -259,7 +248,7 @@ def _acc(pred: np.ndarray, truth: np.ndarray) -> float:
     return float((np.asarray(pred).astype(str) == np.asarray(truth).astype(str)).mean())
 
 
-def transfer(name: str, seed: int, n_steps: int | None, removed: str | None = None) -> list[dict[str, Any]]:
+def transfer(name: str, seed: int, dlme: dict[str, Any], removed: str | None = None) -> list[dict[str, Any]]:
     pool, _ = load(name, seed)
     rng = np.random.default_rng(seed)
     half = np.zeros(pool.n_obs, bool)
@@ -268,7 +257,7 @@ def transfer(name: str, seed: int, n_steps: int | None, removed: str | None = No
     if removed is not None:
         ref_mask &= pool.obs["label"].astype(str).to_numpy() != removed
     ref = prep_reference(pool[ref_mask], name, seed)
-    model, sec_fit = fit_dlme(ref, seed, n_steps)
+    model, sec_fit = fit_dlme(ref, seed, dlme)
     q = prep_query(pool[~half], ref, name)
     embed_query(q, ref, model, name)
     truth = q.obs["label"].astype(str).to_numpy()
@@ -448,10 +437,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=str(H.RESULTS / "query.md"))
     p.add_argument("--machine-note", default="", help="what else ran on the machine (for the report)")
     args = p.parse_args(argv)
-    DLME_KWARGS.update(ast.literal_eval(args.dlme_kwargs))
+    extra = ast.literal_eval(args.dlme_kwargs)
     settings = (
         f"DLME budget: n_steps={args.n_steps or 'default'} (batch 300, otherwise defaults"
-        + (f", {DLME_KWARGS}" if DLME_KWARGS else "")
+        + (f", {extra}" if extra else "")
         + ") on CPU; "
         + (
             "t-SimCNE on image references: ("
@@ -475,7 +464,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     torch.set_num_threads(1)
     sc.settings.verbosity = 0
-    n_steps = args.n_steps or None
+    dlme = {"n_steps": args.n_steps or None, **extra}
     ts_epochs = (
         None
         if args.tsimcne_epochs in (None, "short")
@@ -493,20 +482,18 @@ def main(argv: list[str] | None = None) -> None:
             for seed in args.seeds:
                 rows += [
                     dict(r, experiment="one-shot")
-                    for r in one_shot(
-                        name, seed, n_steps, args.n_episodes, bool(args.tsimcne_epochs), ts_epochs
-                    )
+                    for r in one_shot(name, seed, dlme, args.n_episodes, bool(args.tsimcne_epochs), ts_epochs)
                 ]
                 save()
     if not args.skip_transfer:
         for name in args.transfer_datasets:
             for seed in args.seeds:
-                rows += transfer(name, seed, n_steps)
+                rows += transfer(name, seed, dlme)
                 save()
     if not args.skip_unknown:
         for name in args.unknown_datasets:
             for i, seed in enumerate(args.seeds):
-                rows += transfer(name, seed, n_steps, removed=REMOVED[name][i % len(REMOVED[name])])
+                rows += transfer(name, seed, dlme, removed=REMOVED[name][i % len(REMOVED[name])])
                 save()
     save()
     print(open(args.out).read())
