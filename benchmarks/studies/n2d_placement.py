@@ -12,7 +12,7 @@ size, and places the rest
 - ``transform``: umap-learn's ``UMAP.transform`` (a kNN query on the fitted search index, an
   initial position from the neighbours, then a third of the fit's epochs of optimisation);
 - ``nearest``: the manifold position of the cell's nearest subsample cell in code space
-  (exact search; ``mx.models.N2D(placement="nearest")``, the default for the Euclidean metric);
+  (exact search with :func:`manifex.neighbors.knn_query`; ``mx.models.N2D(placement="nearest")``, the default for the Euclidean metric);
 - ``mean``: the average of the positions of its ``n_neighbors`` nearest subsample cells,
   weighted by UMAP's fuzzy membership (``exp(-d / σ)``, σ from ``smooth_knn_dist``, as
   ``UMAP.transform`` starts its optimisation), kept to show why the default is not an average.
@@ -38,8 +38,6 @@ from ..bench_n2d import IMAGES
 
 
 def main(argv: list[str] | None = None) -> None:
-    from manifex.models._n2d_steps import make_gmm, make_umap, nearest_rows, subsample_rows
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["mnist", "usps"])
     p.add_argument("--sizes", nargs="+", type=int, default=[2000, 5000])
@@ -73,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
             def score(
                 manifold, fitted_on, placement, seconds, model=model, seed=seed, k=k, labels=labels, name=name
             ):
-                pred = make_gmm(model, k, model.gmm_n_init, seed).fit_predict(manifold)
+                pred = mixture(model, k, seed).fit_predict(manifold)
                 s = mx.metrics.cluster_scores(np.zeros((len(labels), 1)), labels, labels_pred=pred)
                 rows.append(
                     {
@@ -89,9 +87,9 @@ def main(argv: list[str] | None = None) -> None:
 
             score(model.manifold_, len(x), "none (full fit)", 0.0)
             for size in args.sizes:
-                rows_fit = subsample_rows(len(x), size, seed)
+                rows_fit = np.sort(np.random.default_rng(seed).choice(len(x), size=size, replace=False))
                 rest = np.setdiff1d(np.arange(len(x)), rows_fit, assume_unique=True)
-                reducer = make_umap(model, dim, seed)
+                reducer = manifold_umap(model, dim, seed)
                 fitted = np.asarray(reducer.fit_transform(code[rows_fit]), dtype=np.float32)
                 for placement in ("transform", "nearest", "mean"):
                     out = np.empty((len(x), dim), dtype=np.float32)
@@ -100,12 +98,44 @@ def main(argv: list[str] | None = None) -> None:
                     if placement == "transform":
                         out[rest] = reducer.transform(code[rest])
                     elif placement == "nearest":
-                        out[rest] = fitted[nearest_rows(code[rows_fit], code[rest], "cpu")]
+                        out[rest] = fitted[
+                            mx.neighbors.knn_query(code[rows_fit], code[rest], 1, device="cpu")[0][:, 0]
+                        ]
                     else:
                         out[rest] = weighted_mean(code[rows_fit], fitted, code[rest], model.n_neighbors)
                     score(out, size, placement, time.perf_counter() - t0)
             pd.DataFrame(rows).to_csv(args.out.replace(".md", ".csv"), index=False)
     write(rows, args)
+
+
+def manifold_umap(model, n_components: int, seed: int):
+    """The UMAP of N2D's manifold step, with the model's settings (seeded, single-threaded)."""
+    from umap import UMAP
+
+    return UMAP(
+        n_neighbors=model.n_neighbors,
+        min_dist=float(model.min_dist),
+        n_components=n_components,
+        metric=model.metric,
+        random_state=seed,
+        n_jobs=1,
+        verbose=False,
+    )
+
+
+def mixture(model, k: int, seed: int):
+    """N2D's Gaussian mixture: full covariances, k-means starts, the model's restarts."""
+    from sklearn.mixture import GaussianMixture
+
+    return GaussianMixture(
+        n_components=k,
+        covariance_type="full",
+        n_init=model.gmm_n_init,
+        init_params="kmeans",
+        reg_covar=model.gmm_reg_covar,
+        max_iter=300,
+        random_state=seed,
+    )
 
 
 def weighted_mean(ref_code: np.ndarray, fitted: np.ndarray, code: np.ndarray, k: int) -> np.ndarray:
