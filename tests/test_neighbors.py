@@ -312,3 +312,23 @@ def test_knn_query_finds_identical_rows_and_breaks_ties_by_index():
 def test_knn_query_bad_arguments(args, err, match):
     with pytest.raises(err, match=match):
         nb.knn_query(*args, device="cpu")
+
+
+@pytest.mark.parametrize("tiled", [False, True])
+def test_single_nearest_neighbour_matches_the_general_path(request, tiled):
+    """k = 1 takes torch.min; it must pick the row the top-k path ranks first, ties included."""
+    if tiled:
+        request.getfixturevalue("small_tiles")
+    rng = np.random.default_rng(3)
+    ref = rng.integers(0, 3, size=(700, 2)).astype(np.float32)  # many exact ties
+    q = rng.integers(0, 3, size=(300, 2)).astype(np.float32) + 0.5
+    one, d1 = nb.knn_query(ref, q, 1, device="cpu")
+    two, d2 = nb.knn_query(ref, q, 2, device="cpu")
+    np.testing.assert_array_equal(one[:, 0], two[:, 0])
+    np.testing.assert_array_equal(d1[:, 0], d2[:, 0])
+    best = np.sqrt(((ref[None] - q[:, None]) ** 2).sum(-1).min(axis=1))
+    np.testing.assert_allclose(d1[:, 0], best, atol=1e-5)  # a nearest row, whichever tie won
+    one_self, _ = knn_graph(ref, 1, method="exact", device="cpu")
+    two_self, _ = knn_graph(ref, 2, method="exact", device="cpu")
+    np.testing.assert_array_equal(one_self[:, 0], two_self[:, 0])
+    assert (one_self[:, 0] != np.arange(len(ref))).all()

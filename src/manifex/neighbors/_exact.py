@@ -100,12 +100,16 @@ def _tile_topk(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]
     """Each row's ``k`` smallest entries under the order (value, column index).
 
     ``torch.topk`` takes ``k + 1`` to see whether the k-th place is tied; only tied rows are
-    redone: all entries below the k-th value plus the lowest-index ones equal to it.
+    redone: all entries below the k-th value plus the lowest-index ones equal to it. For
+    ``k = 1``, ``torch.min`` (which returns the first of equal minima) does it in one pass.
     """
     cols = block.shape[1]
     if cols <= k:
         idx = torch.arange(cols, device=block.device).expand(block.shape[0], cols)
         return block, idx
+    if k == 1:
+        vals, idx = torch.min(block, dim=1, keepdim=True)
+        return vals, idx
     vals, idx = torch.topk(block, k + 1, dim=1, largest=False, sorted=True)
     tie = vals[:, k - 1] == vals[:, k]
     vals, idx = vals[:, :k], idx[:, :k]
