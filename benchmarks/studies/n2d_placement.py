@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 
 import manifex as mx
 
@@ -69,9 +70,9 @@ def main(argv: list[str] | None = None) -> None:
             dim = model.manifold_.shape[1]
 
             def score(
-                manifold, fitted_on, placement, seconds, model=model, seed=seed, k=k, labels=labels, name=name
+                manifold, fitted_on, placement, seconds, model=model, seed=seed, labels=labels, name=name
             ):
-                pred = mixture(model, k, seed).fit_predict(manifold)
+                pred = clone(model.gmm_).fit_predict(manifold)  # N2D's mixture, unfitted
                 s = mx.metrics.cluster_scores(np.zeros((len(labels), 1)), labels, labels_pred=pred)
                 rows.append(
                     {
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
             for size in args.sizes:
                 rows_fit = np.sort(np.random.default_rng(seed).choice(len(x), size=size, replace=False))
                 rest = np.setdiff1d(np.arange(len(x)), rows_fit, assume_unique=True)
-                reducer = manifold_umap(model, dim, seed)
+                reducer = clone(model.umap_)  # N2D's manifold UMAP (its settings and seed), unfitted
                 fitted = np.asarray(reducer.fit_transform(code[rows_fit]), dtype=np.float32)
                 for placement in ("transform", "nearest", "mean"):
                     out = np.empty((len(x), dim), dtype=np.float32)
@@ -106,36 +107,6 @@ def main(argv: list[str] | None = None) -> None:
                     score(out, size, placement, time.perf_counter() - t0)
             pd.DataFrame(rows).to_csv(args.out.replace(".md", ".csv"), index=False)
     write(rows, args)
-
-
-def manifold_umap(model, n_components: int, seed: int):
-    """The UMAP of N2D's manifold step, with the model's settings (seeded, single-threaded)."""
-    from umap import UMAP
-
-    return UMAP(
-        n_neighbors=model.n_neighbors,
-        min_dist=float(model.min_dist),
-        n_components=n_components,
-        metric=model.metric,
-        random_state=seed,
-        n_jobs=1,
-        verbose=False,
-    )
-
-
-def mixture(model, k: int, seed: int):
-    """N2D's Gaussian mixture: full covariances, k-means starts, the model's restarts."""
-    from sklearn.mixture import GaussianMixture
-
-    return GaussianMixture(
-        n_components=k,
-        covariance_type="full",
-        n_init=model.gmm_n_init,
-        init_params="kmeans",
-        reg_covar=model.gmm_reg_covar,
-        max_iter=300,
-        random_state=seed,
-    )
 
 
 def weighted_mean(ref_code: np.ndarray, fitted: np.ndarray, code: np.ndarray, k: int) -> np.ndarray:

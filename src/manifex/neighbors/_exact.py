@@ -175,10 +175,11 @@ def exact_search(
         for c0 in range(0, n, cols):
             c1 = min(n, c0 + cols)
             block = db.scores(q, c0, c1)
-            inside = None if external else (qi_t >= c0) & (qi_t < c1)
-            if inside is not None and bool(inside.any()):
-                r = inside.nonzero().ravel()
-                block[r, qi_t[r] - c0] = float("inf")  # exact self-removal, by index
+            if not external:
+                inside = (qi_t >= c0) & (qi_t < c1)
+                if bool(inside.any()):
+                    r = inside.nonzero().ravel()
+                    block[r, qi_t[r] - c0] = float("inf")  # exact self-removal, by index
             v, i = _tile_topk(block, k)
             cand_v.append(v)
             cand_i.append(i + c0)

@@ -25,16 +25,20 @@ EXACT_MAX_CELLS = {"cpu": 20_000, "mps": 100_000, "cuda": 1_000_000}
 RECALL_SAMPLE = 1000
 
 
-def _check_k(n_neighbors: Any, n: int) -> int:
+def _check_k(n_neighbors: Any, n: int, *, self_excluded: bool = True) -> int:
+    """``n_neighbors`` as an int between 1 and ``n - 1`` (``n`` when rows are not their own
+    candidates, as queries against a reference)."""
     if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int | np.integer):
         raise TypeError(f"`n_neighbors` must be an int, got {type(n_neighbors).__name__}.")
     if n_neighbors < 1:
         raise ValueError(f"`n_neighbors` must be at least 1, got {n_neighbors}.")
-    if n_neighbors >= n:
+    if self_excluded and n_neighbors >= n:
         raise ValueError(
             f"`n_neighbors`={n_neighbors} must be smaller than the number of cells ({n}): "
             "each cell's own row is excluded."
         )
+    if n_neighbors > n:
+        raise ValueError(f"`n_neighbors`={n_neighbors} must be at most the number of reference rows ({n}).")
     return int(n_neighbors)
 
 
@@ -435,11 +439,6 @@ def knn_query(
         raise TypeError("`reference` and `queries` must be dense arrays.")
     if q.shape[1] != ref.shape[1]:
         raise ValueError(f"`queries` must have the {ref.shape[1]} columns of `reference`, got {q.shape[1]}.")
-    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int | np.integer):
-        raise TypeError(f"`n_neighbors` must be an int, got {type(n_neighbors).__name__}.")
-    if not 1 <= n_neighbors <= ref.shape[0]:
-        raise ValueError(
-            f"`n_neighbors` must be between 1 and {ref.shape[0]} (reference rows), got {n_neighbors}."
-        )
-    ind, sq = exact_search(Database(ref, resolve_device(device)), None, int(n_neighbors), queries=q)
+    k = _check_k(n_neighbors, ref.shape[0], self_excluded=False)
+    ind, sq = exact_search(Database(ref, resolve_device(device)), None, k, queries=q)
     return ind, np.sqrt(sq)
