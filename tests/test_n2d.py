@@ -276,7 +276,7 @@ def test_umap_subsample_places_the_other_cells(placement):
     assert model.umap_.embedding_.shape[0] == 200  # fitted on the subsample only
     np.testing.assert_allclose(model.manifold_[fit_rows], model.umap_.embedding_, atol=1e-6)
     if placement == "transform":
-        assert "nearest_search" not in model.timings_
+        assert "nearest_search" not in model.timings_ and model.knn_info_ is None
         moved = model.manifold_[rest]
         assert not (moved[:, None, :] == model.umap_.embedding_[None]).all(-1).any()  # optimised positions
     else:  # each other cell sits where its nearest subsample cell (in code space, by sklearn) sits
@@ -285,3 +285,4 @@ def test_umap_subsample_places_the_other_cells(placement):
         np.testing.assert_array_equal(model.manifold_[rest], model.umap_.embedding_[nn])
         np.testing.assert_array_equal(model.embedding_[rest], model.umap2d_.embedding_[nn])
         assert model.timings_["nearest_search"] >= 0
+        assert model.knn_info_["method"] == "exact" and model.knn_info_["n_neighbors"] == 1

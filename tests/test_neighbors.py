@@ -314,6 +314,60 @@ def test_knn_query_bad_arguments(args, err, match):
         nb.knn_query(*args, device="cpu")
 
 
+def test_knn_query_faiss_agrees_with_sklearn_and_reports_recall():
+    ref = clustered(6000, 12, seed=1)
+    q = clustered(3000, 12, seed=2)
+    i_ref = NearestNeighbors(n_neighbors=5).fit(ref.astype(np.float64)).kneighbors(q, return_distance=False)
+    ind, dist, info = nb.knn_query(ref, q, 5, method="faiss", random_state=4, return_info=True)
+    assert ind.shape == (3000, 5) and ind.dtype == np.int64 and dist.dtype == np.float32
+    assert info["method"] == "faiss" and info["params"]["nlist"] == 6000 // 39  # min(4·√n, n / 39) lists
+    found = set_recall(ind, i_ref)
+    assert found >= 0.95
+    assert abs(info["recall"] - found) < 0.03  # the sampled recall estimates the true one
+    # the listed distances are the true distances to the listed rows, nearest first
+    true_d = np.sqrt(((ref[ind] - q[:, None]) ** 2).sum(-1))
+    np.testing.assert_allclose(dist, true_d, rtol=1e-3, atol=1e-3)
+    assert (np.diff(dist, axis=1) >= -1e-5).all()
+    again, _ = nb.knn_query(ref, q, 5, method="faiss", random_state=4)
+    np.testing.assert_array_equal(ind, again)
+
+
+def test_knn_query_faiss_fills_short_lists_and_small_references_exactly():
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(50, 4)).astype(np.float32)
+    tiny = rng.normal(size=(200, 4)).astype(np.float32)  # too few rows for 8 lists: exact
+    ind, _, info = nb.knn_query(tiny, q, 3, method="faiss", return_info=True)
+    assert info["params"]["nlist"] is None
+    np.testing.assert_array_equal(ind, nb.knn_query(tiny, q, 3, method="exact", device="cpu")[0])
+    ref = rng.normal(size=(2000, 4)).astype(np.float32)  # 178 lists of ~11 rows, K = 60
+    ind, _, info = nb.knn_query(ref, q, 60, method="faiss", target_recall=0.01, return_info=True)
+    assert info["params"]["exact_rows"] > 0 and (ind >= 0).all()
+
+
+def test_knn_query_auto_switches_to_faiss_past_the_exact_pair_budget(monkeypatch):
+    ref, q = clustered(600, 6, seed=1), clustered(500, 6, seed=2)
+    _, _, info = nb.knn_query(ref, q, 2, device="cpu", return_info=True)
+    assert info["method"] == "exact" and info["recall"] is None
+    monkeypatch.setitem(nb.EXACT_MAX_CELLS, "cpu", 500)  # 600 × 500 pairs > 500²
+    _, _, info = nb.knn_query(ref, q, 2, device="cpu", return_info=True)
+    assert info["method"] == "faiss" and info["recall"] is not None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"method": "pynndescent"}, "method"),
+        ({"method": "annoy"}, "method"),
+        ({"target_recall": 0.0}, "target_recall"),
+        ({"measure_recall": -1}, "measure_recall"),
+        ({"n_jobs": 0}, "n_jobs"),
+    ],
+)
+def test_knn_query_bad_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        nb.knn_query(np.zeros((5, 3)), np.zeros((2, 3)), 2, device="cpu", **kwargs)
+
+
 @pytest.mark.parametrize("tiled", [False, True])
 def test_single_nearest_neighbour_matches_the_general_path(request, tiled):
     """k = 1 takes torch.min; it must pick the row the top-k path ranks first, ties included."""

@@ -109,8 +109,10 @@ class N2D(BaseModel):
         number of cells: at 1M cells a full fit takes hours. ``None`` always fits on every cell.
     placement
         How the cells outside ``umap_subsample`` are placed on the fitted UMAPs.
-        ``"nearest"``: at the position of their nearest subsample cell in code space (exact
-        search on ``device``; one search serves both UMAPs, seconds at 1M cells).
+        ``"nearest"``: at the position of their nearest subsample cell in code space, found by
+        :func:`~manifex.neighbors.knn_query` (exact on ``device`` while small, else a faiss
+        index at recall ≥ 0.95; backend, time and sampled recall in ``knn_info_``); one search
+        serves both UMAPs.
         ``"transform"``: umap-learn's ``UMAP.transform`` (a neighbour query, then a third of the
         fit's epochs of optimisation: about 1.3 ms per cell on one CPU thread, twice, so
         about 35 minutes for 800,000 cells). ``"auto"``: ``"nearest"`` for the Euclidean
@@ -171,6 +173,10 @@ class N2D(BaseModel):
         Autoencoder loss per epoch, steps and seconds; with early stopping also the held-out
         loss per epoch (``val_loss``), the step whose weights were kept (``best_step``) and
         ``stopped_early``.
+    knn_info_
+        With ``umap_subsample`` and ``placement="nearest"``: how the nearest subsample cells
+        were found (backend, seconds, sampled recall; see
+        :func:`~manifex.neighbors.knn_query`), else ``None``.
 
     Examples
     --------
@@ -194,6 +200,7 @@ class N2D(BaseModel):
         "code_dim_",
         "bic_",
         "timings_",
+        "knn_info_",
     )
 
     def __init__(
@@ -413,14 +420,14 @@ class N2D(BaseModel):
         t0 = time.perf_counter()
         dim = self._manifold_dim()
         fit_rows = subsample_rows(n, self.umap_subsample, seed)
-        nearest = None
+        nearest, self.knn_info_ = None, None
         if fit_rows is not None:
             how = self._placement()
             logg.info(f"    UMAP fitted on {len(fit_rows)} of {n} cells, the others placed by {how!r}")
             if how == "nearest":
                 t1 = time.perf_counter()
                 rest = np.setdiff1d(np.arange(n), fit_rows, assume_unique=True)
-                nearest = nearest_rows(code[fit_rows], code[rest], self.device_)
+                nearest, self.knn_info_ = nearest_rows(code[fit_rows], code[rest], self.device_, seed)
                 timings["nearest_search"] = time.perf_counter() - t1
         self.umap_, manifold = fit_umap(self, dim, code, seed, fit_rows, nearest)
         self.manifold_ = manifold

@@ -25,7 +25,7 @@ k-means is seeded, and the products and the top-k selection have no random part.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -181,23 +181,17 @@ def _calibration_rows(lists: _Lists, rng: np.random.Generator) -> np.ndarray:
     return np.sort(np.concatenate(rows))
 
 
-def _ladder_search(
-    lists: _Lists, k: int, cal: np.ndarray, truth: np.ndarray, goal: float
-) -> tuple[int, float]:
-    """Smallest ``nprobe`` (doubling, then bisection to within 15 %) with calibration recall ≥ goal."""
-
-    def recall(p: int) -> float:
-        got, _ = lists.search(p, k, cal)
-        return float(np.mean([np.intersect1d(a, b).size for a, b in zip(got, truth)]) / k)
-
+def _ladder_search(recall: Callable[[int], float], nlist: int, goal: float) -> tuple[int, float]:
+    """Smallest ``nprobe`` (doubling, then bisection to within 15 %) whose ``recall(nprobe)`` on
+    the calibration rows reaches ``goal``."""
     lo, hi, p = 0, None, 1
     seen: dict[int, float] = {}
     while hi is None:
         seen[p] = recall(p)
-        if seen[p] >= goal or p >= lists.nlist:
+        if seen[p] >= goal or p >= nlist:
             hi = p
         else:
-            lo, p = p, min(lists.nlist, 2 * p)
+            lo, p = p, min(nlist, 2 * p)
     while hi > max(lo + 1, int(lo * 1.15)):
         mid = (lo + hi) // 2
         seen[mid] = recall(mid)
@@ -206,6 +200,19 @@ def _ladder_search(
         else:
             lo = mid
     return hi, seen[hi]
+
+
+def _hit_rate(got: np.ndarray, truth: np.ndarray) -> float:
+    """Share of the ``truth`` rows' neighbours that ``got`` lists (rows matched by position)."""
+    k = truth.shape[1]
+    return float(np.mean([np.intersect1d(a, b).size for a, b in zip(got, truth)]) / k)
+
+
+def _train_sample(x: np.ndarray, nlist: int, rng: np.random.Generator) -> np.ndarray:
+    """``TRAIN_POINTS_PER_LIST`` seeded rows per list (all rows when there are fewer)."""
+    n = x.shape[0]
+    m = min(n, TRAIN_POINTS_PER_LIST * nlist)
+    return x[np.sort(rng.choice(n, m, replace=False))] if m < n else x
 
 
 def faiss_knn(
@@ -243,9 +250,7 @@ def faiss_knn(
             "nprobe": None,
         }
     with faiss_threads(faiss, n_threads):
-        rng = np.random.default_rng(random_state)
-        m = min(n, TRAIN_POINTS_PER_LIST * nlist)
-        train = x[np.sort(rng.choice(n, m, replace=False))] if m < n else x
+        train = _train_sample(x, nlist, np.random.default_rng(random_state))
         # min_points_per_centroid=1: the sample is sized on purpose, no warning
         km = faiss.Kmeans(
             d,
@@ -263,7 +268,11 @@ def faiss_knn(
     lists = _Lists(db, assign, centroids)
     cal = _calibration_rows(lists, np.random.default_rng([random_state, 1]))
     truth, _ = exact_search(db, cal, k)
-    nprobe, cal_recall = _ladder_search(lists, k, cal, truth, min(1.0, target_recall + CALIBRATION_MARGIN))
+    nprobe, cal_recall = _ladder_search(
+        lambda p: _hit_rate(lists.search(p, k, cal)[0], truth),
+        lists.nlist,
+        min(1.0, target_recall + CALIBRATION_MARGIN),
+    )
     ind, short = lists.search(nprobe, k)
     if short.any():
         ind[short], _ = exact_search(db, np.where(short)[0], k)
@@ -277,3 +286,75 @@ def faiss_knn(
         "exact_rows": int(short.sum()),
     }
     return ind, info
+
+
+def faiss_query(
+    reference: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    *,
+    random_state: int,
+    n_threads: int,
+    target_recall: float,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The ``k`` nearest ``reference`` rows of each ``queries`` row, from a faiss IVF-Flat index.
+
+    The index's ``4·√n`` lists come from faiss's k-means on a seeded sample of the reference,
+    as in :func:`faiss_knn`; ``nprobe`` is the smallest value whose recall on up to
+    ``CALIBRATION_ROWS`` seeded queries, against exact search, reaches the target. faiss's own
+    list scan serves here: queries are not grouped by list, so the matrix-product join of
+    :func:`faiss_knn` has no blocks to share. A query whose probed lists hold fewer than ``k``
+    rows gets its exact neighbours. Runs on the CPU.
+
+    Returns
+    -------
+    Indices ``(m, k)`` int64, squared distances ``(m, k)`` float32, and plain-typed details.
+    """
+    faiss = import_faiss()
+    reference = np.ascontiguousarray(reference, dtype=np.float32)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    n, d = reference.shape
+    m = queries.shape[0]
+    db = Database(reference, torch.device("cpu"))
+    nlist = n_lists(n)
+    if nlist < 8:
+        ind, sq = exact_search(db, None, k, queries=queries)
+        return ind, sq, {"index": "exact (too few rows for lists)", "nlist": None, "nprobe": None}
+    rng = np.random.default_rng([random_state, 2])
+    cal = np.sort(rng.choice(m, min(m, CALIBRATION_ROWS), replace=False))
+    truth, _ = exact_search(db, None, k, queries=queries[cal])
+    with faiss_threads(faiss, n_threads):
+        quantizer = faiss.IndexFlatL2(d)
+        index = faiss.IndexIVFFlat(quantizer, d, nlist)
+        index.cp.niter = KMEANS_ITERATIONS
+        index.cp.seed = int(random_state)
+        index.cp.min_points_per_centroid = 1  # the sample is sized on purpose, no warning
+        index.train(_train_sample(reference, nlist, np.random.default_rng(random_state)))
+        for s in range(0, n, ASSIGN_CHUNK):
+            index.add(reference[s : s + ASSIGN_CHUNK])
+
+        def search(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            sq, ind = index.search(rows, k)
+            return ind.astype(np.int64), sq.astype(np.float32)
+
+        def recall(p: int) -> float:
+            index.nprobe = p
+            return _hit_rate(search(queries[cal])[0], truth)
+
+        nprobe, cal_recall = _ladder_search(recall, nlist, min(1.0, target_recall + CALIBRATION_MARGIN))
+        index.nprobe = nprobe
+        ind = np.empty((m, k), dtype=np.int64)
+        sq = np.empty((m, k), dtype=np.float32)
+        for s in range(0, m, ASSIGN_CHUNK):
+            ind[s : s + ASSIGN_CHUNK], sq[s : s + ASSIGN_CHUNK] = search(queries[s : s + ASSIGN_CHUNK])
+    short = (ind < 0).any(axis=1)
+    if short.any():
+        ind[short], sq[short] = exact_search(db, None, k, queries=queries[short])
+    info = {
+        "index": f"IVF{nlist},Flat (faiss)",
+        "nlist": int(nlist),
+        "nprobe": int(nprobe),
+        "calibration_recall": round(cal_recall, 4),
+        "exact_rows": int(short.sum()),
+    }
+    return ind, np.maximum(sq, 0.0), info

@@ -11,9 +11,11 @@ import torch
 
 from .._utils import as_2d_float, check_random_state, resolve_device
 from ._exact import Database, exact_search
-from ._faiss import faiss_available, faiss_knn
+from ._faiss import faiss_available, faiss_knn, faiss_query
 
 METHODS = ("auto", "exact", "faiss", "pynndescent")
+#: Backends of :func:`knn_query`.
+QUERY_METHODS = ("auto", "exact", "faiss")
 
 #: ``method="auto"`` searches exactly up to this many rows on each device type, then uses faiss
 #: (pynndescent when faiss is not importable or the input is sparse). On the CPU (one thread,
@@ -46,6 +48,15 @@ def _check_method(method: Any) -> str:
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"`method` must be one of {', '.join(repr(m) for m in METHODS)}; got {method!r}.")
     return method
+
+
+def _check_recall_sample(measure_recall: Any) -> int:
+    """Rows of the recall check that ``measure_recall`` asks for (0: none)."""
+    if isinstance(measure_recall, bool):
+        return RECALL_SAMPLE if measure_recall else 0
+    if isinstance(measure_recall, int | np.integer) and measure_recall >= 0:
+        return int(measure_recall)
+    raise ValueError(f"`measure_recall` must be a bool or a non-negative int, got {measure_recall!r}.")
 
 
 def _n_threads(n_jobs: int | None) -> int:
@@ -203,12 +214,7 @@ def knn_graph(
     n = x.shape[0]
     k = _check_k(n_neighbors, n)
     seed = check_random_state(random_state)
-    if isinstance(measure_recall, bool):
-        n_sample = RECALL_SAMPLE if measure_recall else 0
-    elif isinstance(measure_recall, int | np.integer) and measure_recall >= 0:
-        n_sample = int(measure_recall)
-    else:
-        raise ValueError(f"`measure_recall` must be a bool or a non-negative int, got {measure_recall!r}.")
+    n_sample = _check_recall_sample(measure_recall)
     if not 0.0 < float(target_recall) <= 1.0:
         raise ValueError(f"`target_recall` must be in (0, 1], got {target_recall!r}.")
     threads = _n_threads(n_jobs)
@@ -398,13 +404,15 @@ def knn_query(
     queries: Any,
     n_neighbors: int,
     *,
+    method: str = "auto",
     device: str | torch.device = "auto",
-) -> tuple[np.ndarray, np.ndarray]:
-    """The ``n_neighbors`` nearest ``reference`` rows of each ``queries`` row (exact, Euclidean).
-
-    Tiled matrix products and ``torch.topk`` on ``device``, as ``method="exact"`` of
-    :func:`knn_graph`: memory is one float32 copy of ``reference`` plus O(tile); the cost is
-    O(n_queries × n_reference × d). Ties go to the lower reference row.
+    random_state: int = 0,
+    n_jobs: int | None = None,
+    measure_recall: bool | int = True,
+    target_recall: float = 0.95,
+    return_info: bool = False,
+) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The ``n_neighbors`` nearest ``reference`` rows of each ``queries`` row (Euclidean).
 
     Parameters
     ----------
@@ -415,8 +423,30 @@ def knn_query(
         finds it at distance 0).
     n_neighbors
         Neighbours per query, K ≤ n.
+    method
+        ``"exact"``: tiled matrix products and ``torch.topk`` on ``device``, as in
+        :func:`knn_graph` (memory: one float32 copy of ``reference`` plus O(tile); cost
+        O(m × n × d); ties go to the lower reference row). ``"faiss"``: a faiss IVF-Flat index
+        of ``4·√n`` k-means lists on the reference, ``nprobe`` tuned on a seeded sample of the
+        queries until the recall reaches ``target_recall`` (CPU). ``"auto"``: exact while
+        ``m × n`` is at most the square of :data:`EXACT_MAX_CELLS` for the device (the pairs
+        an exact graph searches there), else faiss when importable, else exact.
+        ``"pynndescent"`` is not offered: at K = 1 its queries found 0.40 of the exact
+        neighbours (20k × 10 Gaussian reference, 30k queries) in 95 s, against faiss's 0.97 in
+        1.2 s and exact search's 5 s.
     device
-        ``"auto"``, ``"cpu"``, ``"cuda"`` or a :class:`torch.device`.
+        Where exact search runs: ``"auto"``, ``"cpu"``, ``"cuda"`` or a :class:`torch.device`.
+    random_state
+        Seed of the index (faiss's k-means and samples, pynndescent) and of the recall sample.
+    n_jobs
+        Threads for faiss and pynndescent; ``None`` or -1 uses ``torch.get_num_threads()``.
+    measure_recall
+        For approximate methods, the recall against exact search on a seeded sample of queries:
+        ``True`` for 1,000 rows, an int for that many, ``False`` or 0 to skip.
+    target_recall
+        Recall faiss is tuned for (between 0 and 1).
+    return_info
+        Also return how the neighbours were found.
 
     Returns
     -------
@@ -424,6 +454,10 @@ def knn_query(
         ``(m, K)`` int64 reference rows, nearest first.
     distances
         ``(m, K)`` float32 Euclidean distances.
+    info
+        With ``return_info``: ``method``, ``n_neighbors``, ``seconds``, ``recall`` (``None``
+        for exact search or when not measured; a listed row no farther than the exact K-th
+        neighbour counts as found), ``recall_sample`` and ``params`` (backend details).
 
     Examples
     --------
@@ -432,7 +466,16 @@ def knn_query(
     >>> ind, dist = knn_query(np.array([[0.0], [1.0], [3.0]]), np.array([[0.9], [2.5]]), 2, device="cpu")
     >>> ind.tolist(), np.round(dist, 2).tolist()
     ([[1, 0], [2, 1]], [[0.1, 0.9], [0.5, 1.5]])
+    >>> rng = np.random.default_rng(0)
+    >>> ref, q = rng.normal(size=(5000, 8)), rng.normal(size=(2000, 8))
+    >>> ind, dist, info = knn_query(ref, q, 5, method="faiss", return_info=True)
+    >>> info["method"], info["recall"] >= 0.95
+    ('faiss', True)
     """
+    if method not in QUERY_METHODS:
+        raise ValueError(
+            f"`method` must be one of {', '.join(repr(m) for m in QUERY_METHODS)}; got {method!r}."
+        )
     ref = as_2d_float(reference, name="reference")
     q = as_2d_float(queries, name="queries")
     if sp.issparse(ref) or sp.issparse(q):
@@ -440,5 +483,64 @@ def knn_query(
     if q.shape[1] != ref.shape[1]:
         raise ValueError(f"`queries` must have the {ref.shape[1]} columns of `reference`, got {q.shape[1]}.")
     k = _check_k(n_neighbors, ref.shape[0], self_excluded=False)
-    ind, sq = exact_search(Database(ref, resolve_device(device)), None, k, queries=q)
-    return ind, np.sqrt(sq)
+    seed = check_random_state(random_state)
+    n_sample = _check_recall_sample(measure_recall)
+    if not 0.0 < float(target_recall) <= 1.0:
+        raise ValueError(f"`target_recall` must be in (0, 1], got {target_recall!r}.")
+    threads = _n_threads(n_jobs)
+    dev = resolve_device(device)
+    n, m = ref.shape[0], q.shape[0]
+    resolved = method
+    if method == "auto":
+        limit = EXACT_MAX_CELLS.get(dev.type, EXACT_MAX_CELLS["cpu"])
+        resolved = (
+            "exact"
+            if n * m <= limit * limit
+            else resolve_method("auto", 2 * limit + 1, sparse=False, device=dev)
+        )
+
+    params: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    if resolved == "exact":
+        ind, sq = exact_search(Database(ref, dev), None, k, queries=q)
+    else:
+        ind, sq, params = faiss_query(
+            ref, q, k, random_state=seed, n_threads=threads, target_recall=float(target_recall)
+        )
+    seconds = time.perf_counter() - t0
+    dist = np.sqrt(sq, dtype=np.float32)
+    if not return_info:
+        return ind, dist
+    recall, sample = None, None
+    if resolved != "exact" and n_sample > 0:
+        sample = min(n_sample, m)
+        recall = _query_recall(ref, q, ind, sample, seed, dev)
+    info = {
+        "method": resolved,
+        "n_neighbors": k,
+        "seconds": round(seconds, 3),
+        "recall": recall,
+        "recall_sample": sample,
+        "device": str(dev) if resolved == "exact" else "cpu",
+        "params": params,
+    }
+    return ind, dist, info
+
+
+def _query_recall(
+    ref: np.ndarray, q: np.ndarray, ind: np.ndarray, n_sample: int, seed: int, dev: torch.device
+) -> float:
+    """Recall of query neighbours ``ind`` against exact search on ``n_sample`` seeded queries:
+    a listed row, not repeated, no farther (float64) than the exact K-th neighbour is a hit."""
+    m, k = ind.shape
+    rows = np.sort(np.random.default_rng([seed, 3]).choice(m, n_sample, replace=False))
+    truth, _ = exact_search(Database(ref, dev), None, k, queries=q[rows])
+    a = q[rows].astype(np.float64)[:, None, :]
+    kth = ((ref[truth[:, -1]].astype(np.float64) - a[:, 0]) ** 2).sum(-1)
+    given = ind[rows]
+    d = ((ref[given].astype(np.float64) - a) ** 2).sum(-1)
+    srt = np.sort(given, axis=1)
+    repeated = np.zeros_like(given, dtype=bool)
+    repeated[:, 1:] = srt[:, 1:] == srt[:, :-1]  # count each distinct listed row once
+    hits = (d <= kth[:, None] * (1 + 1e-6) + 1e-12).sum() - repeated.sum()
+    return float(hits / (n_sample * k))
