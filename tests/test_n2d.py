@@ -286,3 +286,28 @@ def test_umap_subsample_places_the_other_cells(placement):
         np.testing.assert_array_equal(model.embedding_[rest], model.umap2d_.embedding_[nn])
         assert model.timings_["nearest_search"] >= 0
         assert model.knn_info_["method"] == "exact" and model.knn_info_["n_neighbors"] == 1
+
+
+@pytest.mark.parametrize("map_2d", [True, False])
+def test_new_cells_are_placed_as_the_fit_placed_the_rest(map_2d, tmp_path):
+    """After a subsample fit with nearest placement, transform puts a new cell at its nearest
+    subsample cell (sklearn) and maps the training cells back onto their fitted positions."""
+    from sklearn.neighbors import NearestNeighbors
+
+    adata = blobs(n_per=100, k=4, d=10)
+    new = blobs(n_per=20, k=4, d=10, seed=0).X + 0.05
+    model = mx.models.N2D(
+        n_clusters=4, n_steps=150, random_state=0, umap_subsample=200, map_2d=map_2d, **FAST
+    ).fit(adata.X)
+    np.testing.assert_array_equal(model.transform(adata.X, space="manifold"), model.manifold_)
+    np.testing.assert_array_equal(model.transform(adata.X), model.embedding_)
+    code = model.transform(new, space="latent")
+    nn = NearestNeighbors(n_neighbors=1).fit(model.umap_._raw_data).kneighbors(code)[1][:, 0]
+    np.testing.assert_array_equal(model.transform(new, space="manifold"), model.umap_.embedding_[nn])
+    flat = model.umap2d_.embedding_ if map_2d else model.umap_.embedding_[:, :2]
+    np.testing.assert_array_equal(model.transform(new), flat[nn])
+    np.testing.assert_array_equal(model.predict(new), model.gmm_.predict(model.umap_.embedding_[nn]))
+    model.save(tmp_path / "m.mx")
+    np.testing.assert_array_equal(
+        mx.models.N2D.load(tmp_path / "m.mx", device="cpu").transform(new), flat[nn]
+    )

@@ -13,7 +13,7 @@ from scanpy import logging as logg
 from torch import nn
 
 from .._train import DeviceData, EarlyStopping, split_validation, train
-from .._utils import make_generator
+from .._utils import check_random_state, make_generator
 from ..nn.mlp import MLP
 from ._base import BaseModel, as_matrix
 from ._checks import check_common, check_dims, check_int, check_positive
@@ -121,7 +121,9 @@ class N2D(BaseModel):
         ACC / NMI of ``"transform"`` in three settings and 0.08 ACC better in the fourth; an
         average over the neighbours' positions was 0.1 worse (it lands between clusters). The
         2-d map then shows the subsample's positions only. New cells (:meth:`transform`,
-        :meth:`predict`) always go through ``UMAP.transform``.
+        :meth:`predict`) are placed as the fitted cells were: at their nearest subsample cell
+        after ``"nearest"`` (so the training cells map back onto their own positions), by
+        ``UMAP.transform`` after ``"transform"`` or a fit without subsample.
     map_2d
         Also compute a 2-d UMAP of the code for plotting (``embedding_``).
     batch_size, lr
@@ -472,6 +474,18 @@ class N2D(BaseModel):
         code = self._encode(data)
         if space == "latent":
             return code
+        if self._places_nearest():  # as the fit placed the cells outside its subsample
+            nearest, _ = nearest_rows(
+                self.umap_._raw_data, code, self.device_, check_random_state(self.random_state)
+            )
+            if space == "manifold":
+                return self.umap_.embedding_[nearest]
+            if self.umap2d_ is not None:  # fitted on the same subsample
+                return self.umap2d_.embedding_[nearest]
+            manifold = self.umap_.embedding_[nearest]
+            return (
+                manifold[:, :2] if manifold.shape[1] >= 2 else np.hstack([manifold, np.zeros_like(manifold)])
+            )
         if space == "manifold":
             return umap_transform(self.umap_, code)
         if self.umap2d_ is None:  # map_2d=False: the map is the manifold's first two axes
@@ -518,6 +532,11 @@ class N2D(BaseModel):
         return self.predict_proba(X, feature_names=feature_names).argmax(1).astype(np.int64)
 
     # -----------------------------------------------------------------------------------------
+    def _places_nearest(self) -> bool:
+        """Whether the UMAPs were fitted on a subsample and the other cells placed at their
+        nearest subsample cell: new cells are then placed the same way."""
+        return self._placement() == "nearest" and self.umap_.embedding_.shape[0] < self.labels_.shape[0]
+
     def _placement(self) -> str:
         if self.placement == "auto":
             return "nearest" if self.metric == "euclidean" else "transform"
