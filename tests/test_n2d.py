@@ -311,3 +311,25 @@ def test_new_cells_are_placed_as_the_fit_placed_the_rest(map_2d, tmp_path):
     np.testing.assert_array_equal(
         mx.models.N2D.load(tmp_path / "m.mx", device="cpu").transform(new), flat[nn]
     )
+
+
+def test_fit_and_transform_keep_the_callers_torch_thread_count():
+    """umap-learn resets numba's threads to all cores after a fit; where numba and torch share
+    one OpenMP runtime that also reset torch's count (a caller's ``torch.set_num_threads(1)``
+    was lost, and threaded code downstream summed in another order)."""
+    import numba
+    import torch
+
+    if numba.config.NUMBA_DEFAULT_NUM_THREADS < 2:
+        pytest.skip("one core: a reset to numba's default would not change the count")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        adata = blobs(n_per=60, k=3, d=10)
+        kw = {"n_clusters": 3, "n_steps": 30, "random_state": 0, **FAST}
+        model = mx.models.N2D(umap_subsample=120, placement="transform", **kw).fit(adata.X)
+        assert torch.get_num_threads() == 1
+        model.transform(adata.X[:50], space="embedding")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -88,6 +88,23 @@ def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def torch_threads_kept() -> Iterator[None]:
+    """Restore torch's intra-op thread count after the block.
+
+    numba (umap-learn, pynndescent) and faiss may load the same OpenMP runtime as torch; umap-learn
+    sets numba's thread count for a fit and sets it back to numba's default (all cores), which
+    resets torch's count too. Without this, a user who ran ``torch.set_num_threads(1)`` would get
+    all cores back after an N2D fit (and results of threaded code that sums in a different order).
+    """
+    old = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
 def make_generator(seed: int, device: torch.device) -> torch.Generator:
     """A :class:`torch.Generator` living on ``device`` (CPU generator for MPS)."""
     gen_device = device if device.type == "cuda" else torch.device("cpu")

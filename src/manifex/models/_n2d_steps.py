@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from .._utils import torch_threads_kept
+
 __all__ = [
     "choose_k",
     "fit_umap",
@@ -71,7 +73,7 @@ def fit_umap(
     ``nearest`` is ``None``.
     """
     reducer = make_umap(model, n_components, seed)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch_threads_kept():
         warnings.filterwarnings("ignore", message=".*n_jobs.*", category=UserWarning)
         warnings.filterwarnings("ignore", message=".*spectral initialisation.*")
         if fit_rows is None:
@@ -91,7 +93,7 @@ def fit_umap(
 
 def umap_transform(reducer: Any, code: np.ndarray) -> np.ndarray:
     """``reducer.transform(code)`` as float32, without umap-learn's n_jobs warning."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch_threads_kept():
         warnings.filterwarnings("ignore", message=".*n_jobs.*", category=UserWarning)
         return np.asarray(reducer.transform(code), dtype=np.float32)
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._utils import torch_threads_kept
 from ._exact import Database, _tile_topk, exact_search
 
 #: Fewest points per list: below it faiss's k-means warns and the lists are too small to probe.
@@ -81,13 +82,13 @@ def faiss_threads(faiss: Any, n_threads: int) -> Iterator[None]:
 
     faiss and torch may share one OpenMP runtime, so torch's thread count is restored too.
     """
-    old, old_torch = faiss.omp_get_max_threads(), torch.get_num_threads()
-    faiss.omp_set_num_threads(int(n_threads))
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(old)
-        torch.set_num_threads(old_torch)
+    old = faiss.omp_get_max_threads()
+    with torch_threads_kept():
+        faiss.omp_set_num_threads(int(n_threads))
+        try:
+            yield
+        finally:
+            faiss.omp_set_num_threads(old)
 
 
 def n_lists(n: int) -> int:

@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .._utils import as_2d_float, check_random_state, resolve_device
+from .._utils import as_2d_float, check_random_state, resolve_device, torch_threads_kept
 from ._exact import Database, exact_search
 from ._faiss import faiss_available, faiss_knn, faiss_query
 
@@ -115,8 +115,7 @@ def pynndescent_degree(k: int, n: int) -> int:
 def _pynndescent(x: np.ndarray | sp.csr_matrix, k: int, random_state: int, n_threads: int) -> np.ndarray:
     from pynndescent import NNDescent
 
-    old = torch.get_num_threads()  # numba's OpenMP layer may share torch's runtime
-    try:
+    with torch_threads_kept():  # numba's OpenMP layer may share torch's runtime
         index = NNDescent(
             x,
             n_neighbors=pynndescent_degree(k, x.shape[0]),
@@ -124,8 +123,6 @@ def _pynndescent(x: np.ndarray | sp.csr_matrix, k: int, random_state: int, n_thr
             random_state=random_state,
             n_jobs=n_threads,
         )
-    finally:
-        torch.set_num_threads(old)
     return _drop_self(index.neighbor_graph[0], k)
 
 
