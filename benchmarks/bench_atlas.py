@@ -3,6 +3,7 @@
     python -m benchmarks.bench_atlas scale [--sizes 10000 100000 1000000] [--methods scanpy dlme n2d]
     python -m benchmarks.bench_atlas stream [--n 200000] [--genes 2000]
     python -m benchmarks.bench_atlas images [--n 300000] [--size 32] [--channels 3]
+    python -m benchmarks.bench_atlas ddp [--n 100000] [--nprocs 1 2] [--method dlme] [--device cpu]
 
 ``scale``: synthetic data of 30 Gaussian clusters in 50 dimensions (float32; the cluster is the
 label). Each (method, size) runs in a fresh subprocess, so its wall time includes imports and
@@ -26,6 +27,15 @@ read per minibatch) and loaded into memory first. Both use a small two-convoluti
 (the data path under test does not depend on it; ResNet-18 would make each CPU run hours) and
 the same seed, so the two maps must agree. Reports wall time, images per second, peak memory
 and the images' size. Writes ``benchmarks/results/atlas_stream_images.md``.
+
+``ddp``: writes the synthetic data of ``scale`` (``n`` cells, in ``obsm["X_pca"]``) to an .h5ad
+and trains on it through the command line, as a user would launch it: ``manifex fit`` in one
+process and ``torchrun --nproc-per-node N -m manifex fit`` for each N > 1, with the same global
+batch and step budget. Each run gets ``--threads`` (default: all cores) divided among its
+processes (``OMP_NUM_THREADS``), so on a CPU the rows compare one process using every core with
+several processes sharing them. Reports wall time (launch to exit), the model's kNN and training
+seconds, ms per step, the largest process's peak memory and the map's 2-d kNN accuracy. Writes
+``benchmarks/results/atlas_ddp.md``.
 """
 
 from __future__ import annotations
@@ -268,6 +278,64 @@ def child_images(path: str, where: str, epochs: int) -> dict:
     }
 
 
+def write_synthetic_h5ad(path: Path, n: int) -> None:
+    """The ``scale`` data (``n`` cells × 50 dims, 30 clusters) as an .h5ad, as ``scale`` builds it:
+    the coordinates in ``X`` and ``obsm["X_pca"]`` (what the methods read by default), the
+    cluster in ``obs["cluster"]``."""
+    import anndata as ad
+
+    x, labels = synthetic(n)
+    ad.AnnData(X=x, obs={"cluster": labels.astype(str)}, obsm={"X_pca": x}).write_h5ad(path)
+
+
+def child_ddp(path: str, nproc: int, method: str, device: str, threads: int, n_steps: int | None) -> dict:
+    """``manifex fit`` of ``path`` in ``nproc`` processes (torchrun when more than one)."""
+    import resource
+    import subprocess
+    import sys
+
+    import anndata as ad
+    import numpy as np
+
+    import manifex as mx
+
+    out = Path(path).with_name(f"ddp{nproc}")
+    cmd = ["-m", "manifex", "fit", method, path, "--device", device, "--random-state", "0"]
+    cmd += ["--model-out", f"{out}.mx", "--embedding-out", f"{out}.npy", "--overwrite"]
+    if n_steps is not None:
+        cmd += ["--n-steps", str(n_steps)]
+    if method == "n2d":
+        cmd += ["--param", "n_clusters=30"]
+    if nproc > 1:
+        cmd = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *cmd]
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, threads // nproc))}
+    t0 = time.perf_counter()
+    run = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, check=False, env=env)
+    wall = time.perf_counter() - t0
+    if run.returncode != 0:
+        raise RuntimeError(run.stderr[-3000:])
+    model = mx.models.load_model(f"{out}.mx", device="cpu")
+    timings, history = model.timings_ or {}, model.history_ or {}
+    labels = np.asarray(ad.read_h5ad(path, backed="r").obs["cluster"])
+    steps = int(history.get("n_steps", 0))
+    train_s = float(timings.get("train_s", history.get("seconds", float("nan"))))
+    return {
+        "method": method,
+        "processes": nproc,
+        "threads_each": max(1, threads // nproc),
+        "device": device,
+        "n_cells": len(labels),
+        "wall_s": round(wall, 1),
+        "knn_s": round(float(timings.get("knn_s", float("nan"))), 1),
+        "train_s": round(train_s, 1),
+        "n_steps": steps,
+        "ms_per_step": round(1000 * train_s / steps, 1) if steps else float("nan"),
+        # the largest single process among the waited-for descendants
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20, 2),
+        "knn_acc_2d": round(_quality(np.load(f"{out}.npy"), labels), 3),
+    }
+
+
 def _run_child(args: list[str]) -> dict:
     return H.run_json(["-m", "benchmarks.bench_atlas", *args])
 
@@ -297,21 +365,40 @@ def main(argv: list[str] | None = None) -> None:
     im.add_argument("--channels", type=int, default=3)
     im.add_argument("--epochs", type=int, default=1)
     im.add_argument("--out", default=str(H.RESULTS / "atlas_stream_images.md"))
+    dd = sub.add_parser("ddp")
+    dd.add_argument("--n", type=int, default=100_000)
+    dd.add_argument("--nprocs", nargs="+", type=int, default=[1, 2])
+    dd.add_argument("--method", default="dlme", choices=("dlme", "tsimcne", "n2d"))
+    dd.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (NCCL, one GPU per process)")
+    dd.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads shared by a run")
+    dd.add_argument("--n-steps", type=int, default=None, help="optimiser steps (default: the method's)")
+    dd.add_argument("--out", default=str(H.RESULTS / "atlas_ddp.md"))
     c = sub.add_parser("child")
     c.add_argument("what")
     c.add_argument("arg")
     c.add_argument("value")
-    c.add_argument("extra", nargs="?", default=None)
+    c.add_argument("extra", nargs="*", default=[])
     args = p.parse_args(argv)
 
     if args.part == "child":
-        if args.what == "images":
-            print(json.dumps(child_images(args.arg, args.value, int(args.extra))))
+        if args.what == "ddp":  # arg: path; value: processes; extra: method device threads steps
+            method, device, threads, steps = args.extra
+            row = child_ddp(
+                args.arg,
+                int(args.value),
+                method,
+                device,
+                int(threads),
+                None if steps == "none" else int(steps),
+            )
+            print(json.dumps(row))
+        elif args.what == "images":
+            print(json.dumps(child_images(args.arg, args.value, int(args.extra[0]))))
         elif args.what == "stream":
             steps = None if args.value == "none" else int(args.value)
             print(json.dumps(child_stream(args.arg, steps)))
         else:
-            epochs = json.loads(args.extra) if args.extra else None
+            epochs = json.loads(args.extra[0]) if args.extra else None
             print(json.dumps(child_scale(args.arg, int(args.value), epochs)))
         return
     import pandas as pd
@@ -348,6 +435,19 @@ def main(argv: list[str] | None = None) -> None:
         body = pd.DataFrame(rows).to_markdown(index=False)
         body += f"\n\nLargest difference between the two maps: {diff:.2g}."
         title = "t-SimCNE on images left on disk (h5py, read per minibatch) against the same images loaded"
+    elif args.part == "ddp":
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "synthetic.h5ad"
+            write_synthetic_h5ad(path, args.n)
+            rows = []
+            for nproc in args.nprocs:
+                steps = "none" if args.n_steps is None else str(args.n_steps)
+                extra = [args.method, args.device, str(args.threads), steps]
+                rows.append(_run_child(["child", "ddp", str(path), str(nproc), *extra]))
+                print(rows[-1], flush=True)
+                pd.DataFrame(rows).to_csv(Path(args.out).with_suffix(".csv"), index=False)
+        body = pd.DataFrame(rows).to_markdown(index=False)
+        title = "One process against several (torch.distributed) through `manifex fit`"
     else:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "stream.h5ad"
