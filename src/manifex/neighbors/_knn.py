@@ -67,6 +67,18 @@ def _n_threads(n_jobs: int | None) -> int:
     return int(n_jobs)
 
 
+def _search_options(
+    random_state: Any, measure_recall: Any, target_recall: Any, n_jobs: Any, device: Any
+) -> tuple[int, int, int, torch.device]:
+    """The options :func:`knn_graph` and :func:`knn_query` share, checked:
+    ``(seed, recall sample rows, threads, device)``."""
+    seed = check_random_state(random_state)
+    n_sample = _check_recall_sample(measure_recall)
+    if not 0.0 < float(target_recall) <= 1.0:
+        raise ValueError(f"`target_recall` must be in (0, 1], got {target_recall!r}.")
+    return seed, n_sample, _n_threads(n_jobs), resolve_device(device)
+
+
 def resolve_method(method: str, n: int, *, sparse: bool, device: str | torch.device) -> str:
     """The backend ``method`` means for ``n`` rows on ``device`` (``"auto"`` resolved).
 
@@ -210,12 +222,9 @@ def knn_graph(
     x = as_2d_float(x, name="x")
     n = x.shape[0]
     k = _check_k(n_neighbors, n)
-    seed = check_random_state(random_state)
-    n_sample = _check_recall_sample(measure_recall)
-    if not 0.0 < float(target_recall) <= 1.0:
-        raise ValueError(f"`target_recall` must be in (0, 1], got {target_recall!r}.")
-    threads = _n_threads(n_jobs)
-    dev = resolve_device(device)
+    seed, n_sample, threads, dev = _search_options(
+        random_state, measure_recall, target_recall, n_jobs, device
+    )
     sparse = sp.issparse(x)
     resolved = resolve_method(method, n, sparse=sparse, device=dev)
     if resolved == "faiss" and sparse:
@@ -480,12 +489,9 @@ def knn_query(
     if q.shape[1] != ref.shape[1]:
         raise ValueError(f"`queries` must have the {ref.shape[1]} columns of `reference`, got {q.shape[1]}.")
     k = _check_k(n_neighbors, ref.shape[0], self_excluded=False)
-    seed = check_random_state(random_state)
-    n_sample = _check_recall_sample(measure_recall)
-    if not 0.0 < float(target_recall) <= 1.0:
-        raise ValueError(f"`target_recall` must be in (0, 1], got {target_recall!r}.")
-    threads = _n_threads(n_jobs)
-    dev = resolve_device(device)
+    seed, n_sample, threads, dev = _search_options(
+        random_state, measure_recall, target_recall, n_jobs, device
+    )
     n, m = ref.shape[0], q.shape[0]
     resolved = method
     if method == "auto":
