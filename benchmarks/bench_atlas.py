@@ -86,7 +86,7 @@ def _quality(emb, labels) -> float:
     return float(mx.metrics.knn_accuracy(emb[idx], labels[idx]))
 
 
-def child_scale(method: str, n: int, tsimcne_epochs: list[int] | None = None) -> dict:
+def child_scale(method: str, n: int, tsimcne_epochs: list[int] | None = None, device: str = "auto") -> dict:
     import anndata as ad
     import scanpy as sc
 
@@ -108,7 +108,7 @@ def child_scale(method: str, n: int, tsimcne_epochs: list[int] | None = None) ->
             kwargs = {"preset": "quick"} if tsimcne_epochs is None else {"n_epochs": tuple(tsimcne_epochs)}
         if method == "n2d":
             kwargs["n_clusters"] = 30
-        getattr(mx.tl, method)(adata, progress=False, **kwargs)
+        getattr(mx.tl, method)(adata, progress=False, device=device, **kwargs)
         emb = adata.obsm[f"X_{method}"]
         uns = adata.uns[method]
         timings = uns.get("timings") or {}
