@@ -103,42 +103,54 @@ def test_dlme_loss_rejects_odd_batch():
 
 
 def test_fused_backward_matches_autograd():
-    # the fused kernel/BCE with gradients computed in its forward pass against plain autograd
-    # over the same formulas (tiling, shifts, kernels, union, BCE), in float64
+    # the fused kernel/BCE on the three distinct blocks, with gradients computed in its forward
+    # pass, against plain autograd over the whole 2B × 2B matrix (tiling, shifts, kernels, union,
+    # BCE), in float64; the outputs enter as points, so that the gradient of the OA block, which
+    # stands for OA and its transpose, is checked where it lands
     from manifex.losses.dlme import _KernelBCE
 
-    def plain(d, rho, dq, nu_p, nu_q, eps, alpha=1.0):
+    def plain(d, rho, y, nu_p, nu_q, eps, alpha=1.0):
         shift = torch.cat([torch.zeros_like(rho), rho])
         dp = d.repeat(2, 2) + shift[:, None] + shift[None, :]
+        dq = ((y[:, None] - y[None]) ** 2).sum(-1)
         kp, kq = t_kernel(dp, nu_p), t_kernel(dq, nu_q)
         p, q = fuzzy_union(kp), fuzzy_union(kq)
         return -(alpha * p * torch.log(q + eps) + (1 - p) * torch.log(1 - q + eps)).mean()
 
+    def fused(d, rho, y, nu_p, nu_q, eps, alpha=1.0):
+        yo, ya = y[:6], y[6:]
+        rows, cols = torch.stack([yo, yo, ya]), torch.stack([yo, ya, ya])  # blocks OO, OA, AA
+        dq = ((rows[:, :, None] - cols[:, None]) ** 2).sum(-1)
+        return _KernelBCE.apply(d, rho, dq, nu_p, nu_q, eps, alpha)
+
     g = torch.Generator().manual_seed(0)
     a = torch.rand(6, 3, generator=g, dtype=torch.float64)
-    b = torch.rand(12, 2, generator=g, dtype=torch.float64) * 3
     d = squared_distances(a).double().detach().requires_grad_()
     rho = (torch.rand(6, generator=g, dtype=torch.float64) * 0.1).requires_grad_()
-    dq = squared_distances(b).double().detach().requires_grad_()
-    for nu_p, nu_q in [(100.0, 0.01), (1.0, 1.0), (0.5, 3.0)]:
-        l1 = _KernelBCE.apply(d, rho, dq, nu_p, nu_q, 1e-5)
-        g1 = torch.autograd.grad(l1 * 1.7, (d, rho, dq))
-        l2 = plain(d, rho, dq, nu_p, nu_q, 1e-5)
-        g2 = torch.autograd.grad(l2 * 1.7, (d, rho, dq))
+    y = (torch.rand(12, 2, generator=g, dtype=torch.float64) * 3).requires_grad_()
+    settings = [(100.0, 0.01, 1.0), (1.0, 1.0, 1.0), (0.5, 3.0, 1.0)]
+    settings += [(100.0, 0.01, 2.0), (100.0, 0.01, 0.5)]  # a weighted attraction (exaggeration)
+    for nu_p, nu_q, alpha in settings:
+        l1 = fused(d, rho, y, nu_p, nu_q, 1e-5, alpha)
+        g1 = torch.autograd.grad(l1 * 1.7, (d, rho, y))
+        l2 = plain(d, rho, y, nu_p, nu_q, 1e-5, alpha)
+        g2 = torch.autograd.grad(l2 * 1.7, (d, rho, y))
         assert l1.item() == pytest.approx(l2.item(), rel=1e-10)
-        for x, y in zip(g1, g2):
-            torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-12)
-    for alpha in (2.0, 0.5):  # a weighted attraction (exaggeration)
-        l1 = _KernelBCE.apply(d, rho, dq, 100.0, 0.01, 1e-5, alpha)
-        g1 = torch.autograd.grad(l1, (d, rho, dq))
-        l2 = plain(d, rho, dq, 100.0, 0.01, 1e-5, alpha)
-        g2 = torch.autograd.grad(l2, (d, rho, dq))
-        assert l1.item() == pytest.approx(l2.item(), rel=1e-10)
-        for x, y in zip(g1, g2):
-            torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-12)
+        for x, ref in zip(g1, g2):
+            torch.testing.assert_close(x, ref, rtol=1e-6, atol=1e-12)
     # only the inputs that need a gradient get one
-    l3 = _KernelBCE.apply(d.detach(), rho.detach(), dq, 100.0, 0.01, 1e-5)
-    (gq,) = torch.autograd.grad(l3, (dq,))
+    l3 = fused(d.detach(), rho.detach(), y, 100.0, 0.01, 1e-5)
+    (gy,) = torch.autograd.grad(l3, (y,))
     torch.testing.assert_close(
-        gq, torch.autograd.grad(plain(d.detach(), rho.detach(), dq, 100.0, 0.01, 1e-5), dq)[0]
+        gy, torch.autograd.grad(plain(d.detach(), rho.detach(), y, 100.0, 0.01, 1e-5), y)[0]
     )
+
+
+def test_squared_distances_of_stacks():
+    g = torch.Generator().manual_seed(1)
+    for dim in (2, 12):  # coordinate differences, and the expansion
+        a, b = torch.randn(3, 5, dim, generator=g), torch.randn(3, 4, dim, generator=g)
+        got = squared_distances(a, b)
+        assert got.shape == (3, 5, 4)
+        for s in range(3):
+            torch.testing.assert_close(got[s], torch.cdist(a[s], b[s]) ** 2, rtol=1e-4, atol=1e-4)

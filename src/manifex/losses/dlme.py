@@ -84,13 +84,13 @@ def squared_distances(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.T
     Parameters
     ----------
     a
-        ``(n, d)`` points.
+        ``(n, d)`` points, or a stack ``(s, n, d)`` of sets of them.
     b
-        ``(m, d)`` points; default ``a``.
+        ``(m, d)`` points (``(s, m, d)`` for a stack); default ``a``.
 
     Returns
     -------
-    ``(n, m)`` matrix of ``‖a_i − b_j‖²``.
+    ``(n, m)`` matrix of ``‖a_i − b_j‖²`` (``(s, n, m)`` for stacks).
 
     Examples
     --------
@@ -102,13 +102,13 @@ def squared_distances(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.T
     """
     a = a.float()
     b = a if b is None else b.float()
-    if a.shape[1] <= _DIRECT_MAX_DIM:
+    if a.shape[-1] <= _DIRECT_MAX_DIM:
         d2 = None
-        for k in range(a.shape[1]):
-            t = (a[:, k, None] - b[None, :, k]).square()
+        for k in range(a.shape[-1]):
+            t = (a[..., :, k, None] - b[..., None, :, k]).square()
             d2 = t if d2 is None else d2 + t
-        return d2 if d2 is not None else a.new_zeros(a.shape[0], b.shape[0])
-    d2 = (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+        return d2 if d2 is not None else a.new_zeros(*a.shape[:-1], b.shape[-2])
+    d2 = (a * a).sum(-1, keepdim=True) + (b * b).sum(-1)[..., None, :] - 2.0 * a @ b.transpose(-1, -2)
     return d2.clamp_min(0.0)
 
 
@@ -174,7 +174,11 @@ def dlme_loss(
     d = squared_distances(z[:b])
     off = d + torch.diag(torch.full((b,), float("inf"), device=d.device))
     rho = off.min(dim=1).values / aug_near_rate
-    return _KernelBCE.apply(d, rho, squared_distances(y), nu_z, nu_y, eps, float(exaggeration))
+    # the output distances of the three distinct B × B blocks: originals–originals,
+    # originals–views (the views–originals block is its transpose) and views–views
+    yo, ya = y[:b], y[b:]
+    d_q = squared_distances(torch.stack([yo, yo, ya]), torch.stack([yo, ya, ya]))
+    return _KernelBCE.apply(d, rho, d_q, nu_z, nu_y, eps, float(exaggeration))
 
 
 def _kernel(d2: torch.Tensor, nu: float) -> torch.Tensor:
@@ -194,36 +198,42 @@ def _kernel_slope_(k: torch.Tensor, d2: torch.Tensor, nu: float, scale: float) -
 
 
 class _KernelBCE(torch.autograd.Function):
-    """Mean BCE between ``S_{ν_z}`` of the shifted batch distances and ``S_{ν_y}(D_q)``.
+    """Mean BCE between ``S_{ν_z}`` of the shifted batch distances and ``S_{ν_y}`` of the outputs'.
 
+    The ``2B × 2B`` matrices are symmetric, with blocks ``[[OO, OA], [OAᵀ, AA]]`` (O: originals,
+    A: their views), so the loss is computed on the three distinct ``B × B`` blocks, the ``OA``
+    block counted twice: a quarter less work than the whole matrix, the same loss and gradients.
     Inputs are the originals' ``B × B`` distances ``D``, the shifts ``ρ`` and the outputs'
-    ``2B × 2B`` distances; the ``2B × 2B`` input-side matrix (``D`` tiled, ``ρ`` added on the
-    rows and columns of the views) is built inside. Both matrices are symmetric, so the fuzzy
-    union ``K + Kᵀ − K∘Kᵀ`` is ``K(2 − K)``. The gradients are computed in the forward pass
+    distances of the blocks ``(3, B, B)`` (OO, OA, AA); the input side's blocks are ``D``,
+    ``D + ρ_j`` and ``D + ρ_i + ρ_j``. Within each block the fuzzy union ``K + Kᵀ − K∘Kᵀ`` of
+    the whole symmetric matrix is ``K(2 − K)``. The gradients are computed in the forward pass
     with in-place arithmetic and only they are kept, so a step makes a few passes over the
-    ``2B × 2B`` matrices instead of the several dozen of autograd's chain (which dominate a DLME
-    step on the CPU). Checked against autograd in the tests.
+    blocks instead of the several dozen of autograd's chain (which dominate a DLME step on the
+    CPU). Checked against autograd over the whole matrix in the tests.
     """
 
     @staticmethod
     def forward(ctx, d, rho, d_q, nu_p: float, nu_q: float, eps: float, alpha: float = 1.0):
         b = d.shape[0]
-        shift = torch.cat([torch.zeros_like(rho), rho])
-        d_p = d.repeat(2, 2).add_(shift[:, None]).add_(shift[None, :])
+        d_p = torch.stack([d, d + rho[None, :], d + rho[:, None] + rho[None, :]])
         kp, kq = _kernel(d_p, nu_p), _kernel(d_q, nu_q)
         p, q = _union_(kp), _union_(kq)
         log_q = q.add(eps).log_()
         log_1q = q.neg().add_(eps).log1p_()
         if alpha != 1.0:
             log_q.mul_(alpha)  # α log(q + ε) from here on
-        loss = -torch.lerp(log_1q, log_q, p).mean()
-        scale = 1.0 / d_p.numel()
+        weight = d_p.new_tensor([1.0, 2.0, 1.0])[:, None, None]  # OA stands for OA and its transpose
+        scale = 1.0 / (4 * b * b)
+        loss = -torch.lerp(log_1q, log_q, p).mul_(weight).sum() * scale
         grad_d = grad_rho = grad_q = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            # dL/dp = log(1 − q + ε) − α log(q + ε); times dp/dd² of the union
+            # dL/dp = log(1 − q + ε) − α log(q + ε); times dp/dd² of the union, per entry of a block
             g = log_1q.sub_(log_q).mul_(_kernel_slope_(kp, d_p, nu_p, scale))
-            grad_d = g.view(2, b, 2, b).sum(dim=(0, 2))
-            grad_rho = g[b:].sum(dim=1) + g[:, b:].sum(dim=0)
+            g_oo, g_oa, g_aa = g
+            # the whole matrix's entry (i, j) of D appears in OO, OA, its transpose and AA
+            grad_d = g_oo + g_oa + g_oa.T + g_aa
+            # ρ_i shifts the views' rows (OAᵀ, AA) and columns (OA, AA)
+            grad_rho = 2.0 * g_oa.sum(dim=0) + g_aa.sum(dim=0) + g_aa.sum(dim=1)
         if ctx.needs_input_grad[2]:
             # dL/dq = (1 − p)/(1 − q + ε) − α p/(q + ε); with u = q + ε its numerator over
             # (q + ε)(1 + ε − q) is u − p(u(1 − α) + α(1 + 2ε))
@@ -233,7 +243,7 @@ class _KernelBCE(torch.autograd.Function):
             else:
                 num = u.mul(1.0 - alpha).add_(alpha * (1.0 + 2.0 * eps)).mul_(p).neg_().add_(u)
             dq = num.div_(u.neg().add_(1.0 + 2.0 * eps).mul_(u))
-            grad_q = dq.mul_(_kernel_slope_(kq, d_q.clone(), nu_q, scale))
+            grad_q = dq.mul_(_kernel_slope_(kq, d_q.clone(), nu_q, scale)).mul_(weight)
         ctx.save_for_backward(grad_d, grad_rho, grad_q)
         return loss
 
