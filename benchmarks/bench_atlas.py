@@ -308,7 +308,8 @@ def child_ddp(path: str, nproc: int, method: str, device: str, threads: int, n_s
         cmd += ["--param", "n_clusters=30"]
     if nproc > 1:
         cmd = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *cmd]
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, threads // nproc))}
+    threads_each = max(1, threads // nproc)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads_each)}
     t0 = time.perf_counter()
     run = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, check=False, env=env)
     wall = time.perf_counter() - t0
@@ -322,7 +323,7 @@ def child_ddp(path: str, nproc: int, method: str, device: str, threads: int, n_s
     return {
         "method": method,
         "processes": nproc,
-        "threads_each": max(1, threads // nproc),
+        "threads_each": threads_each,
         "device": device,
         "n_cells": len(labels),
         "wall_s": round(wall, 1),

@@ -215,16 +215,19 @@ class _KernelBCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, d, rho, d_q, nu_p: float, nu_q: float, eps: float, alpha: float = 1.0):
         b = d.shape[0]
-        d_p = torch.stack([d, d + rho[None, :], d + rho[:, None] + rho[None, :]])
+        d_p = d.expand(3, b, b).clone()  # blocks OO, OA (+ ρ_j), AA (+ ρ_i + ρ_j)
+        d_p[1:].add_(rho[None, :])
+        d_p[2].add_(rho[:, None])
         kp, kq = _kernel(d_p, nu_p), _kernel(d_q, nu_q)
         p, q = _union_(kp), _union_(kq)
         log_q = q.add(eps).log_()
         log_1q = q.neg().add_(eps).log1p_()
         if alpha != 1.0:
             log_q.mul_(alpha)  # α log(q + ε) from here on
-        weight = d_p.new_tensor([1.0, 2.0, 1.0])[:, None, None]  # OA stands for OA and its transpose
         scale = 1.0 / (4 * b * b)
-        loss = -torch.lerp(log_1q, log_q, p).mul_(weight).sum() * scale
+        bce = torch.lerp(log_1q, log_q, p)
+        bce[1].mul_(2.0)  # OA stands for OA and its transpose
+        loss = -bce.sum() * scale
         grad_d = grad_rho = grad_q = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
             # dL/dp = log(1 − q + ε) − α log(q + ε); times dp/dd² of the union, per entry of a block
@@ -243,7 +246,8 @@ class _KernelBCE(torch.autograd.Function):
             else:
                 num = u.mul(1.0 - alpha).add_(alpha * (1.0 + 2.0 * eps)).mul_(p).neg_().add_(u)
             dq = num.div_(u.neg().add_(1.0 + 2.0 * eps).mul_(u))
-            grad_q = dq.mul_(_kernel_slope_(kq, d_q.clone(), nu_q, scale)).mul_(weight)
+            grad_q = dq.mul_(_kernel_slope_(kq, d_q.clone(), nu_q, scale))
+            grad_q[1].mul_(2.0)  # the OA distances enter twice
         ctx.save_for_backward(grad_d, grad_rho, grad_q)
         return loss
 
