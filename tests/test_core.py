@@ -4,9 +4,10 @@ import scipy.sparse as sp
 import torch
 from conftest import requires_gpu
 
-from manifex._neighbors import knn_indices
-from manifex._train import DeviceData, EarlyStopping, cosine_with_warmup, step_decay, train
 from manifex._utils import as_2d_float, check_random_state, make_generator, resolve_device
+from manifex.neighbors import knn_indices
+from manifex.train._data import DeviceData
+from manifex.train._loop import EarlyStopping, cosine_with_warmup, step_decay, train
 
 
 def test_resolve_device():

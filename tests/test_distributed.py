@@ -43,10 +43,10 @@ def _run(fn, size: int, *args) -> None:
 def _train_tiny(loss_name: str, out: str | None) -> dict[str, torch.Tensor]:
     """A BatchNorm-free encoder + projector trained 6 steps by the shared trainer, with a
     deterministic 'augmentation' so that only sharding, gathering and averaging are tested."""
-    from manifex._distributed import gather, world
-    from manifex._train import train
     from manifex.losses import cauchy_infonce, dlme_loss
     from manifex.nn import MLP
+    from manifex.train._distributed import gather, world
+    from manifex.train._loop import train
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(96, 12, generator=g)
@@ -124,7 +124,7 @@ def test_distributed_gather_gradient_is_the_global_gradient(tmp_path):
 
 
 def _gather_worker(rank: int, size: int, store: str, outdir: str) -> None:
-    from manifex._distributed import average_gradients, gather, world
+    from manifex.train._distributed import average_gradients, gather, world
 
     _init(rank, size, store)
     x = torch.arange(12.0).reshape(6, 2)[rank * 3 : (rank + 1) * 3]

@@ -16,10 +16,10 @@ from conftest import requires_gpu
 from sklearn.datasets import load_digits
 
 import manifex as mx
-from manifex._train import _amp_context
 from manifex.augment import AugmentContext, expression_preset
 from manifex.augment.image import image_preset
 from manifex.metrics import knn_accuracy
+from manifex.train._loop import _amp_context
 
 pytestmark = [pytest.mark.gpu, requires_gpu]
 

@@ -15,10 +15,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from manifex.models import _io
-from manifex.models._io import (
+from manifex.io import _format as _io
+from manifex.io._format import (
     ModelFileError,
-    convert_legacy_file,
     decode_params,
     encode_params,
     fingerprint,
@@ -27,6 +26,7 @@ from manifex.models._io import (
     unpack_state,
     write_file,
 )
+from manifex.io._models import convert_legacy_file
 
 
 def same(a, b) -> bool:
@@ -485,7 +485,7 @@ def _through_a_file(state, tmp_path):
 def test_gmm_state_round_trip(tmp_path, blobs):
     from sklearn.mixture import GaussianMixture
 
-    from manifex.models._sklearn_state import gmm_from_state, gmm_state
+    from manifex.io._sklearn_state import gmm_from_state, gmm_state
 
     x, _ = blobs
     gmm = GaussianMixture(3, covariance_type="full", random_state=0).fit(x[:, :4])
@@ -506,7 +506,7 @@ def test_gmm_state_round_trip(tmp_path, blobs):
 def _umap_round_trip(tmp_path, **kwargs):
     import umap
 
-    from manifex.models._sklearn_state import umap_from_state, umap_state
+    from manifex.io._sklearn_state import umap_from_state, umap_state
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 5)).astype(np.float32)
@@ -536,7 +536,7 @@ def test_umap_state_round_trip_with_a_search_index(tmp_path):
 def test_umap_state_refuses_a_callable_metric():
     import umap
 
-    from manifex.models._sklearn_state import umap_state
+    from manifex.io._sklearn_state import umap_state
 
     reducer = umap.UMAP(metric=lambda a, b: 0.0)
     reducer.embedding_ = np.zeros((2, 2))

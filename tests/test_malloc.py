@@ -7,7 +7,7 @@ import sys
 import pytest
 
 CODE = (
-    "from manifex._malloc import tune_malloc; import sys; "
+    "from manifex.train._malloc import tune_malloc; import sys; "
     "a = tune_malloc(); b = tune_malloc(); assert a == b; sys.stdout.write(str(a))"
 )
 

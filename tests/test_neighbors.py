@@ -260,7 +260,7 @@ def test_recall_rejects_bad_indices():
 
 
 def test_old_signature_still_works(data):
-    from manifex._neighbors import knn_indices as old
+    from manifex.neighbors import knn_indices as old
 
     ind = old(data[0][:300], 5, method="exact", random_state=0, n_jobs=None)
     assert ind.shape == (300, 5)

@@ -472,7 +472,7 @@ def test_backed_data_stays_on_disk(counts, tmp_path, monkeypatch):
     backed query hand the models the on-disk matrix, and give what the in-memory data gives."""
     import anndata
 
-    from manifex._backed import BackedMatrix
+    from manifex.train._data import BackedMatrix
 
     ref = lognorm(counts[0])
     ref.write_h5ad(tmp_path / "ref.h5ad")

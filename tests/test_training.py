@@ -22,10 +22,10 @@ import manifex as mx
 import manifex.models.dlme as dlme_module
 import manifex.models.n2d as n2d_module
 import manifex.models.tsimcne as tsimcne_module
-from manifex._progress import Progress, progress_enabled
-from manifex._train import EarlyStopping, split_validation, train
 from manifex._utils import make_generator
 from manifex.models import DLME, N2D, TSimCNE
+from manifex.train._loop import EarlyStopping, split_validation, train
+from manifex.train._progress import Progress, progress_enabled
 
 DLME_FAST = {
     "encoder_dims": (32, 24, 16),

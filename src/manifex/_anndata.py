@@ -16,6 +16,8 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from ._utils import as_2d_float
+
 __all__ = [
     "basis_key",
     "basis_name",
@@ -162,7 +164,6 @@ def resolve_basis(query: AnnData, others: Sequence[tuple[str, AnnData]], basis: 
 
 def obsm_coords(adata: AnnData, key: str, name: str) -> np.ndarray:
     """``adata.obsm[key]`` as a finite float64 array of shape ``(n_obs, d)``."""
-    from ._utils import as_2d_float
 
     rep = adata.obsm[key]
     if isinstance(rep, pd.DataFrame):

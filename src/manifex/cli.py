@@ -140,7 +140,7 @@ def fit(args: argparse.Namespace) -> int:
     """``manifex fit METHOD DATA``: train, write the model and the embedding (rank 0)."""
     import manifex as mx
 
-    from ._distributed import init_from_env
+    from .train._distributed import init_from_env
 
     w = init_from_env(args.device)
     kwargs = _params(args.param)

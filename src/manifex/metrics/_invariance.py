@@ -21,7 +21,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .._transform import Space, check_model, check_space, model_transform
+from .._utils import as_2d_float, check_random_state
+from ..augment.expression import AugmentContext, expression_preset
+from ..models._contract import Space, check_model, check_space, model_transform
+from ..neighbors import knn_indices
 
 __all__ = ["invariance_score"]
 
@@ -106,9 +109,6 @@ def invariance_score(
     >>> s > 0
     True
     """
-    from .._utils import as_2d_float, check_random_state
-    from ..augment.expression import AugmentContext, expression_preset
-    from ..neighbors import knn_indices
 
     check_model(model)
     check_space(space, None)

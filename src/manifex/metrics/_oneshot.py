@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._classify import nearest_prototype
-from .._transform import Space, check_model, check_space, model_transform
+from .._utils import check_random_state
+from ..models._contract import Space, check_model, check_space, model_transform
+from ._classify import nearest_prototype
 
 __all__ = ["holdout_classes", "holdout_one_shot", "one_shot_accuracy"]
 
@@ -100,7 +101,6 @@ def one_shot_accuracy(
     >>> res["mean"] > 0.9, res["chance"]
     (True, 0.25)
     """
-    from .._utils import check_random_state
 
     emb = np.asarray(embedding, dtype=np.float64)
     if emb.ndim != 2:
@@ -187,7 +187,6 @@ def holdout_classes(
     >>> int(mask.sum()), held
     (20, ['c', 'd'])
     """
-    from .._utils import check_random_state
 
     lab = _str_labels(labels)
     classes, counts = np.unique(lab, return_counts=True)

@@ -1,7 +1,9 @@
 """Estimators with ``fit`` / ``transform`` / ``save`` / ``load`` on arrays (no AnnData)."""
 
-from ._base import BaseModel, NotFittedError, load_model
-from ._io import ModelFileError, convert_legacy_file
+from ..io._format import ModelFileError
+from ..io._models import convert_legacy_file
+from ._base import BaseModel, load_model
+from ._contract import NotFittedError
 from .dlme import DLME
 from .n2d import N2D
 from .tsimcne import TSimCNE

@@ -8,13 +8,13 @@ whose :meth:`BaseModel.fit` is a template:
 3. record the input: shape, feature names, per-feature mean / standard deviation, a fingerprint
    of the data, the AnnData input spec a ``tl`` function passes;
 4. resolve the device and the seed, build the networks under the seed (``_build_modules``);
-5. ``_fit(x, device, seed)`` -- train with the shared trainer (:func:`manifex._train.train`),
+5. ``_fit(x, device, seed)`` -- train with the shared trainer (:func:`manifex.train._loop.train`),
    which owns checkpoints, validation / early stopping and the progress report;
 6. the embedding of the training data (``embedding_``).
 
 Every model answers one :meth:`BaseModel.transform` with ``space="embedding" | "latent" |
 "input"`` (N2D adds ``"manifold"``) and ``block=`` for one block of its network. Models are saved
-to safe files (:mod:`manifex.models._io`): tensors in safetensors, everything else in JSON.
+to safe files (:mod:`manifex.io._format`): tensors in safetensors, everything else in JSON.
 """
 
 from __future__ import annotations
@@ -28,29 +28,16 @@ import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator
 
-from .._backed import BackedMatrix, StreamData, is_backed
-from .._distributed import convert_sync_batchnorm, world
-from .._train import DeviceData
 from .._utils import as_2d_float, check_random_state, resolve_device, seeded
+from ..io._format import encode_params, fingerprint
+from ..io._models import load_model_file, register_model, save_model
+from ..train._checkpoint import CheckpointFile
+from ..train._data import BackedMatrix, DeviceData, StreamData, is_backed
+from ..train._distributed import convert_sync_batchnorm, world
+from ._contract import SPACES, NotFittedError
 from ._images import BackedImages
 
 __all__ = ["BaseModel", "NotFittedError", "load_model"]
-
-SPACES: tuple[str, ...] = ("embedding", "latent", "input")
-
-
-class NotFittedError(ValueError):
-    """Raised when a model is used before ``fit``.
-
-    Examples
-    --------
-    >>> import numpy as np, manifex as mx
-    >>> try:
-    ...     mx.models.DLME().transform(np.zeros((5, 10)))
-    ... except mx.models.NotFittedError as err:
-    ...     print(err)
-    This DLME is not fitted yet; call `fit` first (or load a saved model with `mx.models.load_model`).
-    """
 
 
 class BaseModel(BaseEstimator):
@@ -89,6 +76,10 @@ class BaseModel(BaseEstimator):
     _training_only_params: ClassVar[tuple[str, ...]] = ()
     #: parameters that do not change what training computes (left out of checkpoint identity)
     _runtime_params: ClassVar[tuple[str, ...]] = ("device", "progress", "checkpoint", "checkpoint_every")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        register_model(cls)  # loadable by name from a model file (manifex.io)
 
     # ---- fitted state -----------------------------------------------------------------------
     @property
@@ -129,7 +120,6 @@ class BaseModel(BaseEstimator):
         -------
         The fitted model.
         """
-        from ._io import fingerprint
 
         self._validate_params()
         if input_spec is not None and not isinstance(input_spec, dict):
@@ -221,12 +211,10 @@ class BaseModel(BaseEstimator):
         raise NotImplementedError
 
     def _checkpoint_file(self, x: Any, phases: tuple[str, ...] = ("train",)):
-        """The :class:`~manifex._checkpoint.CheckpointFile` of this fit, already read (an existing
+        """The :class:`~manifex.train._checkpoint.CheckpointFile` of this fit, already read (an existing
         file is checked against this data and these parameters), or ``None``."""
         if getattr(self, "checkpoint", None) is None:
             return None
-        from .._checkpoint import CheckpointFile
-        from ._io import encode_params
 
         params = {
             k: tuple(v) if isinstance(v, list) else v
@@ -346,7 +334,7 @@ class BaseModel(BaseEstimator):
     @staticmethod
     def _rows_on_device(x: Any, device: torch.device, scale: np.ndarray | None = None) -> Any:
         """Minibatch access to a training / query matrix: on the device (:class:`DeviceData`),
-        or read from disk per minibatch for a backed one (:class:`~manifex._backed.StreamData`)."""
+        or read from disk per minibatch for a backed one (:class:`~manifex.train._data.StreamData`)."""
         if isinstance(x, BackedMatrix):
             return StreamData(x, device, scale=scale)
         return DeviceData(apply_scale(x, scale), device)
@@ -398,8 +386,6 @@ class BaseModel(BaseEstimator):
         overwrite
             Replace an existing file.
         """
-        from ._persist import save_model
-
         self._check_fitted()
         save_model(self, Path(path), overwrite=overwrite)
 
@@ -414,8 +400,6 @@ class BaseModel(BaseEstimator):
         device
             Where to put the networks (``"auto"``, ``"cpu"``, ``"cuda"``, ...).
         """
-        from ._persist import load_model_file
-
         return load_model_file(Path(path), device=device, expected=cls)
 
 
@@ -464,7 +448,7 @@ def apply_scale(x: np.ndarray | sp.csr_matrix, scale: np.ndarray | None) -> np.n
 
 
 def as_matrix(x: Any, *, name: str = "X", min_rows: int = 1) -> Any:
-    """:func:`~manifex._utils.as_2d_float`, or a :class:`~manifex._backed.BackedMatrix` for an
+    """:func:`~manifex._utils.as_2d_float`, or a :class:`~manifex.train._data.BackedMatrix` for an
     on-disk matrix (validated by shape and dtype here, by value in its one pass of statistics)."""
     if is_backed(x):
         m = BackedMatrix(x, name=name)
@@ -474,16 +458,6 @@ def as_matrix(x: Any, *, name: str = "X", min_rows: int = 1) -> Any:
             raise ValueError(f"`{name}` has no features (shape {m.shape}).")
         return m
     return as_2d_float(x, name=name, min_rows=min_rows)
-
-
-def _registry() -> dict[str, type[BaseModel]]:
-    out: dict[str, type[BaseModel]] = {}
-    stack = list(BaseModel.__subclasses__())
-    while stack:
-        c = stack.pop()
-        out[c.__name__] = c
-        stack.extend(c.__subclasses__())
-    return out
 
 
 def _col_mean_var(x: np.ndarray | sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ Pass ``pixel_range=(lo, hi)`` to :class:`~manifex.models.TSimCNE` to fix the ran
 Images larger than memory stay on disk: an h5py dataset or zarr array of shape (n, H, W[, C])
 (for instance ``h5py.File("atlas.h5ad")["obsm/image"]``) is wrapped in :class:`BackedImages`,
 which checks it and infers its range in one pass over chunks and then reads the rows each
-minibatch needs (:class:`manifex._backed.StreamData`).
+minibatch needs (:class:`manifex.train._data.StreamData`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._backed import is_backed, read_rows
+from ..train._data import is_backed, read_rows
 
 __all__ = [
     "MIN_IMAGE_SIZE",
@@ -170,7 +170,7 @@ def prepare_images(
 
 
 def on_disk(x: Any) -> bool:
-    """Whether ``x`` is an array left on disk: h5py / zarr (:func:`manifex._backed.is_backed`)
+    """Whether ``x`` is an array left on disk: h5py / zarr (:func:`manifex.train._data.is_backed`)
     or a numpy memmap."""
     return is_backed(x) or isinstance(x, np.memmap)
 

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 
 from .._utils import torch_threads_kept
+from ..io._sklearn_state import gmm_from_state, gmm_state, umap_from_state, umap_state
+from ..neighbors import knn_query
 
 __all__ = [
     "choose_k",
@@ -51,7 +53,6 @@ def nearest_rows(
     :func:`~manifex.neighbors.knn_query` with ``method="auto"``: exact (ties to the lower row)
     while the pairs are few, else a faiss IVF index tuned to recall 0.95 (measured on a sample).
     """
-    from ..neighbors import knn_query
 
     ind, _, info = knn_query(reference, queries, 1, device=device, random_state=seed, return_info=True)
     return ind[:, 0], {**info, "purpose": "placement of the cells outside umap_subsample"}
@@ -124,7 +125,6 @@ def choose_k(model: Any, manifold: np.ndarray, seed: int) -> tuple[int, dict[str
 
 def n2d_state(model: Any, state: dict[str, Any]) -> dict[str, Any]:
     """The fitted state with the UMAPs and the mixture as plain data (for a safe file)."""
-    from ._sklearn_state import gmm_state, umap_state
 
     state = dict(state)
     state["umap_"] = umap_state(model.umap_)
@@ -135,7 +135,6 @@ def n2d_state(model: Any, state: dict[str, Any]) -> dict[str, Any]:
 
 def n2d_set_state(model: Any, state: dict[str, Any]) -> dict[str, Any]:
     """Rebuild the UMAPs and the mixture from :func:`n2d_state`; return the rest of the state."""
-    from ._sklearn_state import gmm_from_state, umap_from_state
 
     state = dict(state)
     model.umap_ = umap_from_state(state.pop("umap_"))

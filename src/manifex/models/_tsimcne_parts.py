@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._neighbors import knn_indices
 from .._utils import check_random_state, make_generator
 from ..augment.expression import AugmentContext, expression_preset
 from ..augment.image import IMAGE_PRESETS, image_preset
 from ..losses.infonce import cauchy_infonce
+from ..neighbors import knn_indices
 from ..nn.mlp import MLP
 from ..nn.resnet import make_backbone
 from ._checks import check_common, check_fraction, check_int, check_positive

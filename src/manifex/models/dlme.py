@@ -12,11 +12,14 @@ import numpy as np
 import torch
 from scanpy import logging as logg
 
-from .._backed import BackedMatrix, incremental_pca
-from .._distributed import gather, world
-from .._neighbors import knn_graph
-from .._train import (
-    DeviceData,
+from .._utils import make_generator
+from ..augment.expression import AugmentContext, Compose, ExpressionAugmentation, expression_preset
+from ..losses.dlme import dlme_loss
+from ..neighbors import knn_graph
+from ..nn.mlp import MLP
+from ..train._data import BackedMatrix, DeviceData, incremental_pca
+from ..train._distributed import gather, world
+from ..train._loop import (
     EarlyStopping,
     cosine_with_warmup,
     held_out_loss,
@@ -24,10 +27,6 @@ from .._train import (
     step_decay,
     train,
 )
-from .._utils import make_generator
-from ..augment.expression import AugmentContext, Compose, ExpressionAugmentation, expression_preset
-from ..losses.dlme import dlme_loss
-from ..nn.mlp import MLP
 from ._base import BaseModel, apply_scale
 from ._checks import check_common, check_dims, check_fraction, check_int, check_positive
 

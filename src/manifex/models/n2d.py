@@ -12,9 +12,10 @@ import torch
 from scanpy import logging as logg
 from torch import nn
 
-from .._train import DeviceData, EarlyStopping, split_validation, train
 from .._utils import check_random_state, make_generator
 from ..nn.mlp import MLP
+from ..train._data import DeviceData
+from ..train._loop import EarlyStopping, split_validation, train
 from ._base import BaseModel, as_matrix
 from ._checks import check_common, check_dims, check_int, check_positive
 from ._n2d_steps import (

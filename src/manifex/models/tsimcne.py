@@ -12,13 +12,13 @@ import torch
 from scanpy import logging as logg
 from torch import nn
 
-from .._backed import BackedMatrix, StreamData, incremental_pca
-from .._distributed import convert_sync_batchnorm, gather, world
-from .._neighbors import knn_graph
-from .._train import EarlyStopping, cosine_with_warmup, held_out_loss, split_validation, train
 from .._utils import make_generator, seeded
 from ..losses.infonce import cauchy_infonce
+from ..neighbors import knn_graph
 from ..nn.resnet import projection_head
+from ..train._data import BackedMatrix, StreamData, incremental_pca
+from ..train._distributed import convert_sync_batchnorm, gather, world
+from ..train._loop import EarlyStopping, cosine_with_warmup, held_out_loss, split_validation, train
 from ._base import BaseModel, as_matrix
 from ._images import BackedImages, is_backed_images, prepare_images
 from ._tsimcne_parts import (

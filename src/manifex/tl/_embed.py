@@ -16,8 +16,8 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from .._anndata import copy_of
-from .._transform import SPACES, check_model, check_space, model_transform
 from ..models import BaseModel, load_model
+from ..models._contract import SPACES, check_model, check_space, model_transform
 from ._genes import prepare_query
 from ._prepcheck import preprocessing_problems
 from ._utils import check_adata, check_flags, check_key_added, plain

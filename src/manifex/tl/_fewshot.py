@@ -7,7 +7,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._anndata import basis_name, copy_of, obsm_coords, resolve_basis
-from .._classify import class_prototypes, nearest_prototype, pooled_variance, softmax_rows
+from ..metrics._classify import class_prototypes, nearest_prototype, pooled_variance, softmax_rows
 from ._transfer import labelled
 from ._utils import check_adata, check_flags, check_key_added, plain
 

@@ -16,8 +16,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scanpy import logging as logg
 
-from .._backed import BackedMatrix
 from .._utils import as_2d_float
+from ..train._data import BackedMatrix
 from ._prepcheck import gene_signature, signature_from_model
 from ._utils import _project, pcs_fingerprint
 
@@ -39,7 +39,7 @@ def align_genes(
     """Columns of ``adata`` (X or a layer) in the order of ``names``; float32, dense or CSR.
 
     With ``stream``, the ``X`` of a backed AnnData whose genes are exactly ``names`` (same order)
-    stays on disk: a :class:`~manifex._backed.BackedMatrix`, read in chunks by the model.
+    stays on disk: a :class:`~manifex.train._data.BackedMatrix`, read in chunks by the model.
     """
     if not adata.var_names.is_unique:
         raise ValueError(f"{what}.var_names are not unique; run `{what}.var_names_make_unique()` first.")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .._backed import BackedMatrix
+from ..train._data import BackedMatrix
 
 __all__ = ["gene_signature", "preprocessing_problems", "signature_from_model"]
 

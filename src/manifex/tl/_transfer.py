@@ -1,6 +1,6 @@
 """Label transfer from a labelled reference to a query in a shared embedding: :func:`transfer_labels`.
 
-Query cells are named by a kNN vote or by the nearest class prototype (:mod:`manifex._classify`),
+Query cells are named by a kNN vote or by the nearest class prototype (:mod:`manifex.metrics._classify`),
 with a per-cell confidence and an ``"unknown"`` call for cells far from every reference class in
 the embedding (distance) or whose expression the reference does not cover
 (:mod:`manifex.tl._coverage`); extra classes can be named from a few labelled examples.
@@ -17,8 +17,8 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from .._anndata import basis_name, copy_of, get_basis, obs_labels, obsm_coords, resolve_basis
-from .._classify import ClassDistance, class_prototypes, fill_thresholds, knn_vote, nearest_prototype
 from .._utils import check_random_state
+from ..metrics._classify import ClassDistance, class_prototypes, fill_thresholds, knn_vote, nearest_prototype
 from ._coverage import expression_pair, reference_coverage
 from ._utils import check_adata, check_flags, check_key_added, plain
 

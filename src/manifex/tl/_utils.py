@@ -13,8 +13,8 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from .._anndata import check_adata, copy_of
-from .._backed import BackedMatrix, is_backed
 from .._utils import as_2d_float
+from ..train._data import BackedMatrix, is_backed
 from ._prepcheck import gene_signature
 
 __all__ = [
@@ -160,7 +160,7 @@ def get_input(
     computed here (not written to ``adata``) whose loadings travel with the model.
 
     Returns the matrix (float32, dense or CSR; for the ``X`` of a backed AnnData a
-    :class:`~manifex._backed.BackedMatrix` that the models read in chunks, and a PCA of it
+    :class:`~manifex.train._data.BackedMatrix` that the models read in chunks, and a PCA of it
     computed chunk by chunk), feature names (``var_names`` for genes, ``None`` for an embedding)
     and an :class:`InputSpec`.
     """

@@ -2,7 +2,7 @@
 
 The state dicts hold only arrays, numbers, strings, booleans, ``None`` and lists / dicts of
 them (a sparse matrix is split into ``data`` / ``indices`` / ``indptr`` arrays), so they pass
-through :func:`manifex.models._io.pack_state` into a safe file. The ``*_from_state`` functions
+through :func:`manifex.io._format.pack_state` into a safe file. The ``*_from_state`` functions
 build fresh objects of the library's own classes and set their fitted attributes: nothing in a
 state names a class or a function.
 
@@ -41,7 +41,7 @@ def gmm_state(gmm: Any) -> dict[str, Any]:
     --------
     >>> import numpy as np
     >>> from sklearn.mixture import GaussianMixture
-    >>> from manifex.models._sklearn_state import gmm_from_state, gmm_state
+    >>> from manifex.io._sklearn_state import gmm_from_state, gmm_state
     >>> x = np.random.default_rng(0).normal(size=(60, 2))
     >>> gmm = GaussianMixture(2, random_state=0).fit(x)
     >>> np.array_equal(gmm_from_state(gmm_state(gmm)).predict_proba(x), gmm.predict_proba(x))
@@ -76,7 +76,7 @@ def gmm_from_state(state: dict[str, Any]) -> Any:
     --------
     >>> import numpy as np
     >>> from sklearn.mixture import GaussianMixture
-    >>> from manifex.models._sklearn_state import gmm_from_state, gmm_state
+    >>> from manifex.io._sklearn_state import gmm_from_state, gmm_state
     >>> gmm = GaussianMixture(1).fit(np.arange(10.0).reshape(5, 2))
     >>> gmm_from_state(gmm_state(gmm)).means_
     array([[4., 5.]])
@@ -142,7 +142,7 @@ def umap_state(reducer: Any) -> dict[str, Any]:
     Examples
     --------
     >>> import numpy as np, umap
-    >>> from manifex.models._sklearn_state import umap_from_state, umap_state
+    >>> from manifex.io._sklearn_state import umap_from_state, umap_state
     >>> x = np.random.default_rng(0).normal(size=(80, 4)).astype("float32")
     >>> reducer = umap.UMAP(n_neighbors=10, n_epochs=20, random_state=0, n_jobs=1).fit(x)
     >>> same = umap_from_state(umap_state(reducer))

@@ -35,7 +35,7 @@ def softmax_rows(logits: np.ndarray) -> np.ndarray:
 
     Examples
     --------
-    >>> from manifex._classify import softmax_rows
+    >>> from manifex.metrics._classify import softmax_rows
     >>> softmax_rows(np.array([[0.0, 0.0], [1000.0, 0.0]])).round(3).tolist()
     [[0.5, 0.5], [1.0, 0.0]]
     """
@@ -49,7 +49,7 @@ def squared_distances(xq: np.ndarray, centres: np.ndarray) -> np.ndarray:
 
     Examples
     --------
-    >>> from manifex._classify import squared_distances
+    >>> from manifex.metrics._classify import squared_distances
     >>> squared_distances(np.array([[0.0, 0.0], [3.0, 4.0]]), np.array([[0.0, 0.0]])).ravel().tolist()
     [0.0, 25.0]
     """
@@ -68,7 +68,7 @@ def class_prototypes(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
     Examples
     --------
-    >>> from manifex._classify import class_prototypes
+    >>> from manifex.metrics._classify import class_prototypes
     >>> classes, protos, counts = class_prototypes(np.array([[0.0], [2.0], [10.0]]), np.array(["a", "a", "b"]))
     >>> classes.tolist(), protos.ravel().tolist(), counts.tolist()
     (['a', 'b'], [1.0, 10.0], [2, 1])
@@ -87,7 +87,7 @@ def pooled_variance(
 
     Examples
     --------
-    >>> from manifex._classify import pooled_variance
+    >>> from manifex.metrics._classify import pooled_variance
     >>> x, y = np.array([[0.0], [2.0], [10.0]]), np.array(["a", "a", "b"])
     >>> pooled_variance(x, y, np.array(["a", "b"]), np.array([[1.0], [10.0]]), min_count=2)
     1.0
@@ -111,7 +111,7 @@ def nearest_prototype(
 
     Examples
     --------
-    >>> from manifex._classify import nearest_prototype
+    >>> from manifex.metrics._classify import nearest_prototype
     >>> pred, conf, _ = nearest_prototype(np.array([[0.1], [9.0]]), np.array([[0.0], [10.0]]), sigma2=1.0)
     >>> pred.tolist(), bool(conf.min() > 0.99)
     ([0, 1], True)
@@ -136,7 +136,7 @@ def knn_vote(
 
     Examples
     --------
-    >>> from manifex._classify import knn_vote
+    >>> from manifex.metrics._classify import knn_vote
     >>> xr = np.array([[0.0], [1.0], [10.0], [11.0]])
     >>> pred, conf = knn_vote(xr, np.array([0, 0, 1, 1]), 2, np.array([[0.5], [10.2]]), 2)
     >>> pred.tolist(), conf.tolist()
@@ -160,7 +160,7 @@ def fill_thresholds(thr: Any) -> np.ndarray:
 
     Examples
     --------
-    >>> from manifex._classify import fill_thresholds
+    >>> from manifex.metrics._classify import fill_thresholds
     >>> fill_thresholds([1.0, np.nan, 3.0]).tolist()
     [1.0, 2.0, 3.0]
     """
@@ -181,7 +181,7 @@ class ClassDistance:
 
     Examples
     --------
-    >>> from manifex._classify import ClassDistance
+    >>> from manifex.metrics._classify import ClassDistance
     >>> x = np.array([[0.0], [1.0], [2.0], [10.0], [11.0], [12.0]])
     >>> cd = ClassDistance(x, np.array(list("aaabbb")), np.array(["a", "b"]), n_neighbors=1)
     >>> cd.thresholds(1.0).tolist(), cd.distance(np.array([[5.0]])).tolist()

@@ -3,63 +3,27 @@
 A model describes a training step as a function of the minibatch indices
 (``step_fn(idx) -> loss``); :func:`train` owns everything around it: shuffling on the device,
 the optimiser step, learning-rate schedule, gradient clipping, mixed precision on CUDA,
-the progress report (:mod:`manifex._progress`), loss history, validation / early stopping and
-checkpoints that resume a run (:mod:`manifex._checkpoint`).
+the progress report (:mod:`manifex.train._progress`), loss history, validation / early stopping and
+checkpoints that resume a run (:mod:`manifex.train._checkpoint`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from scanpy import logging as logg
 
-if TYPE_CHECKING:
-    from ._checkpoint import CheckpointFile
+from ._checkpoint import CheckpointFile, restore
+from ._distributed import average_gradients, broadcast_parameters, shard, sync_buffers, world
+from ._malloc import tune_malloc
+from ._progress import Progress, progress_enabled
 
-__all__ = ["DeviceData", "EarlyStopping", "TrainHistory", "cosine_with_warmup", "split_validation", "train"]
-
-
-class DeviceData:
-    """A data matrix kept on the training device, sliced into dense minibatches.
-
-    Dense input is copied to the device once. Sparse input stays sparse there and only the rows
-    of a minibatch are densified, so memory is never O(cells × genes) dense.
-    """
-
-    def __init__(self, x: np.ndarray | sp.spmatrix, device: torch.device):
-        self.shape = x.shape
-        self.device = device
-        self.sparse = sp.issparse(x)
-        if self.sparse:
-            coo = sp.coo_matrix(x, dtype=np.float32)
-            idx = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-            self.data = torch.sparse_coo_tensor(
-                idx, torch.from_numpy(coo.data), size=x.shape, device=device, check_invariants=False
-            ).coalesce()
-        else:
-            self.data = torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
-        if self.sparse:
-            return torch.index_select(self.data, 0, idx).to_dense()
-        return self.data[idx]
-
-    def batches(self, batch_size: int) -> Iterable[torch.Tensor]:
-        """Consecutive dense minibatches in the original order (for inference)."""
-        n = self.shape[0]
-        for start in range(0, n, batch_size):
-            idx = torch.arange(start, min(n, start + batch_size), device=self.device)
-            yield self[idx]
+__all__ = ["EarlyStopping", "TrainHistory", "cosine_with_warmup", "split_validation", "train"]
 
 
 @dataclass
@@ -231,7 +195,7 @@ def train(
         Data size and minibatch size. Each epoch is a fresh permutation drawn on the device with
         ``generator``; a last batch smaller than ``batch_size`` is dropped when ``n > batch_size``
         (BatchNorm and contrastive losses dislike tiny batches). With several processes
-        (:mod:`manifex._distributed`) ``batch_size`` is the global batch: every rank draws the
+        (:mod:`manifex.train._distributed`) ``batch_size`` is the global batch: every rank draws the
         same permutation and ``step_fn`` receives this rank's shard of each minibatch; the
         gradients are averaged over the ranks.
     n_steps
@@ -245,7 +209,7 @@ def train(
         Ignored on CPU and MPS.
     progress
         ``True`` / ``False``, or ``None`` to follow ``scanpy.settings.verbosity``
-        (:func:`manifex._progress.progress_enabled`). A bar on a terminal, else at most one line
+        (:func:`manifex.train._progress.progress_enabled`). A bar on a terminal, else at most one line
         per epoch.
     desc
         Label in the progress report, log messages and errors.
@@ -264,10 +228,6 @@ def train(
         Turns the finished history (:meth:`TrainHistory.as_dict`) into the record the
         checkpoint keeps for this phase (e.g. with throughput figures added).
     """
-    from ._checkpoint import restore
-    from ._distributed import average_gradients, broadcast_parameters, shard, sync_buffers, world
-    from ._malloc import tune_malloc
-    from ._progress import Progress, progress_enabled
 
     w = world()
     if device.type == "cpu":

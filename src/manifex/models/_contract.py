@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 
-__all__ = ["SPACES", "check_model", "check_space", "model_transform"]
+__all__ = ["SPACES", "NotFittedError", "check_model", "check_space", "model_transform"]
 
 Space = Literal["embedding", "latent", "input", "manifold"]
 #: The spaces of the contract; a model class may offer more (``type(model)._extra_spaces``: N2D's
@@ -18,10 +19,22 @@ Space = Literal["embedding", "latent", "input", "manifold"]
 SPACES = ("embedding", "latent", "input")
 
 
+class NotFittedError(_SklearnNotFittedError):
+    """Raised when a model is used before ``fit``.
+
+    Examples
+    --------
+    >>> import numpy as np, manifex as mx
+    >>> try:
+    ...     mx.models.DLME().transform(np.zeros((5, 10)))
+    ... except mx.models.NotFittedError as err:
+    ...     print(err)
+    This DLME is not fitted yet; call `fit` first (or load a saved model with `mx.models.load_model`).
+    """
+
+
 def check_model(model: Any) -> None:
     """``model`` has a ``transform`` and is fitted (its ``is_fitted`` is not ``False``)."""
-    from .models import NotFittedError
-
     if not callable(getattr(model, "transform", None)):
         raise TypeError(f"`model` must have a `transform` method, got {type(model).__name__}.")
     if getattr(model, "is_fitted", True) is False:
@@ -38,7 +51,7 @@ def model_spaces(model: Any = None) -> tuple[str, ...]:
     Examples
     --------
     >>> import manifex as mx
-    >>> from manifex._transform import model_spaces
+    >>> from manifex.models._contract import model_spaces
     >>> model_spaces(mx.models.N2D())
     ('embedding', 'latent', 'input', 'manifold')
     """
@@ -52,7 +65,7 @@ def check_space(space: Any, block: Any, model: Any = None) -> None:
 
     Examples
     --------
-    >>> from manifex._transform import check_space
+    >>> from manifex.models._contract import check_space
     >>> check_space("input", 0)
     Traceback (most recent call last):
     ...

@@ -44,7 +44,7 @@ def tune_malloc() -> bool:
 
     Examples
     --------
-    >>> from manifex._malloc import tune_malloc
+    >>> from manifex.train._malloc import tune_malloc
     >>> tune_malloc() in (True, False)
     True
     """

@@ -10,7 +10,7 @@ the problem, anything else: an empty, text, HDF5 or pickle file, another program
 file, a checkpoint where a model is expected (and vice versa), a newer format, a truncated or
 damaged file. :func:`convert_legacy_file` converts a trusted file of the old pickle-based format.
 The encodings that fill a file (:func:`pack_state`, :func:`encode_params`, :func:`fingerprint`)
-live in :mod:`manifex.models._encode` and are exported here too.
+live in :mod:`manifex.io._encode` and are exported here too.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from ._encode import (
 __all__ = [
     "FORMAT_VERSION",
     "ModelFileError",
-    "convert_legacy_file",
     "decode_params",
     "encode_params",
     "fingerprint",
@@ -83,7 +82,7 @@ def write_file(
     Examples
     --------
     >>> import numpy as np
-    >>> from manifex.models._io import read_file, write_file
+    >>> from manifex.io._format import read_file, write_file
     >>> write_file("w.safetensors", kind="model", header={"class": "X"}, arrays={"w": np.eye(2)})
     >>> header, arrays = read_file("w.safetensors")
     >>> header, arrays["w"].dtype
@@ -151,7 +150,7 @@ def read_file(
     Examples
     --------
     >>> import torch
-    >>> from manifex.models._io import read_file, write_file
+    >>> from manifex.io._format import read_file, write_file
     >>> write_file("ck.safetensors", kind="checkpoint", header={"step": 3}, arrays={"w": torch.ones(2)})
     >>> read_file("ck.safetensors", kind="checkpoint")[0]
     {'step': 3}
@@ -332,79 +331,3 @@ def _checksum(text: str, tensors: Mapping[str, torch.Tensor]) -> str:
 
 
 # ---- legacy files --------------------------------------------------------------------------
-_LEGACY_RENAMES = {("N2D", "n_components"): "n_latent"}
-
-
-def convert_legacy_file(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False) -> None:
-    """Convert a model file of the old pickle-based format (format version 1) to the safe format.
-
-    **This runs code from** ``src``: the old format is a pickle, which can execute anything
-    when it is read. Use it only on files you trust (ones you wrote yourself); the new file
-    is then safe to share and to load.
-
-    Parameters
-    ----------
-    src
-        The old file (written by ``model.save`` of a manifex that wrote ``torch.save`` files).
-    dst
-        The new file.
-    overwrite
-        Replace ``dst`` if it exists.
-
-    Examples
-    --------
-    >>> import numpy as np, torch, manifex as mx
-    >>> from manifex.models import convert_legacy_file
-    >>> x = np.random.default_rng(0).normal(size=(120, 6)).astype("float32")
-    >>> m = mx.models.DLME(n_steps=10, progress=False).fit(x)
-    >>> legacy = {"format_version": 1, "class": "DLME", "params": m.get_params(), "extra": {},
-    ...           "modules": {k: getattr(m, k).state_dict() for k in m._module_names},
-    ...           "state": {"history_": m.history_, "scale_": m.scale_},
-    ...           "input": {k: getattr(m, k) for k in ("n_features_in_", "feature_names_in_",
-    ...                     "feature_mean_", "feature_std_", "input_spec_")}}
-    >>> torch.save(legacy, "old.pt")
-    >>> convert_legacy_file("old.pt", "new.mx")
-    >>> np.allclose(mx.models.load_model("new.mx", device="cpu").transform(x), m.transform(x), atol=1e-5)
-    True
-    """
-    src, dst = Path(src), Path(dst)
-    if not src.is_file():
-        raise FileNotFoundError(f"No such file: {src}")
-    if dst.exists() and not overwrite:
-        raise FileExistsError(f"{dst} exists; pass `overwrite=True` to replace it.")
-    payload = torch.load(src, map_location="cpu", weights_only=False)  # trusted by the caller
-    need = ("class", "params", "modules", "state", "input")
-    if (
-        not isinstance(payload, dict)
-        or payload.get("format_version") != 1
-        or any(k not in payload for k in need)
-    ):
-        raise ModelFileError(
-            f"{src} is not a legacy manifex model file (format version 1 with {', '.join(need)})."
-        )
-    from . import _base
-
-    name = payload["class"]
-    klass = _base._registry().get(name)
-    if klass is None:
-        raise ModelFileError(f"{src} holds an unknown model class {name!r}.")
-    import inspect
-
-    allowed = set(inspect.signature(klass.__init__).parameters) - {"self"}
-    params = {}
-    for k, v in dict(payload["params"]).items():
-        k = _LEGACY_RENAMES.get((name, k), k)
-        if k in allowed:
-            params[k] = v
-    params["device"] = "cpu"
-    model = klass(**params)
-    for k, v in {**payload["input"], **payload["state"], **(payload.get("extra") or {})}.items():
-        setattr(model, k, v)
-    if getattr(model, "kind_", None) is None:
-        model.kind_ = "expression"
-    model.device_ = torch.device("cpu")
-    model._build_modules()
-    for k, sd in payload["modules"].items():
-        getattr(model, k).load_state_dict(sd)
-        getattr(model, k).eval()
-    model.save(dst, overwrite=overwrite)

@@ -1,4 +1,4 @@
-"""Saving and loading fitted models through the safe file format of :mod:`manifex.models._io`.
+"""Saving and loading fitted models through the safe file format of :mod:`manifex.io._format`.
 
 A model file holds, as named tensors, every module's ``state_dict`` (``modules/<name>/<key>``)
 and the arrays of the fitted state; its JSON header holds the class, the format version, the
@@ -11,6 +11,7 @@ registry: nothing in the file is executed.
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,11 +19,36 @@ import torch
 from scanpy import logging as logg
 
 from .._utils import resolve_device
+from ._format import (
+    ModelFileError,
+    decode_params,
+    encode_params,
+    pack_state,
+    read_file,
+    unpack_state,
+    write_file,
+)
 
 if TYPE_CHECKING:
-    from ._base import BaseModel
+    from ..models._base import BaseModel
 
-__all__ = ["load_model_file", "save_model"]
+__all__ = ["convert_legacy_file", "load_model_file", "model_class", "register_model", "save_model"]
+
+#: model classes by name, filled by :func:`register_model` (``BaseModel.__init_subclass__``)
+_MODEL_CLASSES: dict[str, type] = {}
+
+
+def register_model(klass: type) -> type:
+    """Make ``klass`` loadable from a model file under its class name (each model class is
+    registered when it is defined; a second class of the same name replaces the first)."""
+    _MODEL_CLASSES[klass.__name__] = klass
+    return klass
+
+
+def model_class(name: Any) -> type | None:
+    """The registered model class called ``name``, or ``None``."""
+    return _MODEL_CLASSES.get(name) if isinstance(name, str) else None
+
 
 _INPUT_NAMES = (
     "n_features_in_",
@@ -38,8 +64,6 @@ _INPUT_NAMES = (
 def _encodable_params(model: BaseModel) -> tuple[dict[str, Any], list[str]]:
     """The constructor parameters as JSON; training-only parameters that cannot be written
     (a callable augmentation) are left out and named."""
-    from ._io import encode_params
-
     params = model.get_params(deep=False)
     dropped: list[str] = []
     for name in model._training_only_params:
@@ -53,8 +77,6 @@ def _encodable_params(model: BaseModel) -> tuple[dict[str, Any], list[str]]:
 
 def save_model(model: BaseModel, path: Path, *, overwrite: bool = False) -> None:
     """Write ``model`` (fitted) to ``path``."""
-    from ._io import pack_state, write_file
-
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass `overwrite=True` to replace it.")
     params, dropped = _encodable_params(model)
@@ -86,16 +108,13 @@ def save_model(model: BaseModel, path: Path, *, overwrite: bool = False) -> None
 
 def load_model_file(path: Path, *, device: str | torch.device, expected: type[BaseModel]) -> BaseModel:
     """Read a model written by :func:`save_model`; refuse other classes than ``expected``."""
-    from ._base import BaseModel, _registry
-    from ._io import ModelFileError, decode_params, read_file, unpack_state
-
     dev = resolve_device(device)
     header, arrays = read_file(path, kind="model")
     name = header.get("class")
-    klass = _registry().get(name) if isinstance(name, str) else None
+    klass = model_class(name)
     if klass is None:
         raise ModelFileError(f"{path} holds an unknown model class {name!r}.")
-    if expected is not BaseModel and not issubclass(klass, expected):
+    if not issubclass(klass, expected):
         raise TypeError(f"{path} holds a {name}, not a {expected.__name__}.")
     try:
         params = decode_params(header["params"])
@@ -129,3 +148,77 @@ def load_model_file(path: Path, *, device: str | torch.device, expected: type[Ba
             raise ModelFileError(f"{path}: the weights of {mname} do not fit the network ({err}).") from err
         module.to(dev).eval()
     return model
+
+
+_LEGACY_RENAMES = {("N2D", "n_components"): "n_latent"}
+
+
+def convert_legacy_file(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Convert a model file of the old pickle-based format (format version 1) to the safe format.
+
+    **This runs code from** ``src``: the old format is a pickle, which can execute anything
+    when it is read. Use it only on files you trust (ones you wrote yourself); the new file
+    is then safe to share and to load.
+
+    Parameters
+    ----------
+    src
+        The old file (written by ``model.save`` of a manifex that wrote ``torch.save`` files).
+    dst
+        The new file.
+    overwrite
+        Replace ``dst`` if it exists.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, manifex as mx
+    >>> from manifex.models import convert_legacy_file
+    >>> x = np.random.default_rng(0).normal(size=(120, 6)).astype("float32")
+    >>> m = mx.models.DLME(n_steps=10, progress=False).fit(x)
+    >>> legacy = {"format_version": 1, "class": "DLME", "params": m.get_params(), "extra": {},
+    ...           "modules": {k: getattr(m, k).state_dict() for k in m._module_names},
+    ...           "state": {"history_": m.history_, "scale_": m.scale_},
+    ...           "input": {k: getattr(m, k) for k in ("n_features_in_", "feature_names_in_",
+    ...                     "feature_mean_", "feature_std_", "input_spec_")}}
+    >>> torch.save(legacy, "old.pt")
+    >>> convert_legacy_file("old.pt", "new.mx")
+    >>> np.allclose(mx.models.load_model("new.mx", device="cpu").transform(x), m.transform(x), atol=1e-5)
+    True
+    """
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise FileNotFoundError(f"No such file: {src}")
+    if dst.exists() and not overwrite:
+        raise FileExistsError(f"{dst} exists; pass `overwrite=True` to replace it.")
+    payload = torch.load(src, map_location="cpu", weights_only=False)  # trusted by the caller
+    need = ("class", "params", "modules", "state", "input")
+    if (
+        not isinstance(payload, dict)
+        or payload.get("format_version") != 1
+        or any(k not in payload for k in need)
+    ):
+        raise ModelFileError(
+            f"{src} is not a legacy manifex model file (format version 1 with {', '.join(need)})."
+        )
+    name = payload["class"]
+    klass = model_class(name)
+    if klass is None:
+        raise ModelFileError(f"{src} holds an unknown model class {name!r}.")
+    allowed = set(inspect.signature(klass.__init__).parameters) - {"self"}
+    params = {}
+    for k, v in dict(payload["params"]).items():
+        k = _LEGACY_RENAMES.get((name, k), k)
+        if k in allowed:
+            params[k] = v
+    params["device"] = "cpu"
+    model = klass(**params)
+    for k, v in {**payload["input"], **payload["state"], **(payload.get("extra") or {})}.items():
+        setattr(model, k, v)
+    if getattr(model, "kind_", None) is None:
+        model.kind_ = "expression"
+    model.device_ = torch.device("cpu")
+    model._build_modules()
+    for k, sd in payload["modules"].items():
+        getattr(model, k).load_state_dict(sd)
+        getattr(model, k).eval()
+    model.save(dst, overwrite=overwrite)

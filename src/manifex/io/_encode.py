@@ -1,7 +1,7 @@
 """Plain-data encodings for safe files: nested values as JSON plus named arrays, estimator
 parameters as JSON, and fingerprints of training data.
 
-Nothing here reads or writes files (:mod:`manifex.models._io` does); :func:`unpack_state` and
+Nothing here reads or writes files (:mod:`manifex.io._format` does); :func:`unpack_state` and
 :func:`decode_params` only build values of the types listed in :func:`pack_state` -- never an
 object named by the data.
 """
@@ -82,7 +82,7 @@ def pack_state(obj: Any, *, prefix: str = "") -> tuple[Any, dict[str, np.ndarray
     Examples
     --------
     >>> import numpy as np
-    >>> from manifex.models._io import pack_state, unpack_state
+    >>> from manifex.io._format import pack_state, unpack_state
     >>> js, arrays = pack_state({"mean": np.zeros(3, "float32"), "shape": (8, 8), "loss": float("nan")})
     >>> sorted(arrays), js["shape"]
     (['mean'], {'__mx__': 'tuple', 'items': [8, 8]})
@@ -110,7 +110,7 @@ def unpack_state(json_obj: Any, arrays: Mapping[str, np.ndarray | torch.Tensor])
     Examples
     --------
     >>> import torch
-    >>> from manifex.models._io import pack_state, unpack_state
+    >>> from manifex.io._format import pack_state, unpack_state
     >>> js, arrays = pack_state([torch.ones(2, dtype=torch.bfloat16), None])
     >>> unpack_state(js, arrays)
     [tensor([1., 1.], dtype=torch.bfloat16), None]
@@ -141,7 +141,7 @@ def encode_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
     Examples
     --------
-    >>> from manifex.models._io import decode_params, encode_params
+    >>> from manifex.io._format import decode_params, encode_params
     >>> js = encode_params({"n_components": 2, "hidden_dims": (64, 32), "lr": 1e-3})
     >>> decode_params(js)
     {'n_components': 2, 'hidden_dims': (64, 32), 'lr': 0.001}
@@ -178,7 +178,7 @@ def decode_params(json_obj: Mapping[str, Any]) -> dict[str, Any]:
 
     Examples
     --------
-    >>> from manifex.models._io import decode_params, encode_params
+    >>> from manifex.io._format import decode_params, encode_params
     >>> decode_params(encode_params({"device": "cpu", "n_epochs": None}))
     {'device': 'cpu', 'n_epochs': None}
     """
@@ -383,7 +383,7 @@ def fingerprint(x: Any) -> str:
     Examples
     --------
     >>> import numpy as np
-    >>> from manifex.models._io import fingerprint
+    >>> from manifex.io._format import fingerprint
     >>> x = np.arange(12, dtype="float32").reshape(4, 3)
     >>> fingerprint(x)[:18]
     'mxfp1:4x3:float32:'

@@ -1,6 +1,6 @@
 """Training checkpoints: save and resume a run, bound to the data and the parameters.
 
-A checkpoint is a safe file (safetensors + JSON, :mod:`manifex.models._io`): module weights,
+A checkpoint is a safe file (safetensors + JSON, :mod:`manifex.io._format`): module weights,
 optimiser state, the random generator, the step reached, the history so far, and a fingerprint
 of the training data and of the parameters that shape training. Resuming on other data or with
 other parameters is refused. Checkpoints are written at the end of epochs, so a resumed run
@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from scanpy import logging as logg
 
+from ..io._format import pack_state, read_file, unpack_state, write_file
+
 __all__ = ["CheckpointFile"]
 
 
@@ -31,7 +33,7 @@ class CheckpointFile:
     path
         The file. Created (atomically) on the first write; read on :meth:`read`.
     fingerprint
-        Fingerprint of the training data (:func:`manifex.models._io.fingerprint`).
+        Fingerprint of the training data (:func:`manifex.io._format.fingerprint`).
     params
         The parameters that shape training (JSON-able); any difference refuses the file.
     phases
@@ -69,7 +71,6 @@ class CheckpointFile:
         ValueError
             The file was written for other data or other parameters, or is not a checkpoint.
         """
-        from .models._io import read_file, unpack_state
 
         if not self.path.exists():
             return None
@@ -128,7 +129,6 @@ class CheckpointFile:
         extra: dict[str, Any] | None = None,
     ) -> None:
         """Write the current state (atomically)."""
-        from .models._io import pack_state, write_file
 
         if done:
             self.histories[phase] = history

@@ -16,19 +16,55 @@ dataset; the models then
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-__all__ = ["BackedMatrix", "StreamData", "incremental_pca", "is_backed", "read_rows"]
+__all__ = ["BackedMatrix", "DeviceData", "StreamData", "incremental_pca", "is_backed", "read_rows"]
 
 #: rows read at a time by the passes over the whole matrix
 CHUNK_ROWS = 10_000
 #: rows per IncrementalPCA step (its SVD holds a few float64 copies of the chunk)
 PCA_CHUNK_ROWS = 2_000
+
+
+class DeviceData:
+    """A data matrix kept on the training device, sliced into dense minibatches.
+
+    Dense input is copied to the device once. Sparse input stays sparse there and only the rows
+    of a minibatch are densified, so memory is never O(cells × genes) dense.
+    """
+
+    def __init__(self, x: np.ndarray | sp.spmatrix, device: torch.device):
+        self.shape = x.shape
+        self.device = device
+        self.sparse = sp.issparse(x)
+        if self.sparse:
+            coo = sp.coo_matrix(x, dtype=np.float32)
+            idx = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+            self.data = torch.sparse_coo_tensor(
+                idx, torch.from_numpy(coo.data), size=x.shape, device=device, check_invariants=False
+            ).coalesce()
+        else:
+            self.data = torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        if self.sparse:
+            return torch.index_select(self.data, 0, idx).to_dense()
+        return self.data[idx]
+
+    def batches(self, batch_size: int) -> Iterable[torch.Tensor]:
+        """Consecutive dense minibatches in the original order (for inference)."""
+        n = self.shape[0]
+        for start in range(0, n, batch_size):
+            idx = torch.arange(start, min(n, start + batch_size), device=self.device)
+            yield self[idx]
 
 
 def read_rows(source: Any, rows: np.ndarray) -> Any:
@@ -137,7 +173,7 @@ def _is_sparse_dataset(x: Any) -> bool:
 
 class StreamData:
     """Minibatches read from disk onto the training device, like
-    :class:`manifex._train.DeviceData`: ``data[idx]`` returns the rows ``idx`` (a tensor, any
+    :class:`manifex.train._data.DeviceData`: ``data[idx]`` returns the rows ``idx`` (a tensor, any
     order, repeats allowed) on ``device``, optionally multiplied by ``scale``.
 
     ``matrix`` is a :class:`BackedMatrix` (rows come as dense float32) or any reader with a
