@@ -18,7 +18,8 @@ from benchmarks import summary as S
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-DOCS_INDEX = ROOT / "docs" / "benchmarks" / "index.md"
+DOCS = ROOT / "docs"
+DOCS_INDEX = DOCS / "benchmarks" / "index.md"
 
 
 @pytest.fixture(scope="module")
@@ -32,18 +33,20 @@ def regenerated(tmp_path_factory) -> Path:
         if f.suffix in (".csv", ".md") and f.name != "summary.md":
             shutil.copy(f, results / f.name)
     readme = tmp / "README.md"
-    readme.write_text(
-        re.sub(
-            r"(<!-- results:begin -->).*?(<!-- results:end -->)", r"\1\n\2", README.read_text(), flags=re.S
-        )
-    )
-    assert S.main(["--results", str(results), "--readme", str(readme)]) == 0
+    readme.write_text(S.replace_block(README.read_text(), "results", ""))
+    for rel, name, _ in S.DOCS_BLOCKS:
+        f = tmp / "docs" / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(S.replace_block((DOCS / rel).read_text(), name, ""))
+    assert S.main(["--results", str(results), "--readme", str(readme), "--docs", str(tmp / "docs")]) == 0
     return tmp
 
 
 def test_committed_files_are_what_the_csvs_give(regenerated):
     assert (H.RESULTS / "summary.md").read_text() == (regenerated / "results" / "summary.md").read_text()
     assert README.read_text() == (regenerated / "README.md").read_text()
+    for rel, _, _ in S.DOCS_BLOCKS:
+        assert (DOCS / rel).read_text() == (regenerated / "docs" / rel).read_text()
     assert S.main(["--check"]) == 0
 
 
@@ -89,6 +92,25 @@ def test_figures_match_the_csv_rows():
     means = p[p.method == "DLME (manifex)"].groupby("dataset", sort=False)["mean6"].mean()
     shown = _row("maps on the panel")[1].removeprefix("DLME ").replace("*", "").split(" / ")
     assert shown == [f"{means[d]:.3f}" for d in ("pbmc3k", "paul15", "pbmc4k", "mnist", "usps")]
+
+
+def test_docs_budget_table_matches_the_csvs():
+    """The docs' table of longer DLME budgets, one row recomputed with pandas, and its image rows
+    agreeing with the README's."""
+    text = (DOCS / "benchmarks" / "dlme_defaults.md").read_text()
+    b = pd.read_csv(H.RESULTS / "dlme_budget_images.csv")
+    p = pd.read_csv(H.RESULTS / "panel.csv")
+    b, p = b[b.dataset == "usps"], p[p.dataset == "usps"]
+    dl, peer = p[p.method == "DLME (manifex)"], p[p.method == "UMAP (TorchDR)"]
+    row = (
+        f"| USPS | {dl.mean6.mean():.3f} ± {dl.mean6.std():.3f} | **{b.mean6.mean():.3f} ± {b.mean6.std():.3f}** "
+        f"| {dl.knn_acc.mean():.3f} → {b.knn_acc.mean():.3f} | {peer.mean6.mean():.3f} ({peer.knn_acc.mean():.3f}), "
+        f"TorchDR | {b.seconds.mean() / dl.seconds.mean():.1f}× |"
+    )
+    assert row in text
+    readme_row = _row("MNIST test / USPS, mean of six with more passes")
+    for v in re.findall(r"\d\.\d{3}", readme_row[1] + readme_row[2]):
+        assert v in text
 
 
 def test_limitations_prose_matches_the_csvs():
