@@ -113,6 +113,13 @@ def test_docs_budget_table_matches_the_csvs():
         assert v in text
 
 
+def test_published_figures_are_those_the_report_quotes():
+    (svm, kmeans), _ = S.PUBLISHED["dlme_paper_mnist"]
+    report = " ".join((H.RESULTS / "dlme_paper.md").read_text().split())
+    assert f"linear SVM 0.966 → {svm:.3f}, k-means ACC 0.801 → {kmeans:.3f}" in report
+    assert f"the paper's DLME (best of a sweep) {svm:.3f} / {kmeans:.3f}" in _row("MNIST (60,000")[2]
+
+
 def test_limitations_prose_matches_the_csvs():
     """The figures quoted in the README's Limitations, against the CSV rows they come from."""
     lim = README.read_text().split("## Limitations", 1)[1]
