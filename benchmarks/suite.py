@@ -47,7 +47,7 @@ SUITE: tuple[Entry, ...] = (
         "dlme",
         "bench_dlme",
         (),
-        "DLME vs UMAP / t-SNE / PCA maps, pbmc3k and paul15",
+        "DLME vs UMAP / t-SNE / PCA maps, pbmc3k and paul15 (dlme.md; the table's map rows are the panel's)",
         2.0,
         writes=("dlme.csv",),
     ),
