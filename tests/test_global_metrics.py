@@ -101,6 +101,21 @@ def test_cpd_takes_sparse_input():
     assert mx.metrics.cpd(e, sp.csc_matrix(x), n_cells=40) == dense
 
 
+def test_input_precision_and_integer_input():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 6, 90)
+    x = rng.normal(size=(90, 7)).astype(np.float32)
+    e = rng.normal(size=(90, 2)).astype(np.float32)
+    x64, e64 = x.astype(np.float64), e.astype(np.float64)
+    # float32 data are scored in float64: the same numbers as their float64 copy
+    assert mx.metrics.cpd(e, x, n_cells=50) == mx.metrics.cpd(e64, x64, n_cells=50)
+    for k in (1, 3):
+        assert mx.metrics.knc(e, x, y, n_neighbors=k) == mx.metrics.knc(e64, x64, y, n_neighbors=k)
+    xi = rng.integers(-5, 5, size=(90, 7))
+    assert mx.metrics.cpd(e, xi, n_cells=None) == pytest.approx(_cpd_reference(e64, xi.astype(float)))
+    assert mx.metrics.knc(e, xi, y) == pytest.approx(_knc_reference(e64, xi.astype(float), y, 3))
+
+
 def test_cpd_is_nan_when_a_space_has_one_distance_only():
     x = np.random.default_rng(0).normal(size=(10, 4))
     assert math.isnan(mx.metrics.cpd(np.ones((10, 2)), x))  # the map collapsed to one point

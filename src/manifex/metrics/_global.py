@@ -14,15 +14,17 @@ from ._checks import _categories, _check_n_neighbors, _emb
 
 
 def _input(X: Any, n: int) -> np.ndarray | sp.csr_matrix:
-    """``X`` (dense or sparse) after checking it is 2-d, finite and has ``n`` rows."""
+    """``X`` (dense or sparse) after checking it is 2-d, finite and has ``n`` rows.
+
+    Floating-point data keep their precision (no float64 copy of a large float32 matrix); the
+    scores compute in float64 on the rows or class sums they need.
+    """
     if X is None:
         raise TypeError("`X` is required: the input representation, e.g. adata.obsm['X_pca'].")
-    if sp.issparse(X):
-        x = sp.csr_matrix(X, dtype=np.float64)
-        values = x.data
-    else:
-        x = np.asarray(X, dtype=np.float64)
-        values = x
+    x = sp.csr_matrix(X) if sp.issparse(X) else np.asarray(X)
+    if x.dtype.kind != "f":
+        x = x.astype(np.float64)
+    values = x.data if sp.issparse(x) else x
     if x.ndim != 2:
         raise ValueError(f"`X` must be 2-d, got shape {x.shape}.")
     if x.shape[0] != n:
@@ -84,7 +86,7 @@ def cpd(embedding: Any, X: Any, *, n_cells: int | None = 1000, random_state: int
         rows = np.sort(np.random.default_rng(random_state).choice(n, int(n_cells), replace=False))
     xs = x[rows]
     xs = xs.toarray() if sp.issparse(xs) else xs
-    return _rank_correlation(pdist(e[rows]), pdist(xs))
+    return _rank_correlation(pdist(e[rows]), pdist(np.asarray(xs, dtype=np.float64)))
 
 
 def _class_means(x: np.ndarray | sp.csr_matrix, codes: np.ndarray, n_classes: int) -> np.ndarray:
@@ -93,7 +95,7 @@ def _class_means(x: np.ndarray | sp.csr_matrix, codes: np.ndarray, n_classes: in
     member = sp.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(n_classes, n))
     sums = member @ x
     sums = sums.toarray() if sp.issparse(sums) else np.asarray(sums)
-    return sums / np.bincount(codes, minlength=n_classes)[:, None]
+    return sums.astype(np.float64) / np.bincount(codes, minlength=n_classes)[:, None]
 
 
 def _nearest_classes(means: np.ndarray, k: int) -> np.ndarray:
