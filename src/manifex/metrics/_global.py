@@ -70,7 +70,7 @@ def cpd(embedding: Any, X: Any, *, n_cells: int | None = 1000, random_state: int
     >>> x = np.random.default_rng(0).normal(size=(200, 10))
     >>> mx.metrics.cpd(3 * x[:, :2], x[:, :2])  # a scaled copy keeps every distance's rank
     1.0
-    >>> round(mx.metrics.cpd(x[:, :2], x), 2)  # two of ten equal axes keep part of the order
+    >>> round(mx.metrics.cpd(x[:, :2], x), 2)  # the first two of ten coordinates keep part of it
     0.45
     """
     e = _emb(embedding)
