@@ -1,7 +1,8 @@
-"""DLME beside its peers on one panel: scanpy's UMAP / t-SNE / PCA and TorchDR's UMAP / InfoTSNE.
+"""DLME beside its peers on one panel: scanpy's UMAP / t-SNE / PCA, TorchDR's UMAP / InfoTSNE and
+openTSNE.
 
     python -m benchmarks.bench_panel [--datasets pbmc3k paul15 pbmc4k mnist usps] [--seeds 0 1 2]
-        [--methods dlme scanpy_umap torchdr_umap torchdr_infotsne scanpy_tsne pca]
+        [--methods dlme scanpy_umap torchdr_umap torchdr_infotsne scanpy_tsne opentsne pca]
         [--dlme-kwargs "{'n_steps': 2000}"] [--device cpu] [--out benchmarks/results/panel.md]
 
 Every method maps the same 50 PCs of a dataset: for scRNA-seq ``X_pca`` after the standard
@@ -9,8 +10,12 @@ preprocessing (:func:`manifex.datasets.preprocess_scrna`: normalize_total, log1p
 scale, 50 PCs); for images (MNIST test split, all of USPS) 50 PCs of the flattened pixels
 scaled to [0, 1]. Each map is scored by the harness (:func:`benchmarks.harness.score`): kNN
 accuracy, linear accuracy, k-means ACC / NMI / ARI and trustworthiness against the PCs;
-``mean6`` is their mean. ``seconds`` is the wall time of the method's call alone (no loading,
-copying or scoring), in one process, so the first scanpy UMAP includes numba's compilation.
+``mean6`` is their mean. Beside them, two global scores that are not in ``mean6`` (Kobak &
+Berens 2019): ``cpd``, the Spearman correlation of the distances between 1,000 sampled cells in
+the map and in the PCs, and ``knc``, the share of each class's 3 nearest classes (class means in
+the PCs) that stay its nearest classes in the map (NaN with 3 classes or fewer). ``seconds`` is
+the wall time of the method's call alone (no loading, copying or scoring), in one process, so the
+first scanpy UMAP includes numba's compilation.
 Threads are whatever the environment sets (``OMP_NUM_THREADS``, ``NUMBA_NUM_THREADS``); the
 report states them. The table (mean ± sd over seeds) and a CSV of every row are rewritten after
 every seed of every dataset, so an interrupted run leaves its results.
@@ -34,6 +39,8 @@ from . import harness as H
 #: image datasets and the split the panel uses (None: all images)
 IMAGES = {"mnist": "test", "usps": None}
 SCORES = ["knn_acc", "linear_acc", "acc", "nmi", "ari", "trust"]
+#: global layout scores reported beside the six (not part of mean6)
+GLOBAL_SCORES = ["cpd", "knc"]
 DEFAULT_DATASETS = ["pbmc3k", "paul15", "pbmc4k", "mnist", "usps"]
 
 
@@ -74,6 +81,12 @@ METHODS: dict[str, tuple[str, Callable[..., tuple[np.ndarray, float]]]] = {
             adata, random_state=seed, n_jobs=_tsne_jobs(), **kw
         ),
     ),
+    "opentsne": (
+        "t-SNE (openTSNE)",
+        lambda adata, pcs, seed, device, **kw: H.opentsne_baseline(
+            pcs, random_state=seed, n_jobs=_tsne_jobs(), **kw
+        ),
+    ),
     "pca": ("PCA", lambda adata, pcs, seed, device, **kw: H.pca_baseline(pcs, random_state=seed, **kw)),
 }
 
@@ -99,9 +112,9 @@ def panel_row(
     """Map ``adata.obsm["X_pca"]`` with one method, time the call and score the map.
 
     Returns ``{"dataset", "method", "seed", knn_acc, linear_acc, acc, nmi, ari, trust, "mean6",
-    "seconds"}``, scored against ``adata.obs["label"]`` with trustworthiness against the PCs.
-    ``method_kwargs`` go to the method (for DLME: :func:`manifex.tl.dlme`; for TorchDR: the
-    estimator).
+    cpd, knc, "seconds"}``, scored against ``adata.obs["label"]`` with trustworthiness, CPD and
+    KNC against the PCs; ``mean6`` is the mean of the six scores before it. ``method_kwargs`` go
+    to the method (for DLME: :func:`manifex.tl.dlme`; for TorchDR and openTSNE: the estimator).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
@@ -122,6 +135,7 @@ def panel_row(
         "seed": seed,
         **scores,
         "mean6": float(np.mean(list(scores.values()))),
+        **{k: float(s[k]) for k in GLOBAL_SCORES},
         "seconds": float(sec),
     }
 
@@ -142,15 +156,19 @@ def _notes(
             "",
             "Scores: kNN accuracy (k=15, 5-fold), linear accuracy (logistic regression, 5-fold), k-means "
             "ACC / NMI / ARI (k = number of classes), trustworthiness (k=15) against the PCs; `mean6` is "
-            "their mean. `seconds`: wall time of the method's call alone, all methods in one process "
-            "(the first scanpy UMAP includes numba compilation).",
+            "their mean. Global scores, not in `mean6` (Kobak & Berens 2019): `cpd`, the Spearman "
+            "correlation of pairwise distances of 1,000 sampled cells in the map and in the PCs; `knc`, "
+            "the share of each class's 3 nearest classes (by class means in the PCs) that stay its 3 "
+            "nearest in the map. `seconds`: wall time of the method's call alone, all methods in one "
+            "process (the first scanpy UMAP includes numba compilation).",
             "",
             "Methods: DLME `mx.tl.dlme(adata, random_state=seed"
             + (f", **{dlme_kwargs}" if dlme_kwargs else "")
             + ")` on X_pca (defaults otherwise); scanpy "
             "`pp.neighbors(n_neighbors=15)` + `tl.umap`; scanpy `tl.tsne`; TorchDR "
-            f"{H.torchdr_version()} `UMAP` and `InfoTSNE` with their defaults on the float32 PCs; PCA: the "
-            "first two components of the PCs.",
+            f"{H.torchdr_version()} `UMAP` and `InfoTSNE` with their defaults on the float32 PCs; openTSNE "
+            f"{H.opentsne_version()} `TSNE(random_state=seed, n_jobs=threads)` with its defaults on the "
+            "PCs; PCA: the first two components of the PCs.",
         ]
     )
 
@@ -186,7 +204,9 @@ def run_panel(
             table = H.write_markdown(
                 rows,
                 out,
-                title="Panel: DLME, scanpy UMAP / t-SNE / PCA, TorchDR UMAP / InfoTSNE on the same PCs",
+                title=(
+                    "Panel: DLME, scanpy UMAP / t-SNE / PCA, TorchDR UMAP / InfoTSNE, openTSNE on the same PCs"
+                ),
                 notes=_notes(seeds, device, machine_note, sizes, dlme_kwargs),
             )
     print(table.to_string())

@@ -154,11 +154,17 @@ def _global_rng_kept():
             os.environ["PYTHONHASHSEED"] = hashseed
 
 
-def _torchdr_baseline(name: str, x: Any, random_state: int, device: str, kwargs: dict[str, Any]):
+def _check_seed(random_state: Any) -> int:
+    """A seed as an int; None or a negative seed (from the clock in TorchDR and openTSNE) is refused."""
     if isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer)):
         raise TypeError(f"random_state must be an int, got {type(random_state).__name__}")
-    if random_state < 0:  # TorchDR would seed from the clock
+    if random_state < 0:
         raise ValueError(f"random_state must be >= 0, got {random_state}")
+    return int(random_state)
+
+
+def _torchdr_baseline(name: str, x: Any, random_state: int, device: str, kwargs: dict[str, Any]):
+    random_state = _check_seed(random_state)
     try:
         import torchdr
     except ImportError as e:  # pragma: no cover - depends on the environment
@@ -197,6 +203,41 @@ def torchdr_infotsne_baseline(x: Any, *, random_state: int, device: str = "cpu",
     :func:`torchdr_umap_baseline` otherwise; ``kwargs`` go to ``torchdr.InfoTSNE``.
     """
     return _torchdr_baseline("InfoTSNE", x, random_state, device, kwargs)
+
+
+def opentsne_baseline(x: Any, *, random_state: int, n_jobs: int | None = None, **kwargs: Any):
+    """openTSNE's ``TSNE`` with its defaults on ``x`` (e.g. ``X_pca``). Returns (embedding, seconds).
+
+    openTSNE 1.0 defaults: ``perplexity=30``, PCA initialisation, ``learning_rate="auto"`` (n over
+    the exaggeration), 250 early-exaggeration iterations (coefficient 12) then 500 iterations,
+    exact kNN search below 1,000 points and Annoy above, the Barnes-Hut gradient below 10,000
+    points and the FFT-interpolated one above. ``n_jobs`` threads
+    (default: every core); ``kwargs`` go to ``openTSNE.TSNE`` (e.g. ``n_iter``). The time covers
+    constructing the estimator and ``fit``, not importing openTSNE (nor pynndescent, which openTSNE
+    imports on its first fit to check it is installed: a numba compilation of tens of seconds).
+    """
+    random_state = _check_seed(random_state)
+    try:
+        import openTSNE
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("opentsne_baseline needs openTSNE: pip install openTSNE (or manifex[bench])") from e
+    with contextlib.suppress(ImportError):
+        import pynndescent  # noqa: F401
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.float64))
+    if x.ndim != 2:
+        raise ValueError(f"x must be a 2-d array (n_samples, n_features), got shape {x.shape}")
+    params = dict(n_components=2, random_state=random_state, n_jobs=n_jobs or os.cpu_count(), verbose=False)
+    params.update(kwargs)
+    return timed(lambda: np.array(openTSNE.TSNE(**params).fit(x), dtype=np.float64))
+
+
+def opentsne_version() -> str:
+    """openTSNE's version, or ``"not installed"``."""
+    try:
+        import openTSNE
+    except ImportError:
+        return "not installed"
+    return str(openTSNE.__version__)
 
 
 def torchdr_version() -> str:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from sklearn.preprocessing import LabelEncoder
 
-from ._quality import _check_n_neighbors, _emb
+from ._checks import _check_n_neighbors, _emb
 
 
 def _batch_counts(embedding: Any, batch: Any, n_neighbors: Any) -> tuple[np.ndarray, int]:

@@ -11,6 +11,9 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import LabelEncoder, StandardScaler
 
+from ._checks import _categories, _check_n_neighbors, _emb
+from ._global import cpd, knc
+
 
 def _labels(labels: Any, n: int) -> np.ndarray:
     y = np.asarray(labels)
@@ -19,24 +22,6 @@ def _labels(labels: Any, n: int) -> np.ndarray:
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise ValueError("`labels` contains NaN.")
     return LabelEncoder().fit_transform(y.astype(str) if y.dtype.kind not in "iub" else y)
-
-
-def _emb(embedding: Any) -> np.ndarray:
-    e = np.asarray(embedding, dtype=np.float64)
-    if e.ndim != 2 or e.shape[0] < 2:
-        raise ValueError(f"`embedding` must be 2-d with at least 2 rows, got shape {e.shape}.")
-    if not np.isfinite(e).all():
-        raise ValueError("`embedding` contains NaN or infinite values.")
-    return e
-
-
-def _check_n_neighbors(n_neighbors: Any, n: int | None = None, *, upper: str | None = None) -> int:
-    """``n_neighbors`` as an int after checking it is a positive integer (below ``n`` when given)."""
-    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int | np.integer) or n_neighbors < 1:
-        raise ValueError(f"`n_neighbors` must be a positive integer, got {n_neighbors!r}.")
-    if n is not None and n_neighbors >= n:
-        raise ValueError(f"`n_neighbors`={n_neighbors} must be smaller than {upper or f'n ({n})'}.")
-    return int(n_neighbors)
 
 
 def _cv(y: np.ndarray, n_splits: int, random_state: int) -> StratifiedKFold:
@@ -116,34 +101,6 @@ def linear_accuracy(embedding: Any, labels: Any, *, n_splits: int = 5, random_st
     e, y = e[keep], LabelEncoder().fit_transform(y[keep])
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     return float(cross_val_score(clf, e, y, cv=_cv(y, n_splits, random_state)).mean())
-
-
-def _categories(values: Any, name: str) -> pd.Categorical:
-    """``values`` as a categorical of the categories present, refusing missing entries.
-
-    Missing values (``None``, NaN, ``pd.NA``) are looked for before any conversion to strings,
-    so that they are never counted as a class called ``"nan"``.
-    """
-    if isinstance(values, pd.Series | pd.Index):
-        values = values.array
-    if isinstance(values, pd.Categorical):
-        cat = values.remove_unused_categories()
-    else:
-        arr = np.asarray(values)
-        if arr.ndim != 1:
-            raise ValueError(f"`{name}` must be 1-d, got shape {arr.shape}.")
-        try:
-            cat = pd.Categorical(arr)
-        except TypeError:  # values of mixed types that do not sort: compare them as strings
-            missing = pd.isna(arr)
-            cat = pd.Categorical(np.where(missing, None, arr.astype(str)))
-    n_missing = int((cat.codes < 0).sum())
-    if n_missing:
-        raise ValueError(
-            f"`{name}` has {n_missing} missing values (None / NaN) of {len(cat)}; "
-            "drop those cells first, e.g. adata[adata.obs[column].notna()]."
-        )
-    return cat
 
 
 def matched_confusion(labels_true: Any, labels_pred: Any) -> tuple[pd.DataFrame, float]:
@@ -377,8 +334,10 @@ def evaluate_embedding(
     n_splits: int = 5,
     cluster_method: Literal["kmeans", "gmm"] = "kmeans",
     random_state: int = 0,
+    knc_neighbors: int = 3,
 ) -> dict[str, float]:
-    """The whole quality protocol in one call: kNN and linear accuracy, ACC / NMI / ARI, trust.
+    """The whole quality protocol in one call: kNN and linear accuracy, ACC / NMI / ARI, trust,
+    and with ``X`` the global scores CPD and KNC.
 
     Parameters
     ----------
@@ -387,8 +346,8 @@ def evaluate_embedding(
     labels
         ``(n,)`` reference labels.
     X
-        Input representation for :func:`trustworthiness` (e.g. ``X_pca``); skipped when
-        ``None``.
+        Input representation for :func:`trustworthiness`, :func:`cpd` and :func:`knc` (e.g.
+        ``X_pca``); those are skipped when ``None``.
     n_neighbors
         Neighbours of the kNN classifier and of trustworthiness.
     n_splits
@@ -396,12 +355,16 @@ def evaluate_embedding(
     cluster_method
         ``"kmeans"`` or ``"gmm"`` for :func:`cluster_scores`.
     random_state
-        Seed of the folds, the clustering and the trustworthiness subsample.
+        Seed of the folds, the clustering, the trustworthiness subsample and CPD's cell sample.
+    knc_neighbors
+        Nearest classes of :func:`knc` (its ``n_neighbors``).
 
     Returns
     -------
     ``knn_acc``, ``linear_acc``, ``acc``, ``nmi``, ``ari``, ``trust`` (when ``X`` is given)
-    and ``mean`` of those six.
+    and ``mean`` of those six; then, when ``X`` is given, ``cpd`` (:func:`cpd`, 1,000 cells)
+    and ``knc`` (:func:`knc`; NaN when there are no more than ``knc_neighbors`` classes). The
+    global scores are not part of ``mean``.
 
     Examples
     --------
@@ -412,8 +375,19 @@ def evaluate_embedding(
     >>> e = rng.normal(size=(100, 2)) + 10 * y[:, None]
     >>> round(evaluate_embedding(e, y)["knn_acc"], 2)
     1.0
+
+    With the input representation, trustworthiness and the two global scores; ``mean`` stays the
+    mean of the six scores before it:
+
+    >>> x = np.c_[e, rng.normal(size=(100, 3))]
+    >>> scores = evaluate_embedding(e, y, X=x)
+    >>> list(scores)
+    ['knn_acc', 'linear_acc', 'acc', 'nmi', 'ari', 'trust', 'mean', 'cpd', 'knc']
+    >>> scores["knc"]  # two classes have no three nearest classes to compare
+    nan
     """
     n_neighbors = _check_n_neighbors(n_neighbors)
+    knc_neighbors = _check_n_neighbors(knc_neighbors, name="knc_neighbors")
     out = {
         "knn_acc": knn_accuracy(
             embedding, labels, n_neighbors=n_neighbors, n_splits=n_splits, random_state=random_state
@@ -423,5 +397,13 @@ def evaluate_embedding(
     out.update(cluster_scores(embedding, labels, method=cluster_method, random_state=random_state))
     if X is not None:
         out["trust"] = trustworthiness(X, embedding, n_neighbors=n_neighbors, random_state=random_state)
-    out["mean"] = float(np.mean([v for v in out.values()]))
+    out["mean"] = float(np.mean([v for v in out.values()]))  # the six above, not the global scores
+    if X is not None:
+        out["cpd"] = cpd(embedding, X, random_state=random_state)
+        n_classes = len(_categories(labels, "labels").categories)
+        out["knc"] = (
+            knc(embedding, X, labels, n_neighbors=knc_neighbors)
+            if n_classes > knc_neighbors
+            else float("nan")
+        )
     return out
