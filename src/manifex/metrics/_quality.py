@@ -45,7 +45,7 @@ def _cv(y: np.ndarray, n_splits: int, random_state: int) -> StratifiedKFold:
     return StratifiedKFold(n_splits=splits, shuffle=True, random_state=random_state)
 
 
-def _cv_labels(y: np.ndarray, n_splits: int) -> np.ndarray:
+def _cv_labels(y: np.ndarray) -> np.ndarray:
     """Drop nothing, but classes with a single member cannot be stratified: merge-safe mask."""
     counts = np.bincount(y)
     return counts[y] >= 2
@@ -82,7 +82,7 @@ def knn_accuracy(
     """
     n_neighbors = _check_n_neighbors(n_neighbors)
     e, y = _emb(embedding), _labels(labels, np.shape(embedding)[0])
-    keep = _cv_labels(y, n_splits)
+    keep = _cv_labels(y)
     e, y = e[keep], LabelEncoder().fit_transform(y[keep])
     clf = KNeighborsClassifier(n_neighbors=min(n_neighbors, len(y) - 1))
     return float(cross_val_score(clf, e, y, cv=_cv(y, n_splits, random_state)).mean())
@@ -112,7 +112,7 @@ def linear_accuracy(embedding: Any, labels: Any, *, n_splits: int = 5, random_st
     from sklearn.linear_model import LogisticRegression
 
     e, y = _emb(embedding), _labels(labels, np.shape(embedding)[0])
-    keep = _cv_labels(y, n_splits)
+    keep = _cv_labels(y)
     e, y = e[keep], LabelEncoder().fit_transform(y[keep])
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     return float(cross_val_score(clf, e, y, cv=_cv(y, n_splits, random_state)).mean())

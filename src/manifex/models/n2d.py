@@ -399,7 +399,7 @@ class N2D(BaseModel):
         )
         params = list(enc.parameters()) + list(dec.parameters())
         opt = torch.optim.Adam(params, lr=self.lr)
-        ckpt = self._checkpoint_file(x)
+        ckpt = self._checkpoint_file()
         self.history_ = train(
             step,
             modules=[enc, dec],
