@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import time
 from collections.abc import Iterator
@@ -64,7 +65,8 @@ def scvi_latent(
         Seed of scvi-tools (``scvi.settings.seed``): the same seed on the same device gives the
         same latent. The caller's torch, numpy and Python generators are restored afterwards.
     progress
-        Show scvi-tools' progress bar.
+        Show scvi-tools' progress bar and lightning's messages (the devices found, the seed,
+        the end of training); ``False`` keeps them to warnings.
     key_added
         ``obsm`` key of the latent; it must start with ``"X_"`` (scanpy's prefix of a basis).
         The parameters and training time go to ``uns[key_added[2:]]`` (``uns["scVI"]``).
@@ -132,7 +134,7 @@ def scvi_latent(
     model_kwargs = {"n_latent": int(n_latent), **(model_kwargs or {})}
     train_kwargs = dict(train_kwargs or {})
     start = time.perf_counter()
-    with _generators_restored(dev):
+    with _generators_restored(dev), _quiet(not progress):
         scvi.settings.seed = seed
         scvi.model.SCVI.setup_anndata(target, layer=layer, batch_key=batch_key)
         model = scvi.model.SCVI(target, **model_kwargs)
@@ -210,3 +212,21 @@ def _generators_restored(dev: torch.device) -> Iterator[None]:
     finally:
         np.random.set_state(np_state)  # noqa: NPY002
         random.setstate(py_state)
+
+
+#: Loggers of scvi-tools and of its trainer, lightning (which sets them to INFO on import).
+_LOGGERS = ("scvi", "lightning", "lightning.pytorch", "lightning.fabric")
+
+
+@contextlib.contextmanager
+def _quiet(enabled: bool) -> Iterator[None]:
+    """Keep scvi-tools' and lightning's loggers to warnings inside the block (when ``enabled``)."""
+    loggers = [logging.getLogger(name) for name in _LOGGERS] if enabled else []
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
