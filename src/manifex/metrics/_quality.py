@@ -51,6 +51,15 @@ def _cv_labels(y: np.ndarray) -> np.ndarray:
     return counts[y] >= 2
 
 
+def _cv_accuracy(make_clf: Any, embedding: Any, labels: Any, n_splits: int, random_state: int) -> float:
+    """Mean accuracy of ``make_clf(n_cells)`` under stratified k-fold CV, on the cells whose
+    class has at least two members."""
+    e, y = _emb(embedding), _labels(labels, np.shape(embedding)[0])
+    keep = _cv_labels(y)
+    e, y = e[keep], LabelEncoder().fit_transform(y[keep])
+    return float(cross_val_score(make_clf(len(y)), e, y, cv=_cv(y, n_splits, random_state)).mean())
+
+
 def knn_accuracy(
     embedding: Any, labels: Any, *, n_neighbors: int = 15, n_splits: int = 5, random_state: int = 0
 ) -> float:
@@ -81,11 +90,13 @@ def knn_accuracy(
     Score an ``mx.tl`` result the same way, e.g. ``adata.obsm["X_dlme"]``.
     """
     n_neighbors = _check_n_neighbors(n_neighbors)
-    e, y = _emb(embedding), _labels(labels, np.shape(embedding)[0])
-    keep = _cv_labels(y)
-    e, y = e[keep], LabelEncoder().fit_transform(y[keep])
-    clf = KNeighborsClassifier(n_neighbors=min(n_neighbors, len(y) - 1))
-    return float(cross_val_score(clf, e, y, cv=_cv(y, n_splits, random_state)).mean())
+    return _cv_accuracy(
+        lambda n: KNeighborsClassifier(n_neighbors=min(n_neighbors, n - 1)),
+        embedding,
+        labels,
+        n_splits,
+        random_state,
+    )
 
 
 def linear_accuracy(embedding: Any, labels: Any, *, n_splits: int = 5, random_state: int = 0) -> float:
@@ -111,11 +122,13 @@ def linear_accuracy(embedding: Any, labels: Any, *, n_splits: int = 5, random_st
     """
     from sklearn.linear_model import LogisticRegression
 
-    e, y = _emb(embedding), _labels(labels, np.shape(embedding)[0])
-    keep = _cv_labels(y)
-    e, y = e[keep], LabelEncoder().fit_transform(y[keep])
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    return float(cross_val_score(clf, e, y, cv=_cv(y, n_splits, random_state)).mean())
+    return _cv_accuracy(
+        lambda n: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+        embedding,
+        labels,
+        n_splits,
+        random_state,
+    )
 
 
 def _categories(values: Any, name: str) -> pd.Categorical:
