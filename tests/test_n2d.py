@@ -58,7 +58,7 @@ def test_outputs_shapes_keys_and_dtypes(fitted):
     assert adata.obsm["X_n2d"].shape == (n, 2)
     assert adata.obsm["X_n2d_code"].shape == (n, 4)
     assert adata.obsm["X_n2d_manifold"].shape == (n, 4)
-    proba = adata.obsm["n2d_proba"]
+    proba = adata.obsm["X_n2d_proba"]
     assert proba.shape == (n, 4)
     np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-4)
     np.testing.assert_array_equal(proba.argmax(1).astype(str), adata.obs["n2d"].to_numpy())
@@ -148,7 +148,7 @@ def test_choose_k_by_bic_and_sparse_layer():
     np.testing.assert_array_equal(uns["bic"]["k"], np.arange(2, 7))
     k = int(uns["n_clusters"])
     assert k == int(uns["bic"]["k"][np.argmin(uns["bic"]["bic"])])
-    assert adata.obsm["n2d_proba"].shape == (adata.n_obs, k)
+    assert adata.obsm["X_n2d_proba"].shape == (adata.n_obs, k)
     assert adata.obsm["X_n2d_code"].shape == (adata.n_obs, 4)
     assert adata.obs["n2d"].cat.categories.size == k
 

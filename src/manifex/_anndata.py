@@ -1,8 +1,7 @@
 """AnnData helpers shared by :mod:`manifex.tl` and :mod:`manifex.pl`: checks and lookups.
 
 * :func:`check_adata` -- an AnnData with cells and features (and not in an unusable state);
-* :func:`basis_key` (the key a result is written to), :func:`get_basis` / :func:`resolve_basis`
-  (the one lookup of an embedding by scanpy's ``basis`` convention);
+* :func:`get_basis` / :func:`resolve_basis` (the one lookup of an embedding by scanpy's ``basis`` convention);
 * :func:`obsm_coords`, :func:`obs_labels` -- coordinates and labels, validated.
 """
 
@@ -19,7 +18,6 @@ from anndata import AnnData
 from ._utils import as_2d_float
 
 __all__ = [
-    "basis_key",
     "basis_name",
     "check_adata",
     "get_basis",
@@ -60,29 +58,6 @@ def copy_of(adata: AnnData) -> AnnData:
     """An in-memory copy of ``adata`` (a backed AnnData is read into memory: it cannot be copied
     otherwise without a new file)."""
     return adata.to_memory() if adata.isbacked else adata.copy()
-
-
-def basis_key(basis: Any, *, name: str = "basis") -> str:
-    """The ``obsm`` key a result named ``basis`` is written to: ``"dlme"`` and ``"X_dlme"`` both
-    give ``"X_dlme"``.
-
-    Examples
-    --------
-    >>> from manifex._anndata import basis_key
-    >>> basis_key("dlme"), basis_key("X_umap")
-    ('X_dlme', 'X_umap')
-    >>> basis_key(5)
-    Traceback (most recent call last):
-    ...
-    TypeError: `basis` must be a string (an obsm key such as 'dlme' or 'X_dlme'), got int.
-    """
-    if not isinstance(basis, str):
-        raise TypeError(
-            f"`{name}` must be a string (an obsm key such as 'dlme' or 'X_dlme'), got {type(basis).__name__}."
-        )
-    if not basis or basis == "X_":
-        raise ValueError(f"`{name}` must name an embedding, got {basis!r}.")
-    return basis if basis.startswith("X_") else f"X_{basis}"
 
 
 def get_basis(

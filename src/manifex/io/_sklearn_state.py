@@ -164,8 +164,10 @@ def umap_state(reducer: Any) -> dict[str, Any]:
     state = {
         "version": _STATE_VERSION,
         "params": _plain(params, "params"),
-        "raw_data": _matrix(raw),
-        "graph": _matrix(reducer.graph_.tocsr()) if getattr(reducer, "graph_", None) is not None else None,
+        "raw_data": _encode_matrix(raw),
+        "graph": _encode_matrix(reducer.graph_.tocsr())
+        if getattr(reducer, "graph_", None) is not None
+        else None,
         "fitted": {k: _plain(getattr(reducer, k), k) for k in _UMAP_FITTED if hasattr(reducer, k)},
         "index": None,
     }
@@ -195,12 +197,12 @@ def umap_from_state(state: dict[str, Any]) -> Any:
 
     _check_state(state, "UMAP")
     reducer = UMAP(**state["params"])
-    reducer._raw_data = _from_matrix(state["raw_data"])
+    reducer._raw_data = _decode_matrix(state["raw_data"])
     for k, v in state["fitted"].items():
         setattr(reducer, k, v)
     reducer._validate_parameters()  # metric functions, keyword dicts, disconnection distance
     if state["graph"] is not None:
-        reducer.graph_ = _from_matrix(state["graph"])
+        reducer.graph_ = _decode_matrix(state["graph"])
     if state["index"] is not None:
         reducer._knn_search_index = _nndescent_from_state(state["index"], reducer._raw_data)
     return reducer
@@ -215,13 +217,13 @@ def _nndescent_state(index: Any, raw: np.ndarray) -> dict[str, Any]:
     same = own.shape == raw.shape and np.array_equal(own, raw[order])
     return {
         "attrs": attrs,
-        "search_graph": _matrix(index._search_graph),
+        "search_graph": _encode_matrix(index._search_graph),
         "search_forest": [
             {f: _plain(getattr(tree, f), f"index tree {f}") for f in _TREE_FIELDS}
             for tree in index._search_forest
         ],
         # the index keeps the training data in its vertex order; saved only when it differs
-        "raw_data": None if same else _matrix(own),
+        "raw_data": None if same else _encode_matrix(own),
     }
 
 
@@ -233,8 +235,8 @@ def _nndescent_from_state(state: dict[str, Any], raw: np.ndarray) -> Any:
     index.__dict__.update(state["attrs"])
     order = np.asarray(index._vertex_order)
     own = state["raw_data"]
-    index._raw_data = np.ascontiguousarray(raw[order]) if own is None else _from_matrix(own)
-    index._search_graph = _from_matrix(state["search_graph"])
+    index._raw_data = np.ascontiguousarray(raw[order]) if own is None else _decode_matrix(own)
+    index._search_graph = _decode_matrix(state["search_graph"])
     index._search_forest = tuple(
         FlatTree(*(t[f] for f in _TREE_FIELDS[:-1]), int(t["leaf_size"])) for t in state["search_forest"]
     )
@@ -248,7 +250,7 @@ def _nndescent_from_state(state: dict[str, Any], raw: np.ndarray) -> Any:
 
 
 # ---- helpers -------------------------------------------------------------------------------
-def _matrix(m: Any) -> dict[str, Any] | np.ndarray:
+def _encode_matrix(m: Any) -> dict[str, Any] | np.ndarray:
     if sp.issparse(m):
         m = m.tocsr()
         return {
@@ -261,7 +263,7 @@ def _matrix(m: Any) -> dict[str, Any] | np.ndarray:
     return np.asarray(m)
 
 
-def _from_matrix(m: Any) -> Any:
+def _decode_matrix(m: Any) -> Any:
     if isinstance(m, dict):
         return sp.csr_matrix((m["data"], m["indices"], m["indptr"]), shape=tuple(m["shape"]))
     return np.asarray(m)

@@ -23,7 +23,7 @@ __all__ = [
     "nearest_prototype",
     "pooled_variance",
     "softmax_rows",
-    "squared_distances",
+    "squared_distances_to_centres",
 ]
 
 #: Largest number of float64 values in one block of a query × prototype × dimension difference.
@@ -44,13 +44,13 @@ def softmax_rows(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def squared_distances(xq: np.ndarray, centres: np.ndarray) -> np.ndarray:
+def squared_distances_to_centres(xq: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """``(n_query, n_centres)`` squared Euclidean distances, in blocks of rows (exact differences).
 
     Examples
     --------
-    >>> from manifex.metrics._classify import squared_distances
-    >>> squared_distances(np.array([[0.0, 0.0], [3.0, 4.0]]), np.array([[0.0, 0.0]])).ravel().tolist()
+    >>> from manifex.metrics._classify import squared_distances_to_centres
+    >>> squared_distances_to_centres(np.array([[0.0, 0.0], [3.0, 4.0]]), np.array([[0.0, 0.0]])).ravel().tolist()
     [0.0, 25.0]
     """
     xq = np.asarray(xq, dtype=np.float64)
@@ -116,7 +116,7 @@ def nearest_prototype(
     >>> pred.tolist(), bool(conf.min() > 0.99)
     ([0, 1], True)
     """
-    d2 = squared_distances(xq, protos)
+    d2 = squared_distances_to_centres(xq, protos)
     pred = d2.argmin(1)
     conf = None
     if sigma2 is not None:

@@ -30,10 +30,19 @@ def _cv(y: np.ndarray, n_splits: int, random_state: int) -> StratifiedKFold:
     return StratifiedKFold(n_splits=splits, shuffle=True, random_state=random_state)
 
 
-def _cv_labels(y: np.ndarray, n_splits: int) -> np.ndarray:
+def _cv_labels(y: np.ndarray) -> np.ndarray:
     """Drop nothing, but classes with a single member cannot be stratified: merge-safe mask."""
     counts = np.bincount(y)
     return counts[y] >= 2
+
+
+def _cv_accuracy(make_clf: Any, embedding: Any, labels: Any, n_splits: int, random_state: int) -> float:
+    """Mean accuracy of ``make_clf(n_cells)`` under stratified k-fold CV, on the cells whose
+    class has at least two members."""
+    e, y = _emb(embedding), _labels(labels, np.shape(embedding)[0])
+    keep = _cv_labels(y)
+    e, y = e[keep], LabelEncoder().fit_transform(y[keep])
+    return float(cross_val_score(make_clf(len(y)), e, y, cv=_cv(y, n_splits, random_state)).mean())
 
 
 def knn_accuracy(
@@ -66,11 +75,13 @@ def knn_accuracy(
     Score an ``mx.tl`` result the same way, e.g. ``adata.obsm["X_dlme"]``.
     """
     n_neighbors = _check_n_neighbors(n_neighbors)
-    e, y = _emb(embedding), _labels(labels, np.shape(embedding)[0])
-    keep = _cv_labels(y, n_splits)
-    e, y = e[keep], LabelEncoder().fit_transform(y[keep])
-    clf = KNeighborsClassifier(n_neighbors=min(n_neighbors, len(y) - 1))
-    return float(cross_val_score(clf, e, y, cv=_cv(y, n_splits, random_state)).mean())
+    return _cv_accuracy(
+        lambda n: KNeighborsClassifier(n_neighbors=min(n_neighbors, n - 1)),
+        embedding,
+        labels,
+        n_splits,
+        random_state,
+    )
 
 
 def linear_accuracy(embedding: Any, labels: Any, *, n_splits: int = 5, random_state: int = 0) -> float:
@@ -96,11 +107,13 @@ def linear_accuracy(embedding: Any, labels: Any, *, n_splits: int = 5, random_st
     """
     from sklearn.linear_model import LogisticRegression
 
-    e, y = _emb(embedding), _labels(labels, np.shape(embedding)[0])
-    keep = _cv_labels(y, n_splits)
-    e, y = e[keep], LabelEncoder().fit_transform(y[keep])
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    return float(cross_val_score(clf, e, y, cv=_cv(y, n_splits, random_state)).mean())
+    return _cv_accuracy(
+        lambda n: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+        embedding,
+        labels,
+        n_splits,
+        random_state,
+    )
 
 
 def matched_confusion(labels_true: Any, labels_pred: Any) -> tuple[pd.DataFrame, float]:

@@ -210,7 +210,7 @@ class BaseModel(BaseEstimator):
     def _fit(self, x: Any, *, device: torch.device, seed: int) -> None:  # pragma: no cover
         raise NotImplementedError
 
-    def _checkpoint_file(self, x: Any, phases: tuple[str, ...] = ("train",)):
+    def _checkpoint_file(self, phases: tuple[str, ...] = ("train",)):
         """The :class:`~manifex.train._checkpoint.CheckpointFile` of this fit, already read (an existing
         file is checked against this data and these parameters), or ``None``."""
         if getattr(self, "checkpoint", None) is None:

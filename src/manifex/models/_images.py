@@ -69,7 +69,7 @@ def check_image_shape(shape: tuple[int, ...], dtype: Any, *, name: str = "images
         )
 
 
-def _check_finite(x: np.ndarray, name: str, where: str = "") -> None:
+def _check_finite_pixels(x: np.ndarray, name: str, where: str = "") -> None:
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).sum())
         raise ValueError(f"`{name}` contains {bad} NaN or infinite pixel value(s){where}.")
@@ -90,7 +90,7 @@ def check_images(images: Any, *, name: str = "images") -> np.ndarray:
         images = images.detach().cpu().numpy()
     x = np.asarray(images)
     check_image_shape(x.shape, x.dtype, name=name)
-    _check_finite(x, name)
+    _check_finite_pixels(x, name)
     return x
 
 
@@ -254,7 +254,7 @@ class BackedImages:
         h = hashlib.sha256(f"backed-images:{self.shape}:{self.dtype}".encode())
         for s in range(0, n, self.chunk_rows):
             block = np.asarray(self.source[s : min(n, s + self.chunk_rows)])
-            _check_finite(block, self.name, f" (images {s}–{s + block.shape[0] - 1})")
+            _check_finite_pixels(block, self.name, f" (images {s}–{s + block.shape[0] - 1})")
             lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
             h.update(np.ascontiguousarray(block[:: max(1, block.shape[0] // 8)]).tobytes())
             h.update(np.float64(block.sum(dtype=np.float64)).tobytes())

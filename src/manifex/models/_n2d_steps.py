@@ -15,6 +15,7 @@ __all__ = [
     "choose_k",
     "fit_umap",
     "make_gmm",
+    "map_of",
     "n2d_set_state",
     "n2d_state",
     "nearest_rows",
@@ -28,6 +29,12 @@ def subsample_rows(n: int, size: int | None, seed: int) -> np.ndarray | None:
     if size is None or n <= size:
         return None
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
+def map_of(manifold: np.ndarray) -> np.ndarray:
+    """The 2-d map of a manifold when no 2-d UMAP was fitted: its first two axes (a 1-d manifold
+    beside a column of zeros)."""
+    return manifold[:, :2] if manifold.shape[1] >= 2 else np.hstack([manifold, np.zeros_like(manifold)])
 
 
 def make_umap(model: Any, n_components: int, seed: int):

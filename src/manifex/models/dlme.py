@@ -380,7 +380,7 @@ class DLME(BaseModel):
 
         params = list(enc.parameters()) + list(proj.parameters())
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        ckpt = self._checkpoint_file(x)
+        ckpt = self._checkpoint_file()
         self.history_ = train(
             step,
             modules=[enc, proj],

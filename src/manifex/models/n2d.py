@@ -17,11 +17,12 @@ from ..nn.mlp import MLP
 from ..train._data import DeviceData
 from ..train._loop import EarlyStopping, split_validation, train
 from ._base import BaseModel, as_matrix
-from ._checks import check_common, check_dims, check_int, check_positive
+from ._n2d_checks import check_n_cells, check_params, min_cells
 from ._n2d_steps import (
     choose_k,
     fit_umap,
     make_gmm,
+    map_of,
     n2d_set_state,
     n2d_state,
     nearest_rows,
@@ -44,8 +45,6 @@ MIN_CELLS_EARLY_STOPPING = 200
 
 #: Number of components tried when ``n_clusters`` is not given, and the code size then used.
 DEFAULT_K_RANGE = (2, 20)
-#: How cells outside ``umap_subsample`` are placed on the fitted UMAPs.
-PLACEMENTS = ("auto", "nearest", "transform")
 DEFAULT_CODE_DIM = 10
 
 
@@ -267,62 +266,10 @@ class N2D(BaseModel):
 
     # -----------------------------------------------------------------------------------------
     def _validate_params(self) -> None:
-        for name, lo in (("n_neighbors", 2), ("gmm_n_init", 1), ("batch_size", 2), ("patience", 1)):
-            check_int(self, name, lo)
-        for name, lo in (
-            ("n_clusters", 2),
-            ("n_latent", 1),
-            ("manifold_dim", 1),
-            ("n_epochs", 1),
-            ("n_steps", 1),
-        ):
-            check_int(self, name, lo, allow_none=True)
-        check_int(self, "checkpoint_every", 1)
-        check_int(self, "umap_subsample", 100, allow_none=True)
-        if not (isinstance(self.validation_fraction, int | float) and 0 < self.validation_fraction < 0.5):
-            raise ValueError(f"`validation_fraction` must be in (0, 0.5), got {self.validation_fraction!r}.")
-        check_dims(self, "hidden_dims")
-        if (
-            len(self.k_range) != 2
-            or not all(isinstance(k, int | np.integer) for k in self.k_range)
-            or not 2 <= self.k_range[0] <= self.k_range[1]
-        ):
-            raise ValueError(
-                f"`k_range` must be (k_min, k_max) with 2 ≤ k_min ≤ k_max, got {self.k_range!r}."
-            )
-        check_positive(self, "min_dist", allow_zero=True)
-        check_positive(self, "gmm_reg_covar", allow_zero=True)
-        check_positive(self, "lr")
-        if self.preset not in PRESETS:
-            raise ValueError(f"`preset` must be one of {sorted(PRESETS)}, got {self.preset!r}.")
-        if self.placement not in PLACEMENTS:
-            raise ValueError(f"`placement` must be one of {list(PLACEMENTS)}, got {self.placement!r}.")
-        if self.placement == "nearest" and self.metric != "euclidean":
-            raise ValueError(
-                f"`placement`='nearest' searches Euclidean neighbours and `metric` is {self.metric!r}; "
-                "use placement='transform' or 'auto'."
-            )
-        if not isinstance(self.map_2d, bool | np.bool_):
-            raise TypeError(f"`map_2d` must be True or False, got {self.map_2d!r}.")
-        check_common(self)
+        check_params(self, PRESETS)
 
-    def _min_cells(self) -> int:
-        """Fewest cells :meth:`fit` accepts."""
-        k = self.n_clusters if self.n_clusters is not None else self.k_range[0]
-        return max(self.n_neighbors + 1, k + 1)
-
-    def _check_n_cells(self, n: int) -> None:
-        if self.n_clusters is not None and n < self.n_clusters:
-            raise ValueError(
-                f"The data has {n} cells, fewer than `n_clusters`={self.n_clusters}; "
-                "ask for fewer clusters or use more cells."
-            )
-        if n <= self.n_neighbors:
-            raise ValueError(
-                f"The data has {n} cells; UMAP with `n_neighbors`={self.n_neighbors} needs more than that."
-            )
-        if n < self._min_cells():
-            raise ValueError(f"The data has {n} cells; at least {self._min_cells()} are needed.")
+    _min_cells = min_cells  # the fewest cells fit accepts
+    _check_n_cells = check_n_cells
 
     def n_steps_for(self, n: int) -> int:
         """The autoencoder's optimiser-step budget for ``n`` cells.
@@ -399,7 +346,7 @@ class N2D(BaseModel):
         )
         params = list(enc.parameters()) + list(dec.parameters())
         opt = torch.optim.Adam(params, lr=self.lr)
-        ckpt = self._checkpoint_file(x)
+        ckpt = self._checkpoint_file()
         self.history_ = train(
             step,
             modules=[enc, dec],
@@ -483,17 +430,11 @@ class N2D(BaseModel):
                 return self.umap_.embedding_[nearest]
             if self.umap2d_ is not None:  # fitted on the same subsample
                 return self.umap2d_.embedding_[nearest]
-            manifold = self.umap_.embedding_[nearest]
-            return (
-                manifold[:, :2] if manifold.shape[1] >= 2 else np.hstack([manifold, np.zeros_like(manifold)])
-            )
+            return map_of(self.umap_.embedding_[nearest])
         if space == "manifold":
             return umap_transform(self.umap_, code)
         if self.umap2d_ is None:  # map_2d=False: the map is the manifold's first two axes
-            manifold = umap_transform(self.umap_, code)
-            return (
-                manifold[:, :2] if manifold.shape[1] >= 2 else np.hstack([manifold, np.zeros_like(manifold)])
-            )
+            return map_of(umap_transform(self.umap_, code))
         return umap_transform(self.umap2d_, code)
 
     def _block_network(self) -> MLP:

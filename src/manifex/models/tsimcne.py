@@ -388,7 +388,7 @@ class TSimCNE(BaseModel):
 
             stopper = EarlyStopping(validate, every=per_epoch, patience=self.patience)
 
-        ckpt = self._checkpoint_file(x, phases=_STAGES)
+        ckpt = self._checkpoint_file(phases=_STAGES)
 
         def stage_record(h: dict[str, Any], epochs: int, stage_lr: float) -> dict[str, Any]:
             """A stage's history with its budget, learning rate and throughput."""

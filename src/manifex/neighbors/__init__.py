@@ -12,7 +12,9 @@ approximate graph is measured against exact search on a sample of its rows:
 """
 
 from ._exact import TILE_COLS, TILE_ENTRIES
-from ._knn import EXACT_MAX_CELLS, METHODS, knn_graph, knn_indices, knn_query, knn_recall, resolve_method
+from ._knn import knn_graph, knn_indices, knn_query
+from ._options import EXACT_MAX_CELLS, METHODS, resolve_method
+from ._recall import knn_recall
 
 __all__ = [
     "EXACT_MAX_CELLS",

@@ -1,4 +1,8 @@
-"""kNN graphs behind one option: exact on a torch device, faiss, pynndescent; recall on a sample."""
+"""kNN graphs and query neighbours behind one option: exact on a torch device, faiss, pynndescent.
+
+The options and the choice of ``method="auto"`` are in ``_options.py``, the recall check on a
+sample in ``_recall.py``.
+"""
 
 from __future__ import annotations
 
@@ -9,110 +13,20 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .._utils import as_2d_float, check_random_state, resolve_device, torch_threads_kept
+from .._utils import as_2d_float, torch_threads_kept
 from ._exact import Database, exact_search
-from ._faiss import faiss_available, faiss_knn, faiss_query
+from ._faiss import faiss_knn, faiss_query
+from ._options import (
+    EXACT_MAX_CELLS,
+    QUERY_METHODS,
+    check_k,
+    check_method,
+    resolve_method,
+    search_options,
+)
+from ._recall import knn_recall, query_recall
 
-METHODS = ("auto", "exact", "faiss", "pynndescent")
-#: Backends of :func:`knn_query`.
-QUERY_METHODS = ("auto", "exact", "faiss")
-
-#: ``method="auto"`` searches exactly up to this many rows on each device type, then uses faiss
-#: (pynndescent when faiss is not importable or the input is sparse). On the CPU (one thread,
-#: 50 dims) exact search costs ≈ 2.4 ns × n²: 1 s at 20k rows, 6 s at 50k, against 0.5 s and
-#: 1.5 s for the faiss index at recall ≥ 0.95; 20k keeps exact results where they cost about a
-#: second. On a GPU the products run ~1000× faster, so exact search stays below ~20 s up to 1M.
-EXACT_MAX_CELLS = {"cpu": 20_000, "mps": 100_000, "cuda": 1_000_000}
-#: Query rows of the recall check (``measure_recall=True``).
-RECALL_SAMPLE = 1000
-
-
-def _check_k(n_neighbors: Any, n: int, *, self_excluded: bool = True) -> int:
-    """``n_neighbors`` as an int between 1 and ``n - 1`` (``n`` when rows are not their own
-    candidates, as queries against a reference)."""
-    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int | np.integer):
-        raise TypeError(f"`n_neighbors` must be an int, got {type(n_neighbors).__name__}.")
-    if n_neighbors < 1:
-        raise ValueError(f"`n_neighbors` must be at least 1, got {n_neighbors}.")
-    if self_excluded and n_neighbors >= n:
-        raise ValueError(
-            f"`n_neighbors`={n_neighbors} must be smaller than the number of cells ({n}): "
-            "each cell's own row is excluded."
-        )
-    if n_neighbors > n:
-        raise ValueError(f"`n_neighbors`={n_neighbors} must be at most the number of reference rows ({n}).")
-    return int(n_neighbors)
-
-
-def _check_method(method: Any) -> str:
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"`method` must be one of {', '.join(repr(m) for m in METHODS)}; got {method!r}.")
-    return method
-
-
-def _check_recall_sample(measure_recall: Any) -> int:
-    """Rows of the recall check that ``measure_recall`` asks for (0: none)."""
-    if isinstance(measure_recall, bool):
-        return RECALL_SAMPLE if measure_recall else 0
-    if isinstance(measure_recall, int | np.integer) and measure_recall >= 0:
-        return int(measure_recall)
-    raise ValueError(f"`measure_recall` must be a bool or a non-negative int, got {measure_recall!r}.")
-
-
-def _n_threads(n_jobs: int | None) -> int:
-    if n_jobs is None or n_jobs == -1:
-        return torch.get_num_threads()
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int | np.integer) or n_jobs < 1:
-        raise ValueError(f"`n_jobs` must be a positive int, -1 or None, got {n_jobs!r}.")
-    return int(n_jobs)
-
-
-def _search_options(
-    random_state: Any, measure_recall: Any, target_recall: Any, n_jobs: Any, device: Any
-) -> tuple[int, int, int, torch.device]:
-    """The options :func:`knn_graph` and :func:`knn_query` share, checked:
-    ``(seed, recall sample rows, threads, device)``."""
-    seed = check_random_state(random_state)
-    n_sample = _check_recall_sample(measure_recall)
-    if not 0.0 < float(target_recall) <= 1.0:
-        raise ValueError(f"`target_recall` must be in (0, 1], got {target_recall!r}.")
-    return seed, n_sample, _n_threads(n_jobs), resolve_device(device)
-
-
-def resolve_method(method: str, n: int, *, sparse: bool, device: str | torch.device) -> str:
-    """The backend ``method`` means for ``n`` rows on ``device`` (``"auto"`` resolved).
-
-    Parameters
-    ----------
-    method
-        One of ``"auto"``, ``"exact"``, ``"faiss"``, ``"pynndescent"``.
-    n
-        Number of rows.
-    sparse
-        Whether the input is a scipy sparse matrix (faiss needs dense input).
-    device
-        The device exact search would run on (a string is resolved as in :func:`knn_graph`).
-
-    Returns
-    -------
-    ``"exact"``, ``"faiss"`` or ``"pynndescent"``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from manifex.neighbors import resolve_method
-    >>> resolve_method("auto", 5_000, sparse=False, device=torch.device("cpu"))
-    'exact'
-    """
-    method = _check_method(method)
-    if method != "auto":
-        return method
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
-    if n <= EXACT_MAX_CELLS.get(dev.type, EXACT_MAX_CELLS["cpu"]):
-        return "exact"
-    if not sparse and faiss_available():
-        return "faiss"
-    return "pynndescent"
+__all__ = ["knn_graph", "knn_indices", "knn_query", "pynndescent_degree"]
 
 
 def pynndescent_degree(k: int, n: int) -> int:
@@ -218,13 +132,11 @@ def knn_graph(
     >>> info["recall"] >= 0.95
     True
     """
-    method = _check_method(method)
+    method = check_method(method)
     x = as_2d_float(x, name="x")
     n = x.shape[0]
-    k = _check_k(n_neighbors, n)
-    seed, n_sample, threads, dev = _search_options(
-        random_state, measure_recall, target_recall, n_jobs, device
-    )
+    k = check_k(n_neighbors, n)
+    seed, n_sample, threads, dev = search_options(random_state, measure_recall, target_recall, n_jobs, device)
     sparse = sp.issparse(x)
     resolved = resolve_method(method, n, sparse=sparse, device=dev)
     if resolved == "faiss" and sparse:
@@ -313,98 +225,6 @@ def knn_indices(
     return ind
 
 
-def _pair_sqdist(x: np.ndarray | sp.csr_matrix, rows: np.ndarray, nbrs: np.ndarray) -> np.ndarray:
-    """Squared distances (float64) from each of ``rows`` to its ``nbrs``, in chunks of rows."""
-    out = np.empty(nbrs.shape, dtype=np.float64)
-    step = max(1, 2**16 // max(1, nbrs.shape[1]))
-    for s in range(0, rows.shape[0], step):
-        r, nb = rows[s : s + step], nbrs[s : s + step]
-        if sp.issparse(x):
-            a = x[r].toarray().astype(np.float64)
-            b = x[nb.ravel()].toarray().astype(np.float64).reshape(*nb.shape, -1)
-        else:
-            a = x[r].astype(np.float64)
-            b = x[nb].astype(np.float64)
-        out[s : s + step] = ((b - a[:, None, :]) ** 2).sum(-1)
-    return out
-
-
-def knn_recall(
-    x: Any,
-    indices: Any,
-    *,
-    n_sample: int = RECALL_SAMPLE,
-    random_state: int = 0,
-    device: str | torch.device = "auto",
-) -> float:
-    """Recall of a kNN table against exact search, on a seeded sample of its rows.
-
-    For ``n_sample`` rows drawn without replacement (all rows when there are fewer), the exact
-    K nearest other rows are searched among all rows (tiled, on ``device``). A listed
-    neighbour is a hit when it is not the row itself, not repeated, and no farther (in float64)
-    than the exact K-th neighbour, so a tie with the K-th neighbour counts as found.
-
-    Parameters
-    ----------
-    x
-        The data the table was built on, ``(n, d)``, dense or sparse.
-    indices
-        ``(n, K)`` integer neighbour indices, e.g. from :func:`knn_graph`.
-    n_sample
-        Number of rows checked.
-    random_state
-        Seed of the sample.
-    device
-        Device of the exact search.
-
-    Returns
-    -------
-    Hits over ``n_sample × K``: 1.0 for an exact table.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from manifex.neighbors import knn_indices, knn_recall
-    >>> x = np.random.default_rng(0).normal(size=(300, 5))
-    >>> ind = knn_indices(x, 10, device="cpu")
-    >>> knn_recall(x, ind, device="cpu")
-    1.0
-    >>> ind[:, 5:] = (np.arange(300)[:, None] + 150) % 300  # corrupt half of each row
-    >>> round(knn_recall(x, ind, device="cpu"), 1)
-    0.5
-    """
-    x = as_2d_float(x, name="x")
-    n = x.shape[0]
-    ind = np.asarray(indices)
-    if ind.ndim != 2 or ind.shape[0] != n or ind.dtype.kind not in "iu":
-        raise ValueError(
-            f"`indices` must be an integer array of shape (n, K) with n = {n} rows of `x`, "
-            f"got dtype {ind.dtype} and shape {ind.shape}."
-        )
-    k = ind.shape[1]
-    _check_k(k, n)
-    if ind.size and (ind.min() < 0 or ind.max() >= n):
-        raise ValueError(f"`indices` must lie in [0, {n}); found {ind.min()} to {ind.max()}.")
-    if isinstance(n_sample, bool) or not isinstance(n_sample, int | np.integer) or n_sample < 1:
-        raise ValueError(f"`n_sample` must be a positive int, got {n_sample!r}.")
-    seed = check_random_state(random_state)
-    dev = resolve_device(device)
-    m = min(int(n_sample), n)
-    rows = np.sort(np.random.default_rng(seed).choice(n, m, replace=False))
-    truth, _ = exact_search(Database(x, dev), rows, k)
-    kth = _pair_sqdist(x, rows, truth[:, -1:])[:, 0]
-    given = ind[rows].astype(np.int64)
-    d = _pair_sqdist(x, rows, given)
-    first = np.ones_like(given, dtype=bool)
-    srt = np.sort(given, axis=1)
-    o = np.argsort(given, axis=1, kind="stable")
-    dup_sorted = np.zeros_like(given, dtype=bool)
-    dup_sorted[:, 1:] = srt[:, 1:] == srt[:, :-1]
-    np.put_along_axis(first, o, ~dup_sorted, axis=1)
-    hit = first & (given != rows[:, None]) & (d <= kth[:, None] * (1 + 1e-6) + 1e-12)
-    return float(hit.sum() / (m * k))
-
-
 def knn_query(
     reference: Any,
     queries: Any,
@@ -488,10 +308,8 @@ def knn_query(
         raise TypeError("`reference` and `queries` must be dense arrays.")
     if q.shape[1] != ref.shape[1]:
         raise ValueError(f"`queries` must have the {ref.shape[1]} columns of `reference`, got {q.shape[1]}.")
-    k = _check_k(n_neighbors, ref.shape[0], self_excluded=False)
-    seed, n_sample, threads, dev = _search_options(
-        random_state, measure_recall, target_recall, n_jobs, device
-    )
+    k = check_k(n_neighbors, ref.shape[0], self_excluded=False)
+    seed, n_sample, threads, dev = search_options(random_state, measure_recall, target_recall, n_jobs, device)
     n, m = ref.shape[0], q.shape[0]
     resolved = method
     if method == "auto":
@@ -517,7 +335,7 @@ def knn_query(
     recall, sample = None, None
     if resolved != "exact" and n_sample > 0:
         sample = min(n_sample, m)
-        recall = _query_recall(ref, q, ind, sample, seed, dev)
+        recall = query_recall(ref, q, ind, sample, seed, dev)
     info = {
         "method": resolved,
         "n_neighbors": k,
@@ -528,22 +346,3 @@ def knn_query(
         "params": params,
     }
     return ind, dist, info
-
-
-def _query_recall(
-    ref: np.ndarray, q: np.ndarray, ind: np.ndarray, n_sample: int, seed: int, dev: torch.device
-) -> float:
-    """Recall of query neighbours ``ind`` against exact search on ``n_sample`` seeded queries:
-    a listed row, not repeated, no farther (float64) than the exact K-th neighbour is a hit."""
-    m, k = ind.shape
-    rows = np.sort(np.random.default_rng([seed, 3]).choice(m, n_sample, replace=False))
-    truth, _ = exact_search(Database(ref, dev), None, k, queries=q[rows])
-    a = q[rows].astype(np.float64)[:, None, :]
-    kth = ((ref[truth[:, -1]].astype(np.float64) - a[:, 0]) ** 2).sum(-1)
-    given = ind[rows]
-    d = ((ref[given].astype(np.float64) - a) ** 2).sum(-1)
-    srt = np.sort(given, axis=1)
-    repeated = np.zeros_like(given, dtype=bool)
-    repeated[:, 1:] = srt[:, 1:] == srt[:, :-1]  # count each distinct listed row once
-    hits = (d <= kth[:, None] * (1 + 1e-6) + 1e-12).sum() - repeated.sum()
-    return float(hits / (n_sample * k))

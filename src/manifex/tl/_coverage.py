@@ -35,7 +35,7 @@ CLIP = 10.0
 N_PCS = 15
 
 
-def _matrix(adata: AnnData, genes: np.ndarray, layer: str | None, what: str) -> np.ndarray:
+def _dense_expression(adata: AnnData, genes: np.ndarray, layer: str | None, what: str) -> np.ndarray:
     if layer is not None and layer not in adata.layers:
         raise KeyError(
             f"`coverage_layer`={layer!r} is not among {what}.layers ({list(adata.layers.keys())})."
@@ -80,8 +80,8 @@ def expression_pair(
     if len(genes) < MIN_SHARED_GENES:
         return f"query and reference share {len(genes)} genes (at least {MIN_SHARED_GENES} are needed)"
     genes = np.asarray(genes, dtype=object)
-    xr = _matrix(reference, genes, layer, "reference")
-    xq = _matrix(query, genes, layer, "query")
+    xr = _dense_expression(reference, genes, layer, "reference")
+    xq = _dense_expression(query, genes, layer, "query")
     if len(genes) > MAX_GENES and "highly_variable" not in reference.var.columns:
         top = np.sort(np.argsort(-xr.var(0))[:N_TOP_GENES])
         genes, xr, xq = genes[top], xr[:, top], xq[:, top]

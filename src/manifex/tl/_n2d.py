@@ -102,7 +102,7 @@ def n2d(
         2-d UMAP map of the autoencoder code.
     ``adata.obsm["X_<key_added>_code"]``, ``adata.obsm["X_<key_added>_manifold"]``
         The autoencoder code and the UMAP manifold that was clustered.
-    ``adata.obsm[key_added + "_proba"]``
+    ``adata.obsm["X_<key_added>_proba"]``
         Cluster probabilities, ``(n_obs, k)``.
     ``adata.uns[key_added]``
         ``params``, ``input``, ``loss`` per epoch, ``n_steps``, ``device``, ``seconds``,
@@ -154,7 +154,7 @@ def n2d(
             ("obs", f"{key}_probability"),
             ("obsm", f"X_{key}_code"),
             ("obsm", f"X_{key}_manifold"),
-            ("obsm", f"{key}_proba"),
+            ("obsm", f"X_{key}_proba"),
         ]
 
     def collect(m: N2D, key: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -167,7 +167,7 @@ def n2d(
         obsm = {
             f"X_{key}_code": m.code_,
             f"X_{key}_manifold": m.manifold_,
-            f"{key}_proba": m.proba_.astype(np.float32),
+            f"X_{key}_proba": m.proba_.astype(np.float32),
         }
         uns = {
             "n_clusters": int(k),
@@ -189,7 +189,7 @@ def n2d(
                 "map": f"X_{key}",
                 "code": f"X_{key}_code",
                 "manifold": f"X_{key}_manifold",
-                "proba": f"{key}_proba",
+                "proba": f"X_{key}_proba",
             },
         }
         return obsm, obs, uns

@@ -170,7 +170,7 @@ def get_input(
         if not isinstance(use_rep, str):
             raise TypeError(f"`use_rep` must be a string, got {type(use_rep).__name__}.")
         if use_rep == "X":
-            x = _matrix(adata.X, "adata.X")
+            x = _gene_matrix(adata.X, "adata.X")
             return x, _names(adata), _gene_spec("X", None, adata, x, "X")
         if use_rep not in adata.obsm:
             raise KeyError(f"`use_rep`={use_rep!r} is not in adata.obsm (keys: {list(adata.obsm.keys())}).")
@@ -190,7 +190,7 @@ def get_input(
             raise TypeError(f"`layer` must be a string, got {type(layer).__name__}.")
         if layer not in adata.layers:
             raise KeyError(f"`layer`={layer!r} is not in adata.layers (keys: {list(adata.layers.keys())}).")
-        x = _matrix(adata.layers[layer], f"adata.layers[{layer!r}]")
+        x = _gene_matrix(adata.layers[layer], f"adata.layers[{layer!r}]")
         return x, _names(adata), _gene_spec("layer", layer, adata, x, f"layers[{layer!r}]")
     if "X_pca" in adata.obsm:
         x = as_2d_float(adata.obsm["X_pca"], name="adata.obsm['X_pca']")
@@ -202,7 +202,7 @@ def get_input(
             spec.extra["reference_pcs"] = True
             spec.extra["pcs_fingerprint"] = pcs_fingerprint(adata.varm["PCs"])
         return x, None, spec
-    x = _matrix(adata.X, "adata.X")
+    x = _gene_matrix(adata.X, "adata.X")
     if x.shape[1] <= N_PCS_AUTO or not auto_pca:
         logg.info("    using adata.X as input")
         return x, _names(adata), _gene_spec("X", None, adata, x, "X")
@@ -239,7 +239,7 @@ def pcs_fingerprint(pcs: Any) -> str:
     return hashlib.sha1(arr.tobytes()).hexdigest()[:16]
 
 
-def _matrix(src: Any, name: str) -> Any:
+def _gene_matrix(src: Any, name: str) -> Any:
     """A gene matrix as float32 (dense or CSR), or a :class:`BackedMatrix` when it is on disk."""
     if src is None:
         raise ValueError(f"`{name}` is empty (None).")
