@@ -27,8 +27,10 @@ The protocol of DESIGN.md §5 ("Placement of new cells"), per set and seed ``s``
    ``opentsne``      openTSNE ``TSNE().fit`` / ``TSNEEmbedding.transform``
    ``torchdr_umap``  TorchDR ``UMAP(backend=None)`` ``.fit`` / ``.transform(X, X_train=...)``
    ``cne``           contrastive-ne ``CNE(parametric=True).fit_transform(X, init=X)`` /
-                     ``.transform`` (optional: skipped with the reason printed when ``cne`` does not
-                     import; install with ``pip install --no-deps contrastive-ne annoy pykeops``)
+                     ``.transform`` on the exact 15-NN graph (:func:`knn_graph`; CNE's own annoy
+                     graph is not seeded, so a seed would not repeat). Optional: skipped with the
+                     reason printed when ``cne`` does not import (install it with
+                     ``pip install --no-deps contrastive-ne annoy pykeops``)
 
 5. score (a) ``place_acc``: a 15-NN classifier fitted on the reference cells' 2-d positions,
    applied to the query cells' 2-d positions (:func:`placement_accuracy`); (b) ``place_trust``:
@@ -359,6 +361,18 @@ def route_torchdr_umap(split: Split, ctx: Context) -> Placed:
     return Placed(_np(train), _np(q), fit_s, place_s)
 
 
+def knn_graph(x: np.ndarray, k: int = K):
+    """CNE's kNN graph, exact: each row's ``k`` nearest other rows, 1 both ways (what CNE builds
+    from annoy's approximate search, which it does not seed, or from pykeops' exact one on a GPU)."""
+    import scipy.sparse as sp
+
+    ind = H.knn_indices(x, k)
+    n = x.shape[0]
+    adj = sp.coo_matrix((np.ones(ind.size), (np.repeat(np.arange(n), k), ind.ravel())), shape=(n, n)).tocsr()
+    adj = ((adj + adj.T) > 0).astype(np.float64)
+    return sp.csr_matrix(adj)
+
+
 def route_cne(split: Split, ctx: Context) -> Placed:
     import cne
 
@@ -367,7 +381,7 @@ def route_cne(split: Split, ctx: Context) -> Placed:
         kw["device"] = ctx.device
     with H._global_rng_kept():
         est = cne.CNE(parametric=True, seed=ctx.seed, **kw)
-        train, fit_s = H.timed(lambda: est.fit_transform(split.xr, init=split.xr))
+        train, fit_s = H.timed(lambda: est.fit_transform(split.xr, init=split.xr, graph=knn_graph(split.xr)))
         q, place_s = H.timed(lambda: est.transform(split.xq))
     return Placed(_np(train), _np(q), fit_s, place_s)
 
@@ -482,7 +496,7 @@ def _notes(
             if budgets
             else ""
         )
-        + f"; TorchDR {H.torchdr_version()} with backend=None on the CPU",
+        + f"; TorchDR {H.torchdr_version()} with backend=None on the CPU; CNE on the exact 15-NN graph of the reference PCs (its annoy graph is not seeded)",
     ]
     if skipped:
         lines.append("- skipped routes: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))

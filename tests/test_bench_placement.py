@@ -173,6 +173,26 @@ def test_dlme_routes_agree_and_rows_are_scored(counts):
         P.placement_row(split, "tsne", ctx)
 
 
+def test_knn_graph_is_the_symmetric_exact_graph():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(60, 4)).astype(np.float32)
+    g = P.knn_graph(x, k=5).toarray()
+    d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    want = np.zeros((60, 60))
+    want[np.repeat(np.arange(60), 5), np.argsort(d, axis=1)[:, :5].ravel()] = 1
+    np.testing.assert_array_equal(g, np.maximum(want, want.T))
+
+
+def test_cne_route_repeats_with_a_seed(counts):
+    pytest.importorskip("cne")
+    split = P.split_set(counts, "toy", 0, images=False)
+    ctx = P.Context(0, budgets={"cne": {"n_epochs": 2}})
+    a, b = P.route_cne(split, ctx), P.route_cne(split, ctx)
+    np.testing.assert_array_equal(a.query_emb, b.query_emb)
+    assert a.train_emb.shape == (split.xr.shape[0], 2) and a.query_emb.shape == (split.xq.shape[0], 2)
+
+
 def test_smoke_set_loads_when_the_shared_data_is_there():
     if "pbmc3k" not in mx.datasets.available(H.data_dir()):
         pytest.skip("pbmc3k is not in the shared data directory")
