@@ -389,7 +389,7 @@ def route_cne(split: Split, ctx: Context) -> Placed:
 #: CLI name -> (table name, route, module it needs)
 ROUTES: dict[str, tuple[str, Callable[[Split, Context], Placed], str | None]] = {
     "dlme": ("DLME model.transform (manifex)", route_dlme, None),
-    "dlme_embed": ("DLME tl.embed from genes (manifex)", route_dlme_embed, None),
+    "dlme_embed": ("DLME tl.embed (manifex)", route_dlme_embed, None),
     "umap": ("UMAP.transform (umap-learn)", route_umap, "umap"),
     "ingest": ("tl.ingest onto UMAP (scanpy)", route_ingest, None),
     "opentsne": ("TSNEEmbedding.transform (openTSNE)", route_opentsne, "openTSNE"),
