@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 from scanpy import logging as logg
+from sklearn.base import ClusterMixin
 from torch import nn
 
 from .._utils import check_random_state, make_generator
@@ -17,7 +18,7 @@ from ..nn.mlp import MLP
 from ..train._data import DeviceData
 from ..train._loop import EarlyStopping, split_validation, train
 from ._base import BaseModel, as_matrix
-from ._checks import check_common, check_dims, check_int, check_positive
+from ._checks import as_tuple, check_common, check_dims, check_int, check_positive
 from ._n2d_steps import (
     choose_k,
     fit_umap,
@@ -49,7 +50,7 @@ PLACEMENTS = ("auto", "nearest", "transform")
 DEFAULT_CODE_DIM = 10
 
 
-class N2D(BaseModel):
+class N2D(ClusterMixin, BaseModel):
     """N2D clustering: autoencoder, then UMAP on the code, then a Gaussian mixture.
 
     1. An autoencoder ``D → 500 → 500 → 2000 → k → 2000 → 500 → 500 → D`` (ReLU, linear
@@ -240,11 +241,11 @@ class N2D(BaseModel):
         self.n_clusters = n_clusters
         self.n_latent = n_latent
         self.manifold_dim = manifold_dim
-        self.hidden_dims = tuple(hidden_dims)
+        self.hidden_dims = hidden_dims
         self.n_neighbors = n_neighbors
         self.min_dist = min_dist
         self.metric = metric
-        self.k_range = tuple(k_range)
+        self.k_range = k_range
         self.gmm_n_init = gmm_n_init
         self.gmm_reg_covar = gmm_reg_covar
         self.umap_subsample = umap_subsample
@@ -265,12 +266,19 @@ class N2D(BaseModel):
         self.checkpoint_every = checkpoint_every
         self.progress = progress
 
+    def __sklearn_tags__(self):
+        """A clusterer (``fit_predict``, ``predict``, ``labels_``) and a transformer whose output
+        is float32 (``ClusterMixin`` clears the preserved dtypes; every map here is float32)."""
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
     # -----------------------------------------------------------------------------------------
     def _validate_params(self) -> None:
         for name, lo in (("n_neighbors", 2), ("gmm_n_init", 1), ("batch_size", 2), ("patience", 1)):
             check_int(self, name, lo)
         for name, lo in (
-            ("n_clusters", 2),
+            ("n_clusters", 1),
             ("n_latent", 1),
             ("manifold_dim", 1),
             ("n_epochs", 1),
@@ -282,10 +290,12 @@ class N2D(BaseModel):
         if not (isinstance(self.validation_fraction, int | float) and 0 < self.validation_fraction < 0.5):
             raise ValueError(f"`validation_fraction` must be in (0, 0.5), got {self.validation_fraction!r}.")
         check_dims(self, "hidden_dims")
+        k_range = as_tuple(self.k_range)
         if (
-            len(self.k_range) != 2
-            or not all(isinstance(k, int | np.integer) for k in self.k_range)
-            or not 2 <= self.k_range[0] <= self.k_range[1]
+            k_range is None
+            or len(k_range) != 2
+            or not all(isinstance(k, int | np.integer) for k in k_range)
+            or not 2 <= k_range[0] <= k_range[1]
         ):
             raise ValueError(
                 f"`k_range` must be (k_min, k_max) with 2 ≤ k_min ≤ k_max, got {self.k_range!r}."
@@ -314,15 +324,16 @@ class N2D(BaseModel):
     def _check_n_cells(self, n: int) -> None:
         if self.n_clusters is not None and n < self.n_clusters:
             raise ValueError(
-                f"The data has {n} cells, fewer than `n_clusters`={self.n_clusters}; "
+                f"The data has {n} sample(s) (cells), fewer than `n_clusters`={self.n_clusters}; "
                 "ask for fewer clusters or use more cells."
             )
         if n <= self.n_neighbors:
             raise ValueError(
-                f"The data has {n} cells; UMAP with `n_neighbors`={self.n_neighbors} needs more than that."
+                f"The data has {n} sample(s) (cells); UMAP with `n_neighbors`={self.n_neighbors} needs "
+                "more than that."
             )
         if n < self._min_cells():
-            raise ValueError(f"The data has {n} cells; at least {self._min_cells()} are needed.")
+            raise ValueError(f"The data has {n} sample(s) (cells); at least {self._min_cells()} are needed.")
 
     def n_steps_for(self, n: int) -> int:
         """The autoencoder's optimiser-step budget for ``n`` cells.
