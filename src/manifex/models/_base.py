@@ -1,7 +1,8 @@
 """The estimator contract every manifex model fills in.
 
-A model is a scikit-learn estimator (``get_params`` / ``set_params`` / :func:`sklearn.base.clone`)
-whose :meth:`BaseModel.fit` is a template:
+A model is a scikit-learn transformer (``get_params`` / ``set_params`` / :func:`sklearn.base.clone`,
+its tags in ``__sklearn_tags__``; checked by scikit-learn's estimator checks in
+``tests/test_sklearn_checks.py``) whose :meth:`BaseModel.fit` is a template:
 
 1. ``_validate_params()`` -- the constructor arguments, before any work;
 2. ``_prepare_fit_input(X)`` -- validate and convert the data (and set ``kind_``);
