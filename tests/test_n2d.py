@@ -167,7 +167,7 @@ def _snapshot(a: ad.AnnData):
     ("make", "kwargs", "error", "match"),
     [
         (lambda a: a.X.__setitem__((3, 2), np.nan), {"use_rep": "X"}, ValueError, "NaN"),
-        (lambda a: None, {"n_clusters": 1}, ValueError, "n_clusters"),
+        (lambda a: None, {"n_clusters": 0}, ValueError, "n_clusters"),
         (lambda a: None, {"n_clusters": 500}, ValueError, "fewer than `n_clusters`"),
         (lambda a: None, {"use_rep": "X_nope"}, KeyError, "X_nope"),
         (lambda a: None, {"layer": "nope"}, KeyError, "nope"),

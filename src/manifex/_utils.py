@@ -116,16 +116,19 @@ def make_generator(seed: int, device: torch.device) -> torch.Generator:
 def as_2d_float(x: Any, *, name: str = "X", min_rows: int = 1) -> np.ndarray | sp.csr_matrix:
     """Validate a data matrix and return it as float32 (dense array or CSR).
 
+    An object array is read as numbers when every entry is one (as :func:`sklearn.utils.check_array`
+    does). The messages for an empty, complex or 1-d ``x`` use scikit-learn's wording
+    ("0 feature(s) (shape=...)", "Complex data not supported", "Reshape your data").
+
     Raises
     ------
     TypeError
         If ``x`` is not numeric.
     ValueError
-        If ``x`` is not 2-d, has too few rows, no columns, or non-finite values.
+        If ``x`` is complex, not 2-d, has too few rows, no columns, or non-finite values.
     """
     if sp.issparse(x):
-        if x.dtype.kind not in "biuf":
-            raise TypeError(f"`{name}` must hold numbers, got dtype {x.dtype}.")
+        _check_dtype(x.dtype, name)
         x = sp.csr_matrix(x, dtype=np.float32)
         data = x.data
     else:
@@ -134,17 +137,34 @@ def as_2d_float(x: Any, *, name: str = "X", min_rows: int = 1) -> np.ndarray | s
         if isinstance(x, torch.Tensor):
             x = x.detach().cpu().numpy()
         x = np.asarray(x)
-        if x.dtype.kind not in "biuf":
-            raise TypeError(f"`{name}` must hold numbers, got dtype {x.dtype}.")
+        if x.dtype.kind == "O":
+            try:
+                x = x.astype(np.float64)
+            except (TypeError, ValueError) as err:
+                raise TypeError(f"`{name}` must hold numbers, got dtype object ({err}).") from None
+        _check_dtype(x.dtype, name)
         if x.ndim != 2:
-            raise ValueError(f"`{name}` must be 2-dimensional (cells × features), got shape {x.shape}.")
+            hint = (
+                " Reshape your data: x.reshape(-1, 1) if it has a single feature, x.reshape(1, -1) if it "
+                "is a single cell."
+                if x.ndim == 1
+                else ""
+            )
+            raise ValueError(f"`{name}` must be 2-dimensional (cells × features), got shape {x.shape}.{hint}")
         x = np.ascontiguousarray(x, dtype=np.float32)
         data = x
     if x.shape[0] < min_rows:
-        raise ValueError(f"`{name}` has {x.shape[0]} rows; at least {min_rows} are needed.")
+        raise ValueError(f"`{name}` has {x.shape[0]} sample(s) (rows); at least {min_rows} are needed.")
     if x.shape[1] < 1:
-        raise ValueError(f"`{name}` has no features (shape {x.shape}).")
+        raise ValueError(f"`{name}` has 0 feature(s) (shape={x.shape}) while a minimum of 1 is required.")
     if not np.isfinite(data).all():
         bad = int((~np.isfinite(data)).sum())
         raise ValueError(f"`{name}` contains {bad} NaN or infinite value(s); remove or impute them first.")
     return x
+
+
+def _check_dtype(dtype: np.dtype, name: str) -> None:
+    if dtype.kind == "c":
+        raise ValueError(f"Complex data not supported: `{name}` has dtype {dtype}; pass real numbers.")
+    if dtype.kind not in "biuf":
+        raise TypeError(f"`{name}` must hold numbers, got dtype {dtype}.")

@@ -1,7 +1,8 @@
 """The estimator contract every manifex model fills in.
 
-A model is a scikit-learn estimator (``get_params`` / ``set_params`` / :func:`sklearn.base.clone`)
-whose :meth:`BaseModel.fit` is a template:
+A model is a scikit-learn transformer (``get_params`` / ``set_params`` / :func:`sklearn.base.clone`,
+its tags in ``__sklearn_tags__``; checked by scikit-learn's estimator checks in
+``tests/test_sklearn_checks.py``) whose :meth:`BaseModel.fit` is a template:
 
 1. ``_validate_params()`` -- the constructor arguments, before any work;
 2. ``_prepare_fit_input(X)`` -- validate and convert the data (and set ``kind_``);
@@ -26,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, TransformerMixin
 
 from .._utils import as_2d_float, check_random_state, resolve_device, seeded
 from ..io._format import encode_params, fingerprint
@@ -40,7 +41,7 @@ from ._images import BackedImages
 __all__ = ["BaseModel", "NotFittedError", "load_model"]
 
 
-class BaseModel(BaseEstimator):
+class BaseModel(TransformerMixin, BaseEstimator):
     """Base class of the manifex estimators: the ``fit`` template, ``transform``, save / load.
 
     Subclasses implement ``_validate_params``, ``_build_modules``, ``_fit`` and ``_transform``,
@@ -80,6 +81,14 @@ class BaseModel(BaseEstimator):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         register_model(cls)  # loadable by name from a model file (manifex.io)
+
+    def __sklearn_tags__(self):
+        """scikit-learn's estimator tags: a transformer that reads scipy sparse matrices (as CSR,
+        never densified whole) and returns float32 whatever the input dtype."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
 
     # ---- fitted state -----------------------------------------------------------------------
     @property
@@ -166,14 +175,16 @@ class BaseModel(BaseEstimator):
         k = getattr(self, "n_neighbors", None)
         if k is not None and n <= k:
             raise ValueError(
-                f"`X` has {n} rows; `n_neighbors`={k} needs more than {k}: lower `n_neighbors` or use "
-                "more cells."
+                f"`X` has {n} sample(s) (rows); `n_neighbors`={k} needs more than {k}: lower "
+                "`n_neighbors` or use more cells."
             )
         if n < self._min_rows():
-            raise ValueError(f"`X` has {n} rows; at least {self._min_rows()} are needed.")
+            raise ValueError(f"`X` has {n} sample(s) (rows); at least {self._min_rows()} are needed.")
 
     def _min_rows(self) -> int:
-        return max(20, int(getattr(self, "n_neighbors", 0)) + 1)
+        """Fewest rows :meth:`fit` accepts: a kNN graph needs ``n_neighbors + 1``, a training
+        minibatch (batch normalisation, a contrastive or similarity loss) two."""
+        return max(2, int(getattr(self, "n_neighbors", 0)) + 1)
 
     def _record_input(self, x: Any, feature_names: Any) -> None:
         """Remember what the model was trained on (shape, feature names, per-feature scale)."""
@@ -287,7 +298,8 @@ class BaseModel(BaseEstimator):
         if isinstance(x, BackedMatrix):
             if x.shape[1] != self.n_features_in_:
                 raise ValueError(
-                    f"`X` has {x.shape[1]} features but the model was trained on {self.n_features_in_}."
+                    f"X has {x.shape[1]} features, but {type(self).__name__} is expecting "
+                    f"{self.n_features_in_} features as input (the number it was trained on)."
                 )
             if (
                 feature_names is not None
@@ -318,7 +330,8 @@ class BaseModel(BaseEstimator):
                 x = x[:, order]
         elif x.shape[1] != self.n_features_in_:
             raise ValueError(
-                f"`X` has {x.shape[1]} features but the model was trained on {self.n_features_in_}."
+                f"X has {x.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input (the number it was trained on)."
             )
         return x
 
@@ -453,9 +466,9 @@ def as_matrix(x: Any, *, name: str = "X", min_rows: int = 1) -> Any:
     if is_backed(x):
         m = BackedMatrix(x, name=name)
         if m.shape[0] < min_rows:
-            raise ValueError(f"`{name}` has {m.shape[0]} rows; at least {min_rows} are needed.")
+            raise ValueError(f"`{name}` has {m.shape[0]} sample(s) (rows); at least {min_rows} are needed.")
         if m.shape[1] < 1:
-            raise ValueError(f"`{name}` has no features (shape {m.shape}).")
+            raise ValueError(f"`{name}` has 0 feature(s) (shape={m.shape}) while a minimum of 1 is required.")
         return m
     return as_2d_float(x, name=name, min_rows=min_rows)
 

@@ -10,7 +10,7 @@ import torch
 
 from .._utils import check_random_state
 
-__all__ = ["check_common", "check_dims", "check_fraction", "check_int", "check_positive"]
+__all__ = ["as_tuple", "check_common", "check_dims", "check_fraction", "check_int", "check_positive"]
 
 
 def _is_int(v: Any) -> bool:
@@ -52,14 +52,22 @@ def check_fraction(model: Any, name: str) -> None:
 
 
 def check_dims(model: Any, name: str, *, allow_empty: bool = False) -> None:
-    """A sequence of positive integer layer widths."""
+    """A sequence of positive integer layer widths (a tuple, list or 1-d array)."""
     v = getattr(model, name)
-    if (
-        not isinstance(v, tuple | list)
-        or (not v and not allow_empty)
-        or not all(_is_int(d) and d > 0 for d in v)
-    ):
+    dims = as_tuple(v)
+    if dims is None or (not dims and not allow_empty) or not all(_is_int(d) and d > 0 for d in dims):
         raise ValueError(f"`{name}` must be a non-empty sequence of positive integers, got {v!r}.")
+
+
+def as_tuple(v: Any) -> tuple | None:
+    """``tuple(v)`` for a sequence parameter (tuple, list, array, ...); ``None`` for a string or a
+    value that is not iterable (refused by the caller's check)."""
+    if isinstance(v, str | bytes):
+        return None
+    try:
+        return tuple(v)
+    except TypeError:
+        return None
 
 
 def check_common(model: Any) -> None:

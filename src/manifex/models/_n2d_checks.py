@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_common, check_dims, check_int, check_positive
+from ._checks import as_tuple, check_common, check_dims, check_int, check_positive
 
 __all__ = ["PLACEMENTS", "check_n_cells", "check_params", "min_cells"]
 
@@ -19,7 +19,7 @@ def check_params(model: Any, presets: dict[str, Any]) -> None:
     for name, lo in (("n_neighbors", 2), ("gmm_n_init", 1), ("batch_size", 2), ("patience", 1)):
         check_int(model, name, lo)
     for name, lo in (
-        ("n_clusters", 2),
+        ("n_clusters", 1),
         ("n_latent", 1),
         ("manifold_dim", 1),
         ("n_epochs", 1),
@@ -31,10 +31,12 @@ def check_params(model: Any, presets: dict[str, Any]) -> None:
     if not (isinstance(model.validation_fraction, int | float) and 0 < model.validation_fraction < 0.5):
         raise ValueError(f"`validation_fraction` must be in (0, 0.5), got {model.validation_fraction!r}.")
     check_dims(model, "hidden_dims")
+    k_range = as_tuple(model.k_range)
     if (
-        len(model.k_range) != 2
-        or not all(isinstance(k, int | np.integer) for k in model.k_range)
-        or not 2 <= model.k_range[0] <= model.k_range[1]
+        k_range is None
+        or len(k_range) != 2
+        or not all(isinstance(k, int | np.integer) for k in k_range)
+        or not 2 <= k_range[0] <= k_range[1]
     ):
         raise ValueError(f"`k_range` must be (k_min, k_max) with 2 ≤ k_min ≤ k_max, got {model.k_range!r}.")
     check_positive(model, "min_dist", allow_zero=True)
@@ -64,12 +66,12 @@ def check_n_cells(model: Any, n: int) -> None:
     """Raise a ValueError when ``n`` cells are too few for ``model``'s clusters or UMAP."""
     if model.n_clusters is not None and n < model.n_clusters:
         raise ValueError(
-            f"The data has {n} cells, fewer than `n_clusters`={model.n_clusters}; "
+            f"The data has {n} sample(s) (cells), fewer than `n_clusters`={model.n_clusters}; "
             "ask for fewer clusters or use more cells."
         )
     if n <= model.n_neighbors:
         raise ValueError(
-            f"The data has {n} cells; UMAP with `n_neighbors`={model.n_neighbors} needs more than that."
+            f"The data has {n} sample(s) (cells); UMAP with `n_neighbors`={model.n_neighbors} needs more than that."
         )
     if n < min_cells(model):
-        raise ValueError(f"The data has {n} cells; at least {min_cells(model)} are needed.")
+        raise ValueError(f"The data has {n} sample(s) (cells); at least {min_cells(model)} are needed.")

@@ -20,7 +20,7 @@ from ..losses.infonce import cauchy_infonce
 from ..neighbors import knn_indices
 from ..nn.mlp import MLP
 from ..nn.resnet import make_backbone
-from ._checks import check_common, check_fraction, check_int, check_positive
+from ._checks import as_tuple, check_common, check_dims, check_fraction, check_int, check_positive
 
 __all__ = [
     "Net",
@@ -53,7 +53,7 @@ def make_backbone_for(self: Any) -> nn.Module:
     if self.kind_ == "expression":
         if self.backbone not in ("auto", "mlp"):
             raise ValueError(f"Expression data needs backbone='mlp' (or 'auto'), got {self.backbone!r}.")
-        return MLP(self.n_features_in_, self.mlp_dims)
+        return MLP(self.n_features_in_, tuple(self.mlp_dims))
     if self.backbone == "mlp":
         raise ValueError("backbone='mlp' is for expression data; images need a convolutional backbone.")
     h, w, c = self.image_shape_
@@ -182,17 +182,21 @@ def validate_params(self: Any, presets: dict[str, Any]) -> None:
         check_int(self, name, 1)
     check_int(self, "batch_size", 2, allow_none=True)
     check_int(self, "warmup_epochs", 0)
+    check_dims(self, "mlp_dims")
     if self.preset not in presets:
         raise ValueError(f"`preset` must be one of {sorted(presets)}, got {self.preset!r}.")
     if self.n_epochs is not None:
-        ok = len(self.n_epochs) == 3 and all(
-            not isinstance(e, bool) and isinstance(e, int | np.integer) and e >= 0 for e in self.n_epochs
+        epochs = as_tuple(self.n_epochs)
+        ok = (
+            epochs is not None
+            and len(epochs) == 3
+            and all(not isinstance(e, bool) and isinstance(e, int | np.integer) and e >= 0 for e in epochs)
         )
         if not ok:
             raise ValueError(
                 f"`n_epochs` must be three integers ≥ 0 (stage 1, stage 2, stage 3), got {self.n_epochs!r}."
             )
-        if self.n_epochs[0] < 1 or self.n_epochs[1] + self.n_epochs[2] < 1:
+        if epochs[0] < 1 or epochs[1] + epochs[2] < 1:
             raise ValueError(
                 "`n_epochs` must train stage 1 (≥ 1 epoch) and the 2-d output (stage 2 + stage 3 ≥ 1 "
                 f"epoch); got {self.n_epochs!r}, which would return an untrained map."

@@ -183,8 +183,8 @@ class DLME(BaseModel):
     ):
         self.n_components = n_components
         self.n_neighbors = n_neighbors
-        self.encoder_dims = tuple(encoder_dims)
-        self.projector_dims = tuple(projector_dims)
+        self.encoder_dims = encoder_dims
+        self.projector_dims = projector_dims
         self.nu_z = nu_z
         self.nu_y = nu_y
         self.aug_near_rate = aug_near_rate
@@ -294,8 +294,9 @@ class DLME(BaseModel):
         return cosine_with_warmup(n_steps)
 
     def _build_modules(self) -> None:
-        self.encoder_ = MLP(self.n_features_in_, self.encoder_dims)
-        self.projector_ = MLP(self.encoder_dims[-1], self.projector_dims, self.n_components)
+        encoder_dims = tuple(self.encoder_dims)
+        self.encoder_ = MLP(self.n_features_in_, encoder_dims)
+        self.projector_ = MLP(encoder_dims[-1], tuple(self.projector_dims), self.n_components)
 
     # -----------------------------------------------------------------------------------------
     def _fit(self, x: Any, *, device: torch.device, seed: int) -> None:

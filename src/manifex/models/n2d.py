@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 from scanpy import logging as logg
+from sklearn.base import ClusterMixin
 from torch import nn
 
 from .._utils import check_random_state, make_generator
@@ -48,7 +49,7 @@ DEFAULT_K_RANGE = (2, 20)
 DEFAULT_CODE_DIM = 10
 
 
-class N2D(BaseModel):
+class N2D(ClusterMixin, BaseModel):
     """N2D clustering: autoencoder, then UMAP on the code, then a Gaussian mixture.
 
     1. An autoencoder ``D → 500 → 500 → 2000 → k → 2000 → 500 → 500 → D`` (ReLU, linear
@@ -239,11 +240,11 @@ class N2D(BaseModel):
         self.n_clusters = n_clusters
         self.n_latent = n_latent
         self.manifold_dim = manifold_dim
-        self.hidden_dims = tuple(hidden_dims)
+        self.hidden_dims = hidden_dims
         self.n_neighbors = n_neighbors
         self.min_dist = min_dist
         self.metric = metric
-        self.k_range = tuple(k_range)
+        self.k_range = k_range
         self.gmm_n_init = gmm_n_init
         self.gmm_reg_covar = gmm_reg_covar
         self.umap_subsample = umap_subsample
@@ -263,6 +264,13 @@ class N2D(BaseModel):
         self.checkpoint = checkpoint
         self.checkpoint_every = checkpoint_every
         self.progress = progress
+
+    def __sklearn_tags__(self):
+        """A clusterer (``fit_predict``, ``predict``, ``labels_``) and a transformer whose output
+        is float32 (``ClusterMixin`` clears the preserved dtypes; every map here is float32)."""
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
 
     # -----------------------------------------------------------------------------------------
     def _validate_params(self) -> None:

@@ -210,14 +210,14 @@ class TSimCNE(BaseModel):
         self.backbone = backbone
         self.pretrain_dim = pretrain_dim
         self.head_hidden = head_hidden
-        self.mlp_dims = tuple(mlp_dims)
+        self.mlp_dims = mlp_dims
         self.augment = augment
         self.n_neighbors = n_neighbors
         self.batch_size = batch_size
         self.lr = lr
         self.momentum = momentum
         self.weight_decay = weight_decay
-        self.n_epochs = tuple(n_epochs) if n_epochs is not None else None
+        self.n_epochs = n_epochs
         self.preset = preset
         self.warmup_epochs = warmup_epochs
         self.finetune_lr_factor = finetune_lr_factor
@@ -233,6 +233,12 @@ class TSimCNE(BaseModel):
         self.checkpoint_every = checkpoint_every
         self.progress = progress
 
+    def __sklearn_tags__(self):
+        """As :class:`BaseModel`'s, and images: ``X`` may be 3-d ``(n, H, W)`` (or 4-d with channels)."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        return tags
+
     # ---- parameters -------------------------------------------------------------------------
     def _validate_params(self) -> None:
         validate_params(self, PRESETS)
@@ -240,7 +246,8 @@ class TSimCNE(BaseModel):
     @property
     def epochs(self) -> tuple[int, int, int]:
         """The ``(stage 1, stage 2, stage 3)`` epochs this model trains for."""
-        return tuple(int(e) for e in (self.n_epochs or PRESETS[self.preset]["n_epochs"]))  # type: ignore[return-value]
+        epochs = self.n_epochs if self.n_epochs is not None else PRESETS[self.preset]["n_epochs"]
+        return tuple(int(e) for e in epochs)  # type: ignore[return-value]
 
     @property
     def effective_batch_size(self) -> int:
