@@ -7,10 +7,19 @@ whose :meth:`BaseModel.fit` is a template:
 2. ``_prepare_fit_input(X)`` -- validate and convert the data (and set ``kind_``);
 3. record the input: shape, feature names, per-feature mean / standard deviation, a fingerprint
    of the data, the AnnData input spec a ``tl`` function passes;
-4. resolve the device and the seed, build the networks under the seed (``_build_modules``);
-5. ``_fit(x, device, seed)`` -- train with the shared trainer (:func:`manifex.train._loop.train`),
-   which owns checkpoints, validation / early stopping and the progress report;
-6. the embedding of the training data (``embedding_``).
+4. resolve the device and the seed, build the networks under the seed, once
+   (``_build_training_modules``; ``_build_modules`` builds them for a loaded model);
+5. ``_fit(x, device, seed)`` -- a :class:`~manifex.train._plan.TrainingPlan` owns the held-out
+   split, the random generators, early stopping, the checkpoint file, histories and timings;
+   the model declares what differs, in three hooks:
+
+   - ``_training_inputs(x, plan)`` -- what its loss reads (the rows on the device, a kNN graph,
+     the augmentations' context);
+   - ``_stages(inputs, plan)`` -- its :class:`~manifex.train._plan.Stage` s: the networks each
+     trains, the loss of a minibatch, the held-out loss, the optimiser and its schedule
+     (:mod:`torch.optim.lr_scheduler`), the step budget;
+   - ``_finish_fit(inputs, plan)`` -- the history, and the embedding of the training data
+     (``embedding_``; N2D's UMAP and mixture).
 
 Every model answers one :meth:`BaseModel.transform` with ``space="embedding" | "latent" |
 "input"`` (N2D adds ``"manifold"``) and ``block=`` for one block of its network. Models are saved
@@ -34,6 +43,7 @@ from ..io._models import load_model_file, register_model, save_model
 from ..train._checkpoint import CheckpointFile
 from ..train._data import BackedMatrix, DeviceData, StreamData, is_backed
 from ..train._distributed import convert_sync_batchnorm, world
+from ..train._plan import Stage, TrainingPlan
 from ._contract import SPACES, NotFittedError
 from ._images import BackedImages
 
@@ -43,9 +53,10 @@ __all__ = ["BaseModel", "NotFittedError", "load_model"]
 class BaseModel(BaseEstimator):
     """Base class of the manifex estimators: the ``fit`` template, ``transform``, save / load.
 
-    Subclasses implement ``_validate_params``, ``_build_modules``, ``_fit`` and ``_transform``,
-    list their torch modules in ``_module_names`` and any other fitted state (arrays, plain
-    values) in ``_state_names``; both are saved by :meth:`save`. Every fitted model records
+    Subclasses implement ``_validate_params``, ``_build_modules``, the training hooks
+    ``_training_inputs``, ``_stages`` and ``_finish_fit`` (see the module docstring) and
+    ``_transform``, list their torch modules in ``_module_names`` and any other fitted state
+    (arrays, plain values) in ``_state_names``; both are saved by :meth:`save`. Every fitted model records
     what it was trained on (``n_features_in_``, ``feature_names_in_``, per-feature
     ``feature_mean_`` / ``feature_std_``, ``data_fingerprint_``, ``input_spec_``), which
     :meth:`transform` uses to align and check queries.
@@ -76,6 +87,10 @@ class BaseModel(BaseEstimator):
     _training_only_params: ClassVar[tuple[str, ...]] = ()
     #: parameters that do not change what training computes (left out of checkpoint identity)
     _runtime_params: ClassVar[tuple[str, ...]] = ("device", "progress", "checkpoint", "checkpoint_every")
+    #: names of the training stages, in order (the phases of a checkpoint file)
+    _stage_names: ClassVar[tuple[str, ...]] = ("train",)
+    #: fewest training rows a held-out split may leave
+    _min_train_rows: ClassVar[int] = 20
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -135,7 +150,7 @@ class BaseModel(BaseEstimator):
         seed = check_random_state(self.random_state)
         self.device_ = device
         with seeded(seed, device):
-            self._build_modules()
+            self._build_training_modules()
         w = world()
         for name in self._module_names:  # SyncBatchNorm with several CUDA processes
             setattr(self, name, convert_sync_batchnorm(getattr(self, name).to(device), device, w))
@@ -207,7 +222,49 @@ class BaseModel(BaseEstimator):
     def _build_modules(self) -> None:  # pragma: no cover - implemented by subclasses
         raise NotImplementedError
 
-    def _fit(self, x: Any, *, device: torch.device, seed: int) -> None:  # pragma: no cover
+    def _build_training_modules(self) -> None:
+        """Build the networks a fit trains (hook; default: :meth:`_build_modules`, which builds
+        the networks of a loaded model)."""
+        self._build_modules()
+
+    # ---- training: the plan runs the stages the model declares --------------------------------
+    def _fit(self, x: Any, *, device: torch.device, seed: int) -> None:
+        """Train on ``x``: a :class:`~manifex.train._plan.TrainingPlan` runs the model's stages."""
+        plan = TrainingPlan(
+            x.shape[0],
+            device=device,
+            seed=seed,
+            batch_size=self._training_batch_size(),
+            validation_fraction=self._validation_fraction(x.shape[0]),
+            min_train=self._min_train_rows,
+            patience=self.patience,
+            checkpoint=self._checkpoint_file(x, self._stage_names),
+            amp=self.amp,
+            progress=self.progress,
+        )
+        inputs = self._training_inputs(x, plan)
+        for stage in self._stages(inputs, plan):
+            plan.run(stage)
+        self._finish_fit(inputs, plan)
+
+    def _training_batch_size(self) -> int:
+        """The minibatch size asked for (hook)."""
+        return int(self.batch_size)
+
+    def _validation_fraction(self, n: int) -> float:
+        """Share of the ``n`` rows held out for early stopping (hook; 0 without it)."""
+        return float(self.validation_fraction) if self.early_stopping else 0.0
+
+    def _training_inputs(self, x: Any, plan: TrainingPlan) -> Any:  # pragma: no cover
+        """What the loss reads during the fit (the rows on the device, a kNN graph, ...)."""
+        raise NotImplementedError
+
+    def _stages(self, inputs: Any, plan: TrainingPlan) -> list[Stage]:  # pragma: no cover
+        """The training stages, in the order of :attr:`_stage_names`."""
+        raise NotImplementedError
+
+    def _finish_fit(self, inputs: Any, plan: TrainingPlan) -> None:  # pragma: no cover
+        """After the stages: the history, the embedding of the training data, ..."""
         raise NotImplementedError
 
     def _checkpoint_file(self, x: Any, phases: tuple[str, ...] = ("train",)):
