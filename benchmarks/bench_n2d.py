@@ -27,6 +27,7 @@ import numpy as np
 import scanpy as sc
 
 import manifex as mx
+from manifex.models._n2d_umap import choose_k
 
 from . import harness as H
 
@@ -151,7 +152,9 @@ def main(argv: list[str] | None = None) -> None:
                 time.perf_counter() - t0,
             )
             if args.bic:
-                rows[-2]["k_bic"] = model._choose_k(manifold, seed)[0]
+                rows[-2]["k_bic"] = choose_k(
+                    manifold, model.k_range, n_init=model.gmm_n_init, reg_covar=model.gmm_reg_covar, seed=seed
+                )[0]
             if seed == args.seeds[0]:
                 maps[f"{name}: N2D clusters"] = (a.obsm["X_n2d"], a.obs["n2d"].to_numpy())
                 maps[f"{name}: N2D map, true labels"] = (a.obsm["X_n2d"], labels)

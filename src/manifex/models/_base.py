@@ -37,15 +37,16 @@ import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator
 
-from .._utils import as_2d_float, check_random_state, resolve_device, seeded
+from .._utils import check_random_state, resolve_device, seeded
 from ..io._format import encode_params, fingerprint
 from ..io._models import load_model_file, register_model, save_model
 from ..train._checkpoint import CheckpointFile
-from ..train._data import BackedMatrix, DeviceData, StreamData, is_backed
+from ..train._data import BackedMatrix, DeviceData, StreamData
 from ..train._distributed import convert_sync_batchnorm, world
 from ..train._plan import Stage, TrainingPlan
 from ._contract import SPACES, NotFittedError
 from ._images import BackedImages
+from ._inputs import apply_scale, as_matrix, col_mean_var
 
 __all__ = ["BaseModel", "NotFittedError", "load_model"]
 
@@ -213,7 +214,7 @@ class BaseModel(BaseEstimator):
         if isinstance(x, BackedMatrix):
             mean, var, self.data_fingerprint_ = x.stats()
         else:
-            mean, var = _col_mean_var(x)
+            mean, var = col_mean_var(x)
         self.n_features_in_ = int(x.shape[1])
         self.feature_names_in_ = names
         self.feature_mean_ = mean
@@ -492,37 +493,3 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "auto") 
     (100, 2)
     """
     return BaseModel.load(path, device=device)
-
-
-def apply_scale(x: np.ndarray | sp.csr_matrix, scale: np.ndarray | None) -> np.ndarray | sp.csr_matrix:
-    """``x`` with each column multiplied by ``scale`` (float32; sparse stays CSR); ``x`` itself
-    when ``scale`` is ``None``."""
-    if scale is None:
-        return x
-    if sp.issparse(x):
-        return sp.csr_matrix(x.multiply(scale[None, :]), dtype=np.float32)
-    return (x * scale[None, :]).astype(np.float32)
-
-
-def as_matrix(x: Any, *, name: str = "X", min_rows: int = 1) -> Any:
-    """:func:`~manifex._utils.as_2d_float`, or a :class:`~manifex.train._data.BackedMatrix` for an
-    on-disk matrix (validated by shape and dtype here, by value in its one pass of statistics)."""
-    if is_backed(x):
-        m = BackedMatrix(x, name=name)
-        if m.shape[0] < min_rows:
-            raise ValueError(f"`{name}` has {m.shape[0]} rows; at least {min_rows} are needed.")
-        if m.shape[1] < 1:
-            raise ValueError(f"`{name}` has no features (shape {m.shape}).")
-        return m
-    return as_2d_float(x, name=name, min_rows=min_rows)
-
-
-def _col_mean_var(x: np.ndarray | sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    if sp.issparse(x):
-        mean = np.asarray(x.mean(0)).ravel()
-        sq = np.asarray(x.multiply(x).mean(0)).ravel()
-        var = np.maximum(sq - mean**2, 0.0)
-    else:
-        mean = x.mean(0, dtype=np.float64)
-        var = x.var(0, dtype=np.float64)
-    return mean.astype(np.float32), var.astype(np.float32)

@@ -20,8 +20,9 @@ from ..train._data import BackedMatrix, DeviceData, incremental_pca
 from ..train._distributed import gather, world
 from ..train._plan import Stage, TrainingPlan
 from ..train._schedules import cosine_schedule, step_schedule
-from ._base import BaseModel, apply_scale
+from ._base import BaseModel
 from ._checks import check_common, check_dims, check_fraction, check_int, check_positive
+from ._inputs import apply_scale
 
 __all__ = ["DLME"]
 

@@ -15,8 +15,9 @@ from torch import nn
 from ..nn.mlp import MLP
 from ..train._data import DeviceData
 from ..train._plan import Stage, TrainingPlan
-from ._base import BaseModel, as_matrix
+from ._base import BaseModel
 from ._checks import check_common, check_dims, check_int, check_positive
+from ._inputs import as_matrix
 from ._n2d_umap import ManifoldClustering
 
 __all__ = ["N2D"]

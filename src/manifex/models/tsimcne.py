@@ -19,14 +19,14 @@ from .._utils import check_random_state, make_generator
 from ..losses.infonce import cauchy_infonce
 from ..neighbors import knn_graph, knn_indices
 from ..nn.resnet import projection_head
-from ..train._data import BackedMatrix, StreamData, incremental_pca
+from ..train._data import BackedMatrix, incremental_pca
 from ..train._distributed import gather, world
 from ..train._plan import Stage, TrainingPlan
 from ..train._schedules import cosine_schedule
-from ._base import BaseModel, as_matrix
+from ._base import BaseModel
 from ._checks import check_common, check_fraction, check_int, check_positive
-from ._images import BackedImages, is_backed_images, prepare_images
-from ._tsimcne_net import Net, backbone_for, feature_width
+from ._images import ImagesOrMatrix, prepare_images
+from ._tsimcne_net import Net, backbone_for, feature_width, time_steps
 from ._tsimcne_views import augmentation_for, make_views
 
 __all__ = ["PRESETS", "TSimCNE", "prepare_images"]  # prepare_images: see _images
@@ -61,7 +61,7 @@ class _Inputs:
     augment_seconds: float = 0.0  #: time spent in augmentation during the current stage
 
 
-class TSimCNE(BaseModel):
+class TSimCNE(ImagesOrMatrix, BaseModel):
     """t-SimCNE: a contrastive network trained to output a 2-d map directly.
 
     Two augmented views of each image are pulled together and all other images pushed apart
@@ -316,77 +316,6 @@ class TSimCNE(BaseModel):
     def _learning_rate(self, batch: int) -> float:
         return float(self.lr) if self.lr is not None else 0.03 * batch / 256
 
-    # ---- input ------------------------------------------------------------------------------
-    def _prepare_fit_input(self, X: Any):
-        if isinstance(X, torch.Tensor):
-            X = X.detach().cpu().numpy()
-        ndim = getattr(X, "ndim", None)
-        if ndim is None and hasattr(X, "shape"):  # e.g. a backed sparse dataset
-            ndim = len(X.shape)
-        if ndim is None:
-            X = np.asarray(X)
-            ndim = X.ndim
-        if ndim == 2:
-            self.kind_ = "expression"
-            self.image_shape_ = None
-            self.pixel_range_ = None
-            x = as_matrix(X, name="X")
-            self._check_n_rows(x.shape[0])
-            return x
-        if is_backed_images(X):  # on disk: checked in one pass, then read per minibatch
-            u8 = X
-            if not isinstance(X, BackedImages) or (
-                self.pixel_range is not None and X.pixel_range != tuple(float(v) for v in self.pixel_range)
-            ):
-                u8 = BackedImages(X, name="X", pixel_range=self.pixel_range)
-            rng, dtype, peak = u8.pixel_range, u8.dtype, u8.max_value
-        else:
-            u8, rng = prepare_images(X, name="X", pixel_range=self.pixel_range)
-            dtype, peak = np.asarray(X).dtype, int(u8.max())
-        if self.pixel_range is None and dtype == np.uint8 and peak <= 1:
-            logg.warning(
-                "t-SimCNE: uint8 images whose values are all 0 or 1 are read as 0–255, i.e. nearly "
-                "black; for masks pass `pixel_range=(0, 1)` (or bool images)."
-            )
-        if u8.shape[0] < 2:
-            raise ValueError("t-SimCNE needs at least 2 images.")
-        self.kind_ = "image"
-        _, c, h, w = u8.shape
-        self.image_shape_ = (int(h), int(w), int(c))
-        self.pixel_range_ = tuple(float(v) for v in rng)
-        return u8
-
-    def _prepare_query(self, X: Any, feature_names: Any = None):
-        if self.kind_ == "expression":
-            return super()._prepare_query(X, feature_names)
-        if feature_names is not None:
-            raise ValueError("`feature_names` apply to expression data, not to images.")
-        standard = tuple(self.pixel_range_) in ((0.0, 1.0), (0.0, 255.0))
-        reference = None if standard else self.pixel_range_
-        if is_backed_images(X):
-            u8 = BackedImages(X, name="X", pixel_range=self.pixel_range, reference_range=reference)
-        else:
-            u8, _ = prepare_images(X, name="X", pixel_range=self.pixel_range, reference_range=reference)
-        if u8.shape[1:] != (self.image_shape_[2], self.image_shape_[0], self.image_shape_[1]):
-            h, w, c = self.image_shape_
-            raise ValueError(
-                f"The model was trained on {h}×{w} images with {c} channel(s), got "
-                f"{u8.shape[2]}×{u8.shape[3]} with {u8.shape[1]}."
-            )
-        return u8
-
-    def _input_space(self, x: Any) -> np.ndarray:
-        if isinstance(x, BackedImages):
-            raise ValueError("space='input' would load on-disk images whole; read them in chunks.")
-        if self.kind_ == "image":
-            return x.reshape(x.shape[0], -1).astype(np.float32) / np.float32(255.0)
-        return super()._input_space(x)
-
-    def _device_data(self, x: Any, device: torch.device) -> Any:
-        if isinstance(x, BackedImages):  # read from disk per minibatch
-            return StreamData(x, device)
-        return torch.from_numpy(x).to(device) if self.kind_ == "image" else self._rows_on_device(x, device)
-
     # ---- training: inputs, loss, the three stages ---------------------------------------------
     def _training_batch_size(self) -> int:
         return self.effective_batch_size
@@ -492,35 +421,11 @@ class TSimCNE(BaseModel):
         data = self._device_data(x, self.device_)
         return self._embed(data, latent=space == "latent", block=block)
 
-    @torch.no_grad()
-    def _embed(
-        self,
-        data: Any,
-        *,
-        latent: bool = False,
-        both: bool = False,
-        block: int | None = None,
-        batch_size: int = 1024,
-    ) -> Any:
-        """The map (or backbone features with ``latent``, both with ``both``, or the flattened
-        output of backbone block ``block``) of every row of ``data``, in batches, without augmentation."""
-        net = self.net_.eval()
-        maps, feats = [], []
-        n = data.shape[0]
-        for s in range(0, n, batch_size):
-            idx = torch.arange(s, min(n, s + batch_size), device=self.device_)
-            xb = data[idx].float().div_(255.0) if self.kind_ == "image" else data[idx]
-            if block is not None:
-                feats.append(net.backbone.forward_to(xb, block).float().cpu())
-                continue
-            f = net.backbone(xb)
-            if both or latent:
-                feats.append(f.float().cpu())
-            if both or not latent:
-                maps.append(net.head(f).float().cpu())
-        if both:
-            return torch.cat(maps).numpy(), torch.cat(feats).numpy()
-        return torch.cat(feats if latent or block is not None else maps).numpy()
+    def _embed(self, data: Any, *, latent: bool = False, both: bool = False, block: int | None = None) -> Any:
+        images = self.kind_ == "image"
+        return self.net_.embed(
+            data, images=images, device=self.device_, latent=latent, both=both, block=block
+        )
 
     def profile(self, X: Any, *, n_steps: int = 5) -> dict[str, float]:
         """Time the augmentation and a whole training step on a copy of the fitted network.
@@ -542,52 +447,30 @@ class TSimCNE(BaseModel):
         self._check_fitted()
         x = self._prepare_query(X)
         device = self.device_
-        net = copy.deepcopy(self.net_).to(device).train()
         gen = make_generator(check_random_state(self.random_state), device)
-        batch = min(self.effective_batch_size, x.shape[0])
-        opt = torch.optim.SGD(net.parameters(), lr=1e-6, momentum=self.momentum)
-        data = self._device_data(x, device)
         knn = None
         if self.kind_ == "expression":
             knn = knn_indices(x, min(self.n_neighbors, x.shape[0] - 1), random_state=0)
         views = make_views(
             self.kind_,
-            data,
+            self._device_data(x, device),
             self._augmentation(),
             knn=knn,
             feature_std=self.feature_std_,
             generator=gen,
             device=device,
         )
-
-        def sync() -> None:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-
-        t_aug = t_step = 0.0
-        for i in range(n_steps + 1):
-            idx = torch.randint(x.shape[0], (batch,), generator=gen, device=gen.device).to(device)
-            sync()
-            t0 = time.perf_counter()
-            a, b = views(idx, gen)
-            sync()
-            t1 = time.perf_counter()
-            opt.zero_grad()
-            za, zb = net(torch.cat([a, b])).float().chunk(2)
-            cauchy_infonce(za, zb).backward()
-            opt.step()
-            sync()
-            t2 = time.perf_counter()
-            if i > 0:  # the first step warms up
-                t_aug += t1 - t0
-                t_step += t2 - t0
-        t_aug, t_step = t_aug / n_steps, t_step / n_steps
-        return {
-            "augment_s": t_aug,
-            "step_s": t_step,
-            "augment_fraction": t_aug / t_step,
-            "images_per_s": batch / t_step,
-        }
+        net = copy.deepcopy(self.net_).to(device).train()
+        batch = min(self.effective_batch_size, x.shape[0])
+        return time_steps(
+            net,
+            views,
+            n_rows=x.shape[0],
+            batch_size=batch,
+            momentum=self.momentum,
+            generator=gen,
+            n_steps=n_steps,
+        )
 
     # ---- modules ----------------------------------------------------------------------------
     def _build_modules(self, out_dim: int | None = None) -> None:
