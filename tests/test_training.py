@@ -208,7 +208,7 @@ def test_a_checkpoint_without_the_schedule_state_resumes_on_the_same_rates(
     full = make().fit(data)
     ckpt = tmp_path / "run.ckpt"
     with monkeypatch.context() as m:
-        TrainSpy(m, plan_module, limit=10)
+        TrainSpy(m, plan_module, limit=13)  # in an epoch of DLME's run and of t-SimCNE's stage 2
         with pytest.raises(Interrupted):
             make(checkpoint=ckpt, checkpoint_every=1).fit(data)
     header, arrays = read_file(ckpt, kind="checkpoint")

@@ -173,6 +173,8 @@ class TSimCNE(ImagesOrMatrix, BaseModel):
     """
 
     _module_names: ClassVar[tuple[str, ...]] = ("net_",)
+    _stage_names: ClassVar[tuple[str, ...]] = _STAGES
+    _min_train_rows: ClassVar[int] = 2
     _training_only_params: ClassVar[tuple[str, ...]] = ("augment",)
     _state_names: ClassVar[tuple[str, ...]] = (
         "history_",
