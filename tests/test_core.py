@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -7,7 +9,8 @@ from conftest import requires_gpu
 from manifex._utils import as_2d_float, check_random_state, make_generator, resolve_device
 from manifex.neighbors import knn_indices
 from manifex.train._data import DeviceData
-from manifex.train._loop import EarlyStopping, cosine_with_warmup, step_decay, train
+from manifex.train._loop import EarlyStopping, train
+from manifex.train._schedules import cosine_schedule, step_schedule
 
 
 def test_resolve_device():
@@ -71,13 +74,72 @@ def test_knn_exact_matches_brute_force():
         knn_indices(x[:5], 5)
 
 
-def test_schedules():
-    f = cosine_with_warmup(100, 10)
-    assert f(0) == pytest.approx(0.1)
-    assert f(9) == pytest.approx(1.0)
-    assert f(100) == pytest.approx(0.0, abs=1e-9)
-    g = step_decay(100, 10)
-    assert g(0) == 1.0 and g(10) == 0.5 and g(99) == 0.5**9
+def _lrs(make, n_steps: int, lr: float = 0.03) -> np.ndarray:
+    """The learning rate of each of ``n_steps`` optimiser steps under the scheduler ``make(opt)``."""
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=lr)
+    sched = make(opt)
+    out = []
+    for _ in range(n_steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return np.array(out)
+
+
+def _cosine_with_warmup(step: int, n_steps: int, warmup: int) -> float:
+    """The multiplier of the schedule the models used before torch's schedulers (closed form)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, n_steps - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+@pytest.mark.parametrize(
+    ("n_steps", "warmup"),
+    [(1, 0), (2, 0), (10, 1), (37, 3), (100, 0), (100, 10), (300, 30), (640, 0), (2640, 0), (5000, 500)],
+)
+def test_cosine_schedule_follows_the_closed_form(n_steps, warmup):
+    """torch's LinearLR -> CosineAnnealingLR compute each rate from the last one; every step's rate
+    is the closed form's to 1e-11 relative, and the same float32 number (what SGD and AdamW apply)."""
+    lr = 0.03 * 512 / 256
+    got = _lrs(lambda opt: cosine_schedule(opt, n_steps, warmup), n_steps, lr)
+    want = np.array([lr * _cosine_with_warmup(s, n_steps, warmup) for s in range(n_steps)])
+    np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-300)
+    np.testing.assert_array_equal(got.astype(np.float32), want.astype(np.float32))
+    if warmup:
+        assert got[0] == pytest.approx(lr / warmup) and got[warmup - 1] == pytest.approx(lr)
+    assert got[-1] == pytest.approx(
+        lr * 0.5 * (1 + math.cos(math.pi * (n_steps - 1 - warmup) / (n_steps - warmup)))
+    )
+
+
+@pytest.mark.parametrize("n_steps", [1, 9, 10, 100, 1001, 2640])
+def test_step_schedule_halves_ten_times_exactly(n_steps):
+    every = max(1, n_steps // 10)
+    got = _lrs(lambda opt: step_schedule(opt, n_steps, n_drops=10, factor=0.5), n_steps, 1e-3)
+    np.testing.assert_array_equal(got, [1e-3 * 0.5 ** (s // every) for s in range(n_steps)])
+
+
+def test_train_steps_the_schedule_and_records_the_rate_of_each_epochs_last_step():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(2, 1)
+    xs = torch.randn(64, 2)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    hist = train(
+        lambda idx: ((lin(xs[idx]) - 1.0) ** 2).mean(),
+        modules=[lin],
+        optimizer=opt,
+        lr_scheduler=cosine_schedule(opt, 40, 4),
+        n=64,
+        batch_size=16,
+        n_steps=40,
+        device=torch.device("cpu"),
+        generator=make_generator(0, torch.device("cpu")),
+        progress=False,
+    )
+    want = [0.1 * _cosine_with_warmup(s, 40, 4) for s in range(3, 40, 4)]  # 4 steps per epoch
+    np.testing.assert_allclose(hist.lr, want, rtol=1e-12)
 
 
 def test_train_fits_linear_regression_and_is_seeded():

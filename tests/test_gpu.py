@@ -169,7 +169,7 @@ class _Stop(RuntimeError):
 
 
 def _interrupting(monkeypatch, module, after: int):
-    """Wrap ``module.train`` so that the step after ``after`` steps raises ``_Stop``."""
+    """Wrap ``module.train`` (the training plan's) so that the step after ``after`` steps raises ``_Stop``."""
     real, count = module.train, {"n": 0}
 
     def wrapped(step_fn, **kw):
@@ -189,16 +189,15 @@ def _interrupting(monkeypatch, module, after: int):
 def test_checkpoint_resume_on_cuda(which, tmp_path, monkeypatch):
     """An interrupted CUDA run resumes from its checkpoint to the uninterrupted map (the CUDA
     kernels are not bitwise deterministic, so up to a small tolerance), training only the rest."""
-    import manifex.models.dlme as dlme_module
-    import manifex.models.tsimcne as tsimcne_module
+    import manifex.train._plan as plan_module  # the models train through the plan's ``train``
 
     if which == "dlme":
         a, _ = _blobs()
-        data, module = a.X, dlme_module
+        data, module = a.X, plan_module
         make = lambda **kw: mx.models.DLME(n_steps=40, batch_size=100, amp=False, **CUDA, **kw)  # noqa: E731
     else:
         data, _ = _digits(256)
-        module = tsimcne_module
+        module = plan_module
         make = lambda **kw: mx.models.TSimCNE(n_epochs=(3, 2, 2), batch_size=64, amp=False, **CUDA, **kw)  # noqa: E731
     full = make().fit(data)
     ckpt = tmp_path / "run.ckpt"

@@ -264,7 +264,7 @@ def test_umap_subsample_places_the_other_cells(placement):
     """UMAPs fitted on 200 of 400 cells; the other 200 placed, the mixture fitted on all 400."""
     from sklearn.neighbors import NearestNeighbors
 
-    from manifex.models._n2d_steps import subsample_rows
+    from manifex.models._n2d_umap import subsample_rows
 
     adata = blobs(n_per=100, k=4, d=10)
     kw = {"n_clusters": 4, "n_steps": 150, "random_state": 0, **FAST}

@@ -1,7 +1,7 @@
 """The shared trainer as every model uses it: checkpoint / resume bound to the data, validation and
 early stopping, and the progress report (tiny data, CPU, a few seconds each).
 
-Training is interrupted by wrapping the trainer each model calls (``manifex.models.<m>.train``):
+Training is interrupted by wrapping the trainer the training plan calls (``manifex.train._plan.train``):
 the wrapper counts optimiser steps, can raise after a given number of them (a crash mid-epoch),
 and records the weights at every validation check.
 """
@@ -19,12 +19,12 @@ import torch
 from sklearn.datasets import load_digits
 
 import manifex as mx
-import manifex.models.dlme as dlme_module
-import manifex.models.n2d as n2d_module
-import manifex.models.tsimcne as tsimcne_module
+import manifex.train._plan as plan_module
 from manifex._utils import make_generator
+from manifex.io._format import read_file, write_file
 from manifex.models import DLME, N2D, TSimCNE
-from manifex.train._loop import EarlyStopping, split_validation, train
+from manifex.train._loop import EarlyStopping, train
+from manifex.train._plan import split_validation
 from manifex.train._progress import Progress, progress_enabled
 
 DLME_FAST = {
@@ -47,7 +47,6 @@ TS_EXPR = {
     "device": "cpu",
     "progress": False,
 }
-MODULES = {"dlme": dlme_module, "n2d": n2d_module, "tsimcne": tsimcne_module}
 
 
 class Interrupted(RuntimeError):
@@ -55,7 +54,7 @@ class Interrupted(RuntimeError):
 
 
 class TrainSpy:
-    """Wraps ``train`` in a model's module: counts steps, raises after ``limit`` of them, and
+    """Wraps ``train`` in the training plan's module: counts steps, raises after ``limit`` of them, and
     records the modules' weights at every validation check (one list per ``train`` call)."""
 
     def __init__(self, monkeypatch, module, limit: int | None = None):
@@ -119,10 +118,6 @@ CASES = {
 }
 
 
-def _module(case: str):
-    return MODULES[case.split("_")[0]]
-
-
 def _data(case, x, images):
     return images[:128] if CASES[case][1] == "images128" else x
 
@@ -153,7 +148,7 @@ def test_a_finished_checkpoint_is_reused_without_training(case, x, images, tmp_p
     ckpt = tmp_path / "run.ckpt"
     first = make(checkpoint=ckpt, checkpoint_every=1).fit(data)
     assert first.history_["n_steps"] == total and ckpt.exists()
-    spy = TrainSpy(monkeypatch, _module(case))
+    spy = TrainSpy(monkeypatch, plan_module)
     again = make(checkpoint=ckpt, checkpoint_every=1).fit(data)
     assert spy.steps == 0  # nothing trained again
     np.testing.assert_array_equal(_embedding(again), _embedding(first))
@@ -186,12 +181,12 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(
     full = make().fit(data)
     ckpt = tmp_path / "run.ckpt"
     with monkeypatch.context() as m:
-        TrainSpy(m, _module(case), limit=crash_after)
+        TrainSpy(m, plan_module, limit=crash_after)
         with pytest.raises(Interrupted):
             make(checkpoint=ckpt, checkpoint_every=1).fit(data)
     assert ckpt.exists()
     with monkeypatch.context() as m:
-        spy = TrainSpy(m, _module(case))
+        spy = TrainSpy(m, plan_module)
         resumed = make(checkpoint=ckpt, checkpoint_every=1).fit(data)
     # only the steps after the last epoch written were trained again
     assert 0 < spy.steps < total - crash_after + 5
@@ -202,15 +197,38 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(
     _compare_histories(full.history_, resumed.history_, seconds=False)
 
 
+@pytest.mark.parametrize("case", ["dlme", "tsimcne_expression"])
+def test_a_checkpoint_without_the_schedule_state_resumes_on_the_same_rates(
+    case, x, images, tmp_path, monkeypatch
+):
+    """A checkpoint written before the learning-rate scheduler's state was saved: the schedule
+    is stepped to the saved step, so the run resumes on the rates of the uninterrupted one."""
+    make = CASES[case][0]
+    data = _data(case, x, images)
+    full = make().fit(data)
+    ckpt = tmp_path / "run.ckpt"
+    with monkeypatch.context() as m:
+        TrainSpy(m, plan_module, limit=13)  # in an epoch of DLME's run and of t-SimCNE's stage 2
+        with pytest.raises(Interrupted):
+            make(checkpoint=ckpt, checkpoint_every=1).fit(data)
+    header, arrays = read_file(ckpt, kind="checkpoint")
+    assert not header["done"] and "lr_scheduler" in header["state"]["extra"]
+    del header["state"]["extra"]["lr_scheduler"]
+    write_file(ckpt, kind="checkpoint", header=header, arrays=arrays, overwrite=True)
+    resumed = make(checkpoint=ckpt, checkpoint_every=1).fit(data)
+    np.testing.assert_array_equal(resumed.embedding_, full.embedding_)
+    _compare_histories(full.history_, resumed.history_, seconds=False)
+
+
 def test_checkpoint_every_counts_epochs(x, tmp_path, monkeypatch):
     """With checkpoint_every=3 a crash in epoch 5 resumes from the end of epoch 3."""
     ckpt = tmp_path / "run.ckpt"
     with monkeypatch.context() as m:
-        TrainSpy(m, dlme_module, limit=14)  # 3 steps per epoch: crash in epoch 5
+        TrainSpy(m, plan_module, limit=14)  # 3 steps per epoch: crash in epoch 5
         with pytest.raises(Interrupted):
             DLME(**DLME_FAST, checkpoint=ckpt, checkpoint_every=3).fit(x)
     with monkeypatch.context() as m:
-        spy = TrainSpy(m, dlme_module)
+        spy = TrainSpy(m, plan_module)
         DLME(**DLME_FAST, checkpoint=ckpt, checkpoint_every=3).fit(x)
     assert spy.steps == 24 - 9
 
@@ -266,7 +284,7 @@ def test_a_checkpoint_of_other_parameters_is_refused(make, change, x, tmp_path):
 def test_runtime_parameters_do_not_invalidate_a_checkpoint(x, tmp_path, monkeypatch):
     ckpt = tmp_path / "run.ckpt"
     first = DLME(**DLME_FAST, checkpoint=ckpt).fit(x)
-    spy = TrainSpy(monkeypatch, dlme_module)
+    spy = TrainSpy(monkeypatch, plan_module)
     again = DLME(**{**DLME_FAST, "progress": None, "checkpoint_every": 3}, checkpoint=str(ckpt)).fit(x)
     assert spy.steps == 0
     np.testing.assert_array_equal(again.embedding_, first.embedding_)
@@ -302,7 +320,7 @@ def test_a_checkpoint_that_is_not_a_checkpoint_is_refused(what, klass, x, images
         "n2d": lambda: N2D(**N2D_FAST, checkpoint=path),
     }[klass]
     data = images[:128] if klass == "tsimcne" else x
-    spy = TrainSpy(monkeypatch, MODULES[klass])
+    spy = TrainSpy(monkeypatch, plan_module)
     with pytest.raises(ValueError, match=re.escape(path.name)):
         make().fit(data)
     assert spy.steps == 0  # refused before training
@@ -332,7 +350,7 @@ def _check_kept_best(history, snaps, final_states):
 
 
 def test_dlme_early_stopping_holds_out_cells_and_keeps_the_best_weights(x, monkeypatch):
-    spy = TrainSpy(monkeypatch, dlme_module)
+    spy = TrainSpy(monkeypatch, plan_module)
     model = DLME(**{**DLME_FAST, "n_steps": 60}, early_stopping=True, patience=3).fit(x)
     h = model.history_
     assert h["n_validation"] == 24  # 10% of 240 cells
@@ -347,7 +365,7 @@ def test_dlme_early_stopping_holds_out_cells_and_keeps_the_best_weights(x, monke
 def test_dlme_stops_on_a_plateau(x, monkeypatch):
     """lr = 1e-9: the weights do not move, the held-out loss plateaus (up to BatchNorm statistics
     settling), so training stops ``patience`` checks after the best one, long before the budget."""
-    spy = TrainSpy(monkeypatch, dlme_module)
+    spy = TrainSpy(monkeypatch, plan_module)
     model = DLME(**{**DLME_FAST, "n_steps": 600}, lr=1e-9, early_stopping=True, patience=2).fit(x)
     h = model.history_
     assert h["stopped_early"] and h["n_steps"] < 600
@@ -367,7 +385,7 @@ def test_too_few_cells_for_a_validation_split_train_the_whole_budget(x):
 
 
 def test_tsimcne_early_stopping_per_stage(images, monkeypatch):
-    spy = TrainSpy(monkeypatch, tsimcne_module)
+    spy = TrainSpy(monkeypatch, plan_module)
     model = TSimCNE(**{**TS_IMG, "n_epochs": (4, 2, 3)}, early_stopping=True, validation_fraction=0.25).fit(
         images[:128]
     )
@@ -494,7 +512,7 @@ def test_progress_on_a_terminal_uses_a_bar_and_off_one_plain_lines():
 def test_progress_of_a_resumed_run_counts_from_the_checkpoint(x, tmp_path, monkeypatch, capsys):
     ckpt = tmp_path / "run.ckpt"
     with monkeypatch.context() as m:
-        TrainSpy(m, dlme_module, limit=13)
+        TrainSpy(m, plan_module, limit=13)
         with pytest.raises(Interrupted):
             DLME(**DLME_FAST, checkpoint=ckpt, checkpoint_every=1).fit(x)
     capsys.readouterr()

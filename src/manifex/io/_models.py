@@ -32,7 +32,14 @@ from ._format import (
 if TYPE_CHECKING:
     from ..models._base import BaseModel
 
-__all__ = ["convert_legacy_file", "load_model_file", "model_class", "register_model", "save_model"]
+__all__ = [
+    "convert_legacy_file",
+    "load_model",
+    "load_model_file",
+    "model_class",
+    "register_model",
+    "save_model",
+]
 
 #: model classes by name, filled by :func:`register_model` (``BaseModel.__init_subclass__``)
 _MODEL_CLASSES: dict[str, type] = {}
@@ -106,7 +113,7 @@ def save_model(model: BaseModel, path: Path, *, overwrite: bool = False) -> None
     write_file(path, kind="model", header=header, arrays=arrays, overwrite=overwrite)
 
 
-def load_model_file(path: Path, *, device: str | torch.device, expected: type[BaseModel]) -> BaseModel:
+def load_model_file(path: Path, *, device: str | torch.device, expected: type[BaseModel] | None) -> BaseModel:
     """Read a model written by :func:`save_model`; refuse other classes than ``expected``."""
     dev = resolve_device(device)
     header, arrays = read_file(path, kind="model")
@@ -114,7 +121,7 @@ def load_model_file(path: Path, *, device: str | torch.device, expected: type[Ba
     klass = model_class(name)
     if klass is None:
         raise ModelFileError(f"{path} holds an unknown model class {name!r}.")
-    if not issubclass(klass, expected):
+    if expected is not None and not issubclass(klass, expected):
         raise TypeError(f"{path} holds a {name}, not a {expected.__name__}.")
     try:
         params = decode_params(header["params"])
@@ -222,3 +229,37 @@ def convert_legacy_file(src: str | os.PathLike, dst: str | os.PathLike, *, overw
         getattr(model, k).load_state_dict(sd)
         getattr(model, k).eval()
     model.save(dst, overwrite=overwrite)
+
+
+def load_model(path: str | os.PathLike, *, device: str | torch.device = "auto") -> Any:
+    """Load any manifex model saved with ``model.save(path)``; nothing in the file is executed.
+
+    The file holds tensors (safetensors) and a JSON description; it is checked (format, class,
+    checksum) before anything is built. Files of the old pickle-based format are refused: convert
+    one you trust with :func:`manifex.models.convert_legacy_file`.
+
+    Parameters
+    ----------
+    path
+        The file.
+    device
+        Where to put the networks (``"auto"``, ``"cpu"``, ``"cuda"``, ...).
+
+    Returns
+    -------
+    The fitted model, of the class it was saved from (:class:`DLME`, :class:`TSimCNE`,
+    :class:`N2D`).
+
+    Examples
+    --------
+    >>> import scanpy as sc, manifex as mx
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> model = mx.tl.dlme(adata, n_steps=200, return_model=True, progress=False)
+    >>> model.save("pbmc_dlme.mx")
+    >>> model = mx.models.load_model("pbmc_dlme.mx")
+    >>> query = adata[:100].copy()
+    >>> mx.tl.embed(query, model, reference=adata)
+    >>> query.obsm["X_dlme"].shape
+    (100, 2)
+    """
+    return load_model_file(Path(path), device=device, expected=None)

@@ -1,8 +1,8 @@
 """Estimators with ``fit`` / ``transform`` / ``save`` / ``load`` on arrays (no AnnData)."""
 
 from ..io._format import ModelFileError
-from ..io._models import convert_legacy_file
-from ._base import BaseModel, load_model
+from ..io._models import convert_legacy_file, load_model
+from ._base import BaseModel
 from ._contract import NotFittedError
 from .dlme import DLME
 from .n2d import N2D

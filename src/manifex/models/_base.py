@@ -2,16 +2,26 @@
 
 A model is a scikit-learn transformer (``get_params`` / ``set_params`` / :func:`sklearn.base.clone`,
 its tags in ``__sklearn_tags__``; checked by scikit-learn's estimator checks in
-``tests/test_sklearn_checks.py``) whose :meth:`BaseModel.fit` is a template:
+``tests/test_sklearn_checks.py``)
+whose :meth:`BaseModel.fit` is a template:
 
 1. ``_validate_params()`` -- the constructor arguments, before any work;
 2. ``_prepare_fit_input(X)`` -- validate and convert the data (and set ``kind_``);
 3. record the input: shape, feature names, per-feature mean / standard deviation, a fingerprint
    of the data, the AnnData input spec a ``tl`` function passes;
-4. resolve the device and the seed, build the networks under the seed (``_build_modules``);
-5. ``_fit(x, device, seed)`` -- train with the shared trainer (:func:`manifex.train._loop.train`),
-   which owns checkpoints, validation / early stopping and the progress report;
-6. the embedding of the training data (``embedding_``).
+4. resolve the device and the seed, build the networks under the seed, once
+   (``_build_training_modules``; ``_build_modules`` builds them for a loaded model);
+5. ``_fit(x, device, seed)`` -- a :class:`~manifex.train._plan.TrainingPlan` owns the held-out
+   split, the random generators, early stopping, the checkpoint file, histories and timings;
+   the model declares what differs, in three hooks:
+
+   - ``_training_inputs(x, plan)`` -- what its loss reads (the rows on the device, a kNN graph,
+     the augmentations' context);
+   - ``_stages(inputs, plan)`` -- its :class:`~manifex.train._plan.Stage` s: the networks each
+     trains, the loss of a minibatch, the held-out loss, the optimiser and its schedule
+     (:mod:`torch.optim.lr_scheduler`), the step budget;
+   - ``_finish_fit(inputs, plan)`` -- the history, and the embedding of the training data
+     (``embedding_``; N2D's UMAP and mixture).
 
 Every model answers one :meth:`BaseModel.transform` with ``space="embedding" | "latent" |
 "input"`` (N2D adds ``"manifold"``) and ``block=`` for one block of its network. Models are saved
@@ -29,24 +39,27 @@ import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from .._utils import as_2d_float, check_random_state, resolve_device, seeded
+from .._utils import check_random_state, resolve_device, seeded
 from ..io._format import encode_params, fingerprint
 from ..io._models import load_model_file, register_model, save_model
 from ..train._checkpoint import CheckpointFile
-from ..train._data import BackedMatrix, DeviceData, StreamData, is_backed
+from ..train._data import BackedMatrix, DeviceData, StreamData
 from ..train._distributed import convert_sync_batchnorm, world
+from ..train._plan import Stage, TrainingPlan
 from ._contract import SPACES, NotFittedError
 from ._images import BackedImages
+from ._inputs import apply_scale, as_matrix, col_mean_var
 
-__all__ = ["BaseModel", "NotFittedError", "load_model"]
+__all__ = ["BaseModel", "NotFittedError"]
 
 
 class BaseModel(TransformerMixin, BaseEstimator):
     """Base class of the manifex estimators: the ``fit`` template, ``transform``, save / load.
 
-    Subclasses implement ``_validate_params``, ``_build_modules``, ``_fit`` and ``_transform``,
-    list their torch modules in ``_module_names`` and any other fitted state (arrays, plain
-    values) in ``_state_names``; both are saved by :meth:`save`. Every fitted model records
+    Subclasses implement ``_validate_params``, ``_build_modules``, the training hooks
+    ``_training_inputs``, ``_stages`` and ``_finish_fit`` (see the module docstring) and
+    ``_transform``, list their torch modules in ``_module_names`` and any other fitted state
+    (arrays, plain values) in ``_state_names``; both are saved by :meth:`save`. Every fitted model records
     what it was trained on (``n_features_in_``, ``feature_names_in_``, per-feature
     ``feature_mean_`` / ``feature_std_``, ``data_fingerprint_``, ``input_spec_``), which
     :meth:`transform` uses to align and check queries.
@@ -77,6 +90,10 @@ class BaseModel(TransformerMixin, BaseEstimator):
     _training_only_params: ClassVar[tuple[str, ...]] = ()
     #: parameters that do not change what training computes (left out of checkpoint identity)
     _runtime_params: ClassVar[tuple[str, ...]] = ("device", "progress", "checkpoint", "checkpoint_every")
+    #: names of the training stages, in order (the phases of a checkpoint file)
+    _stage_names: ClassVar[tuple[str, ...]] = ("train",)
+    #: fewest training rows a held-out split may leave
+    _min_train_rows: ClassVar[int] = 20
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -144,7 +161,7 @@ class BaseModel(TransformerMixin, BaseEstimator):
         seed = check_random_state(self.random_state)
         self.device_ = device
         with seeded(seed, device):
-            self._build_modules()
+            self._build_training_modules()
         w = world()
         for name in self._module_names:  # SyncBatchNorm with several CUDA processes
             setattr(self, name, convert_sync_batchnorm(getattr(self, name).to(device), device, w))
@@ -209,7 +226,7 @@ class BaseModel(TransformerMixin, BaseEstimator):
         if isinstance(x, BackedMatrix):
             mean, var, self.data_fingerprint_ = x.stats()
         else:
-            mean, var = _col_mean_var(x)
+            mean, var = col_mean_var(x)
         self.n_features_in_ = int(x.shape[1])
         self.feature_names_in_ = names
         self.feature_mean_ = mean
@@ -218,7 +235,49 @@ class BaseModel(TransformerMixin, BaseEstimator):
     def _build_modules(self) -> None:  # pragma: no cover - implemented by subclasses
         raise NotImplementedError
 
-    def _fit(self, x: Any, *, device: torch.device, seed: int) -> None:  # pragma: no cover
+    def _build_training_modules(self) -> None:
+        """Build the networks a fit trains (hook; default: :meth:`_build_modules`, which builds
+        the networks of a loaded model)."""
+        self._build_modules()
+
+    # ---- training: the plan runs the stages the model declares --------------------------------
+    def _fit(self, x: Any, *, device: torch.device, seed: int) -> None:
+        """Train on ``x``: a :class:`~manifex.train._plan.TrainingPlan` runs the model's stages."""
+        plan = TrainingPlan(
+            x.shape[0],
+            device=device,
+            seed=seed,
+            batch_size=self._training_batch_size(),
+            validation_fraction=self._validation_fraction(x.shape[0]),
+            min_train=self._min_train_rows,
+            patience=self.patience,
+            checkpoint=self._checkpoint_file(self._stage_names),
+            amp=self.amp,
+            progress=self.progress,
+        )
+        inputs = self._training_inputs(x, plan)
+        for stage in self._stages(inputs, plan):
+            plan.run(stage)
+        self._finish_fit(inputs, plan)
+
+    def _training_batch_size(self) -> int:
+        """The minibatch size asked for (hook)."""
+        return int(self.batch_size)
+
+    def _validation_fraction(self, n: int) -> float:
+        """Share of the ``n`` rows held out for early stopping (hook; 0 without it)."""
+        return float(self.validation_fraction) if self.early_stopping else 0.0
+
+    def _training_inputs(self, x: Any, plan: TrainingPlan) -> Any:  # pragma: no cover
+        """What the loss reads during the fit (the rows on the device, a kNN graph, ...)."""
+        raise NotImplementedError
+
+    def _stages(self, inputs: Any, plan: TrainingPlan) -> list[Stage]:  # pragma: no cover
+        """The training stages, in the order of :attr:`_stage_names`."""
+        raise NotImplementedError
+
+    def _finish_fit(self, inputs: Any, plan: TrainingPlan) -> None:  # pragma: no cover
+        """After the stages: the history, the embedding of the training data, ..."""
         raise NotImplementedError
 
     def _checkpoint_file(self, phases: tuple[str, ...] = ("train",)):
@@ -414,71 +473,3 @@ class BaseModel(TransformerMixin, BaseEstimator):
             Where to put the networks (``"auto"``, ``"cpu"``, ``"cuda"``, ...).
         """
         return load_model_file(Path(path), device=device, expected=cls)
-
-
-def load_model(path: str | os.PathLike, *, device: str | torch.device = "auto") -> BaseModel:
-    """Load any manifex model saved with ``model.save(path)``; nothing in the file is executed.
-
-    The file holds tensors (safetensors) and a JSON description; it is checked (format, class,
-    checksum) before anything is built. Files of the old pickle-based format are refused: convert
-    one you trust with :func:`manifex.models.convert_legacy_file`.
-
-    Parameters
-    ----------
-    path
-        The file.
-    device
-        Where to put the networks (``"auto"``, ``"cpu"``, ``"cuda"``, ...).
-
-    Returns
-    -------
-    The fitted model, of the class it was saved from (:class:`DLME`, :class:`TSimCNE`,
-    :class:`N2D`).
-
-    Examples
-    --------
-    >>> import scanpy as sc, manifex as mx
-    >>> adata = sc.datasets.pbmc68k_reduced()
-    >>> model = mx.tl.dlme(adata, n_steps=200, return_model=True, progress=False)
-    >>> model.save("pbmc_dlme.mx")
-    >>> model = mx.models.load_model("pbmc_dlme.mx")
-    >>> query = adata[:100].copy()
-    >>> mx.tl.embed(query, model, reference=adata)
-    >>> query.obsm["X_dlme"].shape
-    (100, 2)
-    """
-    return BaseModel.load(path, device=device)
-
-
-def apply_scale(x: np.ndarray | sp.csr_matrix, scale: np.ndarray | None) -> np.ndarray | sp.csr_matrix:
-    """``x`` with each column multiplied by ``scale`` (float32; sparse stays CSR); ``x`` itself
-    when ``scale`` is ``None``."""
-    if scale is None:
-        return x
-    if sp.issparse(x):
-        return sp.csr_matrix(x.multiply(scale[None, :]), dtype=np.float32)
-    return (x * scale[None, :]).astype(np.float32)
-
-
-def as_matrix(x: Any, *, name: str = "X", min_rows: int = 1) -> Any:
-    """:func:`~manifex._utils.as_2d_float`, or a :class:`~manifex.train._data.BackedMatrix` for an
-    on-disk matrix (validated by shape and dtype here, by value in its one pass of statistics)."""
-    if is_backed(x):
-        m = BackedMatrix(x, name=name)
-        if m.shape[0] < min_rows:
-            raise ValueError(f"`{name}` has {m.shape[0]} sample(s) (rows); at least {min_rows} are needed.")
-        if m.shape[1] < 1:
-            raise ValueError(f"`{name}` has 0 feature(s) (shape={m.shape}) while a minimum of 1 is required.")
-        return m
-    return as_2d_float(x, name=name, min_rows=min_rows)
-
-
-def _col_mean_var(x: np.ndarray | sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    if sp.issparse(x):
-        mean = np.asarray(x.mean(0)).ravel()
-        sq = np.asarray(x.multiply(x).mean(0)).ravel()
-        var = np.maximum(sq - mean**2, 0.0)
-    else:
-        mean = x.mean(0, dtype=np.float64)
-        var = x.var(0, dtype=np.float64)
-    return mean.astype(np.float32), var.astype(np.float32)

@@ -88,3 +88,24 @@ def check_common(model: Any) -> None:
         if os.path.isdir(ckpt):
             raise ValueError(f"`checkpoint` must be a file path, got the directory {ckpt!r}.")
     check_random_state(model.random_state)
+
+
+def check_stage_epochs(model: Any) -> None:
+    """t-SimCNE's ``n_epochs``: ``None`` or three integers ≥ 0 that train stage 1 and the 2-d output."""
+    if model.n_epochs is None:
+        return
+    epochs = as_tuple(model.n_epochs)
+    ok = (
+        epochs is not None
+        and len(epochs) == 3
+        and all(not isinstance(e, bool) and isinstance(e, int | np.integer) and e >= 0 for e in epochs)
+    )
+    if not ok:
+        raise ValueError(
+            f"`n_epochs` must be three integers ≥ 0 (stage 1, stage 2, stage 3), got {model.n_epochs!r}."
+        )
+    if epochs[0] < 1 or epochs[1] + epochs[2] < 1:
+        raise ValueError(
+            "`n_epochs` must train stage 1 (≥ 1 epoch) and the 2-d output (stage 2 + stage 3 ≥ 1 "
+            f"epoch); got {model.n_epochs!r}, which would return an untrained map."
+        )

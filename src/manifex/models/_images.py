@@ -27,12 +27,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from scanpy import logging as logg
 
-from ..train._data import is_backed, read_rows
+from ..train._data import StreamData, is_backed, read_rows
+from ._inputs import as_matrix
 
 __all__ = [
     "MIN_IMAGE_SIZE",
     "BackedImages",
+    "ImagesOrMatrix",
     "check_image_shape",
     "check_images",
     "images_to_uint8",
@@ -263,3 +266,82 @@ class BackedImages:
     def read(self, rows: np.ndarray) -> np.ndarray:
         """Images ``rows`` (sorted, unique) as ``(k, C, H, W)`` uint8."""
         return images_to_uint8(np.asarray(read_rows(self.source, rows)), self.pixel_range)
+
+
+class ImagesOrMatrix:
+    """The input methods of a model that takes images as well as cells × features matrices
+    (:class:`~manifex.models.TSimCNE`): validation of the training data and of queries, the
+    ``"input"`` space, the rows on the device."""
+
+    def _prepare_fit_input(self, X: Any) -> Any:
+        """Images (``(n, H, W[, C])``, in memory or on disk: ``kind_ = "image"``, kept as uint8
+        ``(n, C, H, W)``) or a cells × features matrix (``kind_ = "expression"``)."""
+        if isinstance(X, torch.Tensor):
+            X = X.detach().cpu().numpy()
+        ndim = getattr(X, "ndim", None)
+        if ndim is None and hasattr(X, "shape"):  # e.g. a backed sparse dataset
+            ndim = len(X.shape)
+        if ndim is None:
+            X = np.asarray(X)
+            ndim = X.ndim
+        if ndim == 2:
+            self.kind_ = "expression"
+            self.image_shape_ = None
+            self.pixel_range_ = None
+            x = as_matrix(X, name="X")
+            self._check_n_rows(x.shape[0])
+            return x
+        if is_backed_images(X):  # on disk: checked in one pass, then read per minibatch
+            u8 = X
+            if not isinstance(X, BackedImages) or (
+                self.pixel_range is not None and X.pixel_range != tuple(float(v) for v in self.pixel_range)
+            ):
+                u8 = BackedImages(X, name="X", pixel_range=self.pixel_range)
+            rng, dtype, peak = u8.pixel_range, u8.dtype, u8.max_value
+        else:
+            u8, rng = prepare_images(X, name="X", pixel_range=self.pixel_range)
+            dtype, peak = np.asarray(X).dtype, int(u8.max())
+        if self.pixel_range is None and dtype == np.uint8 and peak <= 1:
+            logg.warning(
+                "t-SimCNE: uint8 images whose values are all 0 or 1 are read as 0–255, i.e. nearly "
+                "black; for masks pass `pixel_range=(0, 1)` (or bool images)."
+            )
+        if u8.shape[0] < 2:
+            raise ValueError("t-SimCNE needs at least 2 images.")
+        self.kind_ = "image"
+        _, c, h, w = u8.shape
+        self.image_shape_ = (int(h), int(w), int(c))
+        self.pixel_range_ = tuple(float(v) for v in rng)
+        return u8
+
+    def _prepare_query(self, X: Any, feature_names: Any = None) -> Any:
+        if self.kind_ == "expression":
+            return super()._prepare_query(X, feature_names)
+        if feature_names is not None:
+            raise ValueError("`feature_names` apply to expression data, not to images.")
+        standard = tuple(self.pixel_range_) in ((0.0, 1.0), (0.0, 255.0))
+        reference = None if standard else self.pixel_range_
+        if is_backed_images(X):
+            u8 = BackedImages(X, name="X", pixel_range=self.pixel_range, reference_range=reference)
+        else:
+            u8, _ = prepare_images(X, name="X", pixel_range=self.pixel_range, reference_range=reference)
+        if u8.shape[1:] != (self.image_shape_[2], self.image_shape_[0], self.image_shape_[1]):
+            h, w, c = self.image_shape_
+            raise ValueError(
+                f"The model was trained on {h}×{w} images with {c} channel(s), got "
+                f"{u8.shape[2]}×{u8.shape[3]} with {u8.shape[1]}."
+            )
+        return u8
+
+    def _input_space(self, x: Any) -> np.ndarray:
+        if isinstance(x, BackedImages):
+            raise ValueError("space='input' would load on-disk images whole; read them in chunks.")
+        if self.kind_ == "image":
+            return x.reshape(x.shape[0], -1).astype(np.float32) / np.float32(255.0)
+        return super()._input_space(x)
+
+    def _device_data(self, x: Any, device: torch.device) -> Any:
+        """The rows on ``device``: images as one uint8 tensor (or read from disk per minibatch)."""
+        if isinstance(x, BackedImages):  # read from disk per minibatch
+            return StreamData(x, device)
+        return torch.from_numpy(x).to(device) if self.kind_ == "image" else self._rows_on_device(x, device)

@@ -4,31 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from scanpy import logging as logg
 
-from .._utils import make_generator
 from ..augment.expression import AugmentContext, Compose, ExpressionAugmentation, expression_preset
 from ..losses.dlme import dlme_loss
 from ..neighbors import knn_graph
 from ..nn.mlp import MLP
 from ..train._data import BackedMatrix, DeviceData, incremental_pca
 from ..train._distributed import gather, world
-from ..train._loop import (
-    EarlyStopping,
-    cosine_with_warmup,
-    held_out_loss,
-    split_validation,
-    step_decay,
-    train,
-)
-from ._base import BaseModel, apply_scale
+from ..train._plan import Stage, TrainingPlan
+from ..train._schedules import cosine_schedule, step_schedule
+from ._base import BaseModel
 from ._checks import check_common, check_dims, check_fraction, check_int, check_positive
+from ._inputs import apply_scale
 
 __all__ = ["DLME"]
 
@@ -41,6 +35,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"n_epochs": 1500, "lr_schedule": "step", "exaggeration": 1.0, "exaggeration_start": 0.0},
 }
 LR_SCHEDULES = ("cosine", "step")
+
+
+@dataclasses.dataclass
+class _Inputs:
+    """What DLME's loss reads during a fit."""
+
+    data: Any  #: the rows on the device (or read from disk per minibatch)
+    context: AugmentContext  #: the augmentations' kNN graph, scale and generator
+    validation_context: AugmentContext  #: the same with the held-out loss's generator
+    augment: ExpressionAugmentation
+    exaggeration: float = 1.0  #: the attraction weight of the current step
 
 
 class DLME(BaseModel):
@@ -288,24 +293,18 @@ class DLME(BaseModel):
         start = preset["exaggeration_start"] if self.exaggeration_start is None else self.exaggeration_start
         return float(alpha), float(start)
 
-    def _lr_lambda(self, n_steps: int):
-        if self.effective_lr_schedule == "step":
-            return step_decay(n_steps, 10, 0.5)
-        return cosine_with_warmup(n_steps)
-
     def _build_modules(self) -> None:
         encoder_dims = tuple(self.encoder_dims)
         self.encoder_ = MLP(self.n_features_in_, encoder_dims)
         self.projector_ = MLP(encoder_dims[-1], tuple(self.projector_dims), self.n_components)
 
-    # -----------------------------------------------------------------------------------------
-    def _fit(self, x: Any, *, device: torch.device, seed: int) -> None:
+    # ---- training: inputs, loss, optimiser and schedule, the one stage -------------------------
+    def _training_inputs(self, x: Any, plan: TrainingPlan) -> _Inputs:
         augment = self._augmentation()
-        n = x.shape[0]
+        n, device = x.shape[0], plan.device
+        std = self.feature_std_
         self.scale_ = (
-            np.where(self.feature_std_ > 0, 1.0 / np.maximum(self.feature_std_, 1e-12), 1.0).astype(
-                np.float32
-            )
+            np.where(std > 0, 1.0 / np.maximum(std, 1e-12), 1.0).astype(np.float32)
             if self.standardize
             else None
         )
@@ -315,95 +314,82 @@ class DLME(BaseModel):
         knn_rep = x_in
         if backed:
             knn_rep = incremental_pca(x, 50, scale=self.scale_) if x.shape[1] > 50 else x.read(np.arange(n))
-
         logg.info(f"DLME: {n} cells × {x.shape[1]} features, kNN (K={self.n_neighbors}) ...")
-        t0 = time.perf_counter()
-        knn, self.knn_info_ = knn_graph(
-            knn_rep, self.n_neighbors, method=self.knn_method, device=device, random_state=seed
-        )
+        with plan.timed("knn_s"):
+            knn, self.knn_info_ = knn_graph(
+                knn_rep, self.n_neighbors, method=self.knn_method, device=device, random_state=plan.seed
+            )
         if backed:
             self.knn_info_["space"] = "incremental PCA" if x.shape[1] > 50 else "input"
-        self.timings_ = {"knn_s": time.perf_counter() - t0}
-
-        enc, proj = self.encoder_, self.projector_
         # in memory x_in is already scaled; on disk each minibatch is scaled as it is read
         data = self._rows_on_device(x_in, device, self.scale_ if backed else None)
-        std = torch.as_tensor(
-            self.feature_std_ * (self.scale_ if self.scale_ is not None else 1.0), device=device
-        )
-        gen = make_generator(seed, device)
-        w = world()  # several processes: each rank augments with its own seed
+        scale = self.scale_ if self.scale_ is not None else 1.0
         ctx = AugmentContext(
             data=data,
             knn=torch.as_tensor(knn, device=device),
-            feature_std=std,
-            generator=make_generator(seed + w.rank, device) if w.distributed else gen,
+            feature_std=torch.as_tensor(std * scale, device=device),
+            generator=plan.augment_generator,
         )
-        train_rows, val_rows = split_validation(
-            n, self.validation_fraction if self.early_stopping else 0.0, seed
+        if plan.n_validation:
+            logg.info(f"    early stopping on {plan.n_validation} held-out cells")
+        vctx = dataclasses.replace(ctx, generator=plan.validation_generator)
+        return _Inputs(data, ctx, vctx, augment)
+
+    def _loss(self, inputs: _Inputs, idx: torch.Tensor, *, held_out: bool = False) -> torch.Tensor:
+        """The loss of the cells ``idx`` and their augmented views; with several processes, of
+        the global batch (originals, then views)."""
+        ctx = inputs.validation_context if held_out else inputs.context
+        xb = inputs.data[idx]
+        xa = inputs.augment(xb, idx, ctx)
+        z = self.encoder_(torch.cat([xb, xa])).float()
+        y = self.projector_(z).float()
+        if not held_out and world().distributed:
+            z = torch.cat([gather(t) for t in z.chunk(2)])
+            y = torch.cat([gather(t) for t in y.chunk(2)])
+        return dlme_loss(
+            z,
+            y,
+            nu_z=self.nu_z,
+            nu_y=self.nu_y,
+            aug_near_rate=self.aug_near_rate,
+            exaggeration=inputs.exaggeration,
         )
-        n_train = len(train_rows)
-        rows = torch.as_tensor(train_rows, device=device)
-        batch = min(self.batch_size, n_train)
-        n_steps = self.n_steps_for(n_train)
-        nu_z, nu_y, rate = self.nu_z, self.nu_y, self.aug_near_rate
-        # the attraction weight of the current step (set before each step): 1 before the switch
-        exaggeration, start = self.effective_exaggeration
-        switch = round(start * n_steps)
-        alpha = [1.0]
 
-        def set_phase(s: int) -> None:
-            alpha[0] = exaggeration if s >= switch else 1.0
-
-        def loss_of(idx: torch.Tensor, aug_ctx: AugmentContext, gathered: bool = False) -> torch.Tensor:
-            xb = data[idx]
-            xa = augment(xb, idx, aug_ctx)
-            z = enc(torch.cat([xb, xa])).float()
-            y = proj(z).float()
-            if gathered:  # several processes: the loss of the global batch (originals, then views)
-                z = torch.cat([gather(t) for t in z.chunk(2)])
-                y = torch.cat([gather(t) for t in y.chunk(2)])
-            return dlme_loss(z, y, nu_z=nu_z, nu_y=nu_y, aug_near_rate=rate, exaggeration=alpha[0])
-
-        def step(i: torch.Tensor) -> torch.Tensor:
-            return loss_of(rows[i], ctx, gathered=w.distributed)
-
-        stopper = None
-        if len(val_rows):
-            vrows = torch.as_tensor(val_rows, device=device)
-            vctx = dataclasses.replace(ctx, generator=make_generator(seed + 1, device))
-
-            def validate() -> float:
-                return held_out_loss(lambda idx: loss_of(idx, vctx), vrows, batch, vctx.generator, seed + 1)
-
-            stopper = EarlyStopping(validate, every=max(1, n_train // batch), patience=self.patience)
-            logg.info(f"    early stopping on {len(val_rows)} held-out cells")
-
-        params = list(enc.parameters()) + list(proj.parameters())
+    def _optimizer(self, n_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        params = list(self.encoder_.parameters()) + list(self.projector_.parameters())
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        ckpt = self._checkpoint_file()
-        self.history_ = train(
-            step,
-            modules=[enc, proj],
-            optimizer=opt,
-            n=n_train,
-            batch_size=batch,
-            n_steps=n_steps,
-            device=device,
-            generator=gen,
-            lr_lambda=self._lr_lambda(n_steps),
-            amp=self.amp,
-            progress=self.progress,
-            desc="DLME",
-            early_stopping=stopper,
-            checkpoint=ckpt,
-            before_step=set_phase,
-        ).as_dict()
-        self.history_["n_validation"] = len(val_rows)
-        self.timings_["train_s"] = self.history_["seconds"]
-        t0 = time.perf_counter()
-        self.embedding_ = self._embed(data)
-        self.timings_["embed_s"] = time.perf_counter() - t0
+        if self.effective_lr_schedule == "step":
+            return opt, step_schedule(opt, n_steps, n_drops=10, factor=0.5)
+        return opt, cosine_schedule(opt, n_steps)
+
+    def _stages(self, inputs: _Inputs, plan: TrainingPlan) -> list[Stage]:
+        n_steps = self.n_steps_for(plan.n_train)
+        weight, start = self.effective_exaggeration
+        switch = round(start * n_steps)
+
+        def before_step(step: int) -> None:  # the attraction weight: 1 before the switch
+            inputs.exaggeration = weight if step >= switch else 1.0
+
+        held_out = partial(self._loss, inputs, held_out=True)
+        return [
+            Stage(
+                "train",
+                modules=[self.encoder_, self.projector_],
+                loss=partial(self._loss, inputs),
+                optimizer=partial(self._optimizer, n_steps),
+                n_steps=n_steps,
+                desc="DLME",
+                validation_loss=lambda rows: plan.held_out_loss(held_out, rows),
+                before_step=before_step,
+                timing="train_s",
+            )
+        ]
+
+    def _finish_fit(self, inputs: _Inputs, plan: TrainingPlan) -> None:
+        self.history_ = plan.history()
+        with plan.timed("embed_s"):
+            self.embedding_ = self._embed(inputs.data)
+        self.timings_ = plan.timings
 
     def _block_network(self) -> MLP:
         return self.encoder_

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -13,23 +13,13 @@ from scanpy import logging as logg
 from sklearn.base import ClusterMixin
 from torch import nn
 
-from .._utils import check_random_state, make_generator
 from ..nn.mlp import MLP
 from ..train._data import DeviceData
-from ..train._loop import EarlyStopping, split_validation, train
-from ._base import BaseModel, as_matrix
+from ..train._plan import Stage, TrainingPlan
+from ._base import BaseModel
+from ._inputs import as_matrix
 from ._n2d_checks import check_n_cells, check_params, min_cells
-from ._n2d_steps import (
-    choose_k,
-    fit_umap,
-    make_gmm,
-    map_of,
-    n2d_set_state,
-    n2d_state,
-    nearest_rows,
-    subsample_rows,
-    umap_transform,
-)
+from ._n2d_umap import ManifoldClustering
 
 __all__ = ["N2D"]
 
@@ -49,7 +39,7 @@ DEFAULT_K_RANGE = (2, 20)
 DEFAULT_CODE_DIM = 10
 
 
-class N2D(ClusterMixin, BaseModel):
+class N2D(ClusterMixin, ManifoldClustering, BaseModel):
     """N2D clustering: autoencoder, then UMAP on the code, then a Gaussian mixture.
 
     1. An autoencoder ``D → 500 → 500 → 2000 → k → 2000 → 500 → 500 → D`` (ReLU, linear
@@ -240,11 +230,11 @@ class N2D(ClusterMixin, BaseModel):
         self.n_clusters = n_clusters
         self.n_latent = n_latent
         self.manifold_dim = manifold_dim
-        self.hidden_dims = hidden_dims
+        self.hidden_dims = tuple(hidden_dims)
         self.n_neighbors = n_neighbors
         self.min_dist = min_dist
         self.metric = metric
-        self.k_range = k_range
+        self.k_range = tuple(k_range)
         self.gmm_n_init = gmm_n_init
         self.gmm_reg_covar = gmm_reg_covar
         self.umap_subsample = umap_subsample
@@ -265,6 +255,7 @@ class N2D(ClusterMixin, BaseModel):
         self.checkpoint_every = checkpoint_every
         self.progress = progress
 
+    # -----------------------------------------------------------------------------------------
     def __sklearn_tags__(self):
         """A clusterer (``fit_predict``, ``predict``, ``labels_``) and a transformer whose output
         is float32 (``ClusterMixin`` clears the preserved dtypes; every map here is float32)."""
@@ -272,7 +263,6 @@ class N2D(ClusterMixin, BaseModel):
         tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
 
-    # -----------------------------------------------------------------------------------------
     def _validate_params(self) -> None:
         check_params(self, PRESETS)
 
@@ -318,110 +308,60 @@ class N2D(ClusterMixin, BaseModel):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def _fit(self, x: Any, *, device: torch.device, seed: int) -> None:
-        n = x.shape[0]
-        timings: dict[str, float] = {}
+    # ---- training: the autoencoder, then the UMAPs and the mixture (ManifoldClustering) ---------
+    def _validation_fraction(self, n: int) -> float:
+        return (
+            float(self.validation_fraction) if self.early_stopping and n >= MIN_CELLS_EARLY_STOPPING else 0.0
+        )
 
-        enc, dec = self.encoder_, self.decoder_
-        data = self._rows_on_device(x, device)
-        gen = make_generator(seed, device)
-        n_steps = self.n_steps_for(n)
-        use_val = self.early_stopping and n >= MIN_CELLS_EARLY_STOPPING
-        train_rows, held_out = split_validation(n, self.validation_fraction if use_val else 0.0, seed)
-        rows = torch.as_tensor(train_rows, device=device)
-        val_rows = torch.as_tensor(held_out, device=device)
-        n_val, n_train = len(held_out), len(train_rows)
-        batch = min(self.batch_size, n_train)
+    def _training_inputs(self, x: Any, plan: TrainingPlan) -> Any:
+        n_val = plan.n_validation
         logg.info(
-            f"N2D: {n} cells × {x.shape[1]} features; autoencoder ≤ {n_steps} steps, "
-            f"code dimension {self.code_dim_}"
+            f"N2D: {x.shape[0]} cells × {x.shape[1]} features; autoencoder ≤ {self.n_steps_for(x.shape[0])} "
+            f"steps, code dimension {self.code_dim_}"
             + (f", early stopping on {n_val} held-out cells" if n_val else "")
         )
+        return self._rows_on_device(x, plan.device)
 
-        def step(idx: torch.Tensor) -> torch.Tensor:
-            xb = data[rows[idx]]
-            return torch.nn.functional.mse_loss(dec(enc(xb)).float(), xb.float())
+    def _loss(self, data: Any, idx: torch.Tensor) -> torch.Tensor:
+        """Mean squared reconstruction error of the cells ``idx``."""
+        xb = data[idx]
+        return torch.nn.functional.mse_loss(self.decoder_(self.encoder_(xb)).float(), xb.float())
 
-        def validate() -> float:
-            total = 0.0
-            for s in range(0, n_val, 1024):
-                xb = data[val_rows[s : s + 1024]].float()
-                total += float(torch.nn.functional.mse_loss(dec(enc(xb)).float(), xb, reduction="sum"))
-            return total / (n_val * x.shape[1])
+    def _held_out_error(self, data: Any, rows: torch.Tensor) -> float:
+        """Mean squared reconstruction error of every held-out cell."""
+        total = 0.0
+        for s in range(0, len(rows), 1024):
+            xb = data[rows[s : s + 1024]].float()
+            total += float(
+                torch.nn.functional.mse_loss(self.decoder_(self.encoder_(xb)).float(), xb, reduction="sum")
+            )
+        return total / (len(rows) * data.shape[1])
 
-        stopper = (
-            EarlyStopping(validate, every=max(1, n_train // batch), patience=self.patience) if n_val else None
-        )
-        params = list(enc.parameters()) + list(dec.parameters())
-        opt = torch.optim.Adam(params, lr=self.lr)
-        ckpt = self._checkpoint_file()
-        self.history_ = train(
-            step,
-            modules=[enc, dec],
-            optimizer=opt,
-            n=n_train,
-            batch_size=batch,
-            n_steps=n_steps,
-            device=device,
-            generator=gen,
-            amp=self.amp,
-            progress=self.progress,
-            desc="N2D autoencoder",
-            early_stopping=stopper,
-            checkpoint=ckpt,
-        ).as_dict()
-        self.history_["n_validation"] = n_val
-        timings["autoencoder"] = self.history_["seconds"]
-        code = self._encode(data)
-        self.code_ = code
+    def _optimizer(self) -> tuple[torch.optim.Optimizer, None]:
+        params = list(self.encoder_.parameters()) + list(self.decoder_.parameters())
+        return torch.optim.Adam(params, lr=self.lr), None
 
-        t0 = time.perf_counter()
-        dim = self._manifold_dim()
-        fit_rows = subsample_rows(n, self.umap_subsample, seed)
-        nearest, self.knn_info_ = None, None
-        if fit_rows is not None:
-            how = self._placement()
-            logg.info(f"    UMAP fitted on {len(fit_rows)} of {n} cells, the others placed by {how!r}")
-            if how == "nearest":
-                t1 = time.perf_counter()
-                rest = np.setdiff1d(np.arange(n), fit_rows, assume_unique=True)
-                nearest, self.knn_info_ = nearest_rows(code[fit_rows], code[rest], self.device_, seed)
-                timings["nearest_search"] = time.perf_counter() - t1
-        self.umap_, manifold = fit_umap(self, dim, code, seed, fit_rows, nearest)
-        self.manifold_ = manifold
-        timings["umap"] = time.perf_counter() - t0
+    def _stages(self, data: Any, plan: TrainingPlan) -> list[Stage]:
+        return [
+            Stage(
+                "train",
+                modules=[self.encoder_, self.decoder_],
+                loss=partial(self._loss, data),
+                optimizer=self._optimizer,
+                n_steps=self.n_steps_for(data.shape[0]),
+                desc="N2D autoencoder",
+                validation_loss=partial(self._held_out_error, data),
+                timing="autoencoder",
+            )
+        ]
 
-        t0 = time.perf_counter()
-        if self.n_clusters is None:
-            self.n_clusters_, self.bic_ = choose_k(self, manifold, seed)
-            logg.info(f"    chose n_clusters={self.n_clusters_} by BIC over k={list(self.k_range)}")
-        else:
-            self.n_clusters_, self.bic_ = int(self.n_clusters), None
-        self.gmm_ = make_gmm(self, self.n_clusters_, self.gmm_n_init, seed).fit(manifold)
-        self.proba_ = self.gmm_.predict_proba(manifold)
-        self.labels_ = self.proba_.argmax(1).astype(np.int64)
-        timings["gmm"] = time.perf_counter() - t0
-
-        if self.map_2d:
-            t0 = time.perf_counter()
-            self.umap2d_, self.embedding_ = fit_umap(self, 2, code, seed, fit_rows, nearest)
-            timings["map_2d"] = time.perf_counter() - t0
-        else:
-            self.umap2d_ = None
-            self.embedding_ = manifold[:, :2] if dim >= 2 else np.hstack([manifold, np.zeros_like(manifold)])
-        self.timings_ = timings
-
-    def fit_predict(self, X: Any, y: None = None, *, feature_names: Any = None) -> np.ndarray:
-        """Fit and return the cluster of each training cell (``labels_``).
-
-        Examples
-        --------
-        >>> import numpy as np, manifex as mx
-        >>> x = np.random.default_rng(0).normal(size=(100, 5)).astype("float32")
-        >>> mx.models.N2D(n_clusters=2, n_steps=10, map_2d=False, progress=False).fit_predict(x).shape
-        (100,)
-        """
-        return self.fit(X, feature_names=feature_names).labels_
+    def _finish_fit(self, data: Any, plan: TrainingPlan) -> None:
+        """The code of every cell, then its UMAP manifold, the mixture and the 2-d map."""
+        self.history_ = plan.history()
+        self.code_ = code = self._encode(data)
+        self._fit_clusters(code, plan)
+        self.timings_ = plan.timings
 
     def _transform(self, x: Any, *, space: str, block: int | None) -> np.ndarray:
         data = self._rows_on_device(x, self.device_)
@@ -430,70 +370,10 @@ class N2D(ClusterMixin, BaseModel):
         code = self._encode(data)
         if space == "latent":
             return code
-        if self._places_nearest():  # as the fit placed the cells outside its subsample
-            nearest, _ = nearest_rows(
-                self.umap_._raw_data, code, self.device_, check_random_state(self.random_state)
-            )
-            if space == "manifold":
-                return self.umap_.embedding_[nearest]
-            if self.umap2d_ is not None:  # fitted on the same subsample
-                return self.umap2d_.embedding_[nearest]
-            return map_of(self.umap_.embedding_[nearest])
-        if space == "manifold":
-            return umap_transform(self.umap_, code)
-        if self.umap2d_ is None:  # map_2d=False: the map is the manifold's first two axes
-            return map_of(umap_transform(self.umap_, code))
-        return umap_transform(self.umap2d_, code)
+        return self._place(code, space)
 
     def _block_network(self) -> MLP:
         return self.encoder_
-
-    def _get_state(self) -> dict[str, Any]:
-        return n2d_state(self, super()._get_state())
-
-    def _set_state(self, state: dict[str, Any]) -> None:
-        super()._set_state(n2d_set_state(self, state))
-
-    def predict_proba(self, X: Any, *, feature_names: Any = None) -> np.ndarray:
-        """Cluster probabilities of new cells, shape ``(n, n_clusters_)``.
-
-        Examples
-        --------
-        >>> import numpy as np, manifex as mx
-        >>> x = np.random.default_rng(0).normal(size=(100, 5)).astype("float32")
-        >>> m = mx.models.N2D(n_clusters=2, n_steps=10, map_2d=False, progress=False).fit(x)
-        >>> m.predict_proba(x[:4]).shape
-        (4, 2)
-        """
-        manifold = self.transform(X, feature_names=feature_names, space="manifold")
-        return self.gmm_.predict_proba(manifold)
-
-    def predict(self, X: Any, *, feature_names: Any = None) -> np.ndarray:
-        """Cluster of each new cell from the fitted autoencoder, manifold and mixture.
-
-        Examples
-        --------
-        >>> import numpy as np, manifex as mx
-        >>> x = np.random.default_rng(0).normal(size=(100, 5)).astype("float32")
-        >>> m = mx.models.N2D(n_clusters=2, n_steps=10, map_2d=False, progress=False).fit(x)
-        >>> m.predict(x[:4]).shape
-        (4,)
-        """
-        return self.predict_proba(X, feature_names=feature_names).argmax(1).astype(np.int64)
-
-    # -----------------------------------------------------------------------------------------
-    def _places_nearest(self) -> bool:
-        """Whether the UMAPs were fitted on a subsample and the other cells placed at their
-        nearest subsample cell: new cells are then placed the same way."""
-        return self._placement() == "nearest" and self.umap_.embedding_.shape[0] < self.labels_.shape[0]
-
-    def _placement(self) -> str:
-        if self.placement == "auto":
-            return "nearest" if self.metric == "euclidean" else "transform"
-        return self.placement
-
-    def _manifold_dim(self) -> int:
-        return int(self.manifold_dim) if self.manifold_dim is not None else self.code_dim_
 
     @torch.no_grad()
     def _encode(self, data: DeviceData, *, block: int | None = None) -> np.ndarray:

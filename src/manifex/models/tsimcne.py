@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -12,25 +15,19 @@ import torch
 from scanpy import logging as logg
 from torch import nn
 
-from .._utils import make_generator, seeded
+from .._utils import check_random_state, make_generator
 from ..losses.infonce import cauchy_infonce
-from ..neighbors import knn_graph
+from ..neighbors import knn_graph, knn_indices
 from ..nn.resnet import projection_head
-from ..train._data import BackedMatrix, StreamData, incremental_pca
-from ..train._distributed import convert_sync_batchnorm, gather, world
-from ..train._loop import EarlyStopping, cosine_with_warmup, held_out_loss, split_validation, train
-from ._base import BaseModel, as_matrix
-from ._images import BackedImages, is_backed_images, prepare_images
-from ._tsimcne_parts import (
-    Net,
-    augmentation_for,
-    embed_rows,
-    feature_dim,
-    make_backbone_for,
-    make_views,
-    profile_steps,
-    validate_params,
-)
+from ..train._data import BackedMatrix, incremental_pca
+from ..train._distributed import gather, world
+from ..train._plan import Stage, TrainingPlan
+from ..train._schedules import cosine_schedule
+from ._base import BaseModel
+from ._checks import check_common, check_dims, check_fraction, check_int, check_positive, check_stage_epochs
+from ._images import ImagesOrMatrix, prepare_images
+from ._tsimcne_net import Net, backbone_for, feature_width, time_steps
+from ._tsimcne_views import augmentation_for, make_views
 
 __all__ = ["PRESETS", "TSimCNE", "prepare_images"]  # prepare_images: see _images
 
@@ -54,7 +51,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 _STAGES = ("pretrain", "linear", "finetune")
 
 
-class TSimCNE(BaseModel):
+@dataclasses.dataclass
+class _Inputs:
+    """What t-SimCNE's loss reads during a fit."""
+
+    data: Any  #: the rows or images on the device (or read from disk per minibatch)
+    views: Callable  #: ``views(idx, generator)``: two augmented views of the rows ``idx``
+    map_layer: torch.nn.Linear  #: the 2-d output layer that replaces stage 1's head output
+    augment_seconds: float = 0.0  #: time spent in augmentation during the current stage
+
+
+class TSimCNE(ImagesOrMatrix, BaseModel):
     """t-SimCNE: a contrastive network trained to output a 2-d map directly.
 
     Two augmented views of each image are pulled together and all other images pushed apart
@@ -166,6 +173,8 @@ class TSimCNE(BaseModel):
     """
 
     _module_names: ClassVar[tuple[str, ...]] = ("net_",)
+    _stage_names: ClassVar[tuple[str, ...]] = _STAGES
+    _min_train_rows: ClassVar[int] = 2
     _training_only_params: ClassVar[tuple[str, ...]] = ("augment",)
     _state_names: ClassVar[tuple[str, ...]] = (
         "history_",
@@ -233,15 +242,56 @@ class TSimCNE(BaseModel):
         self.checkpoint_every = checkpoint_every
         self.progress = progress
 
+    # ---- parameters -------------------------------------------------------------------------
     def __sklearn_tags__(self):
         """As :class:`BaseModel`'s, and images: ``X`` may be 3-d ``(n, H, W)`` (or 4-d with channels)."""
         tags = super().__sklearn_tags__()
         tags.input_tags.three_d_array = True
         return tags
 
-    # ---- parameters -------------------------------------------------------------------------
     def _validate_params(self) -> None:
-        validate_params(self, PRESETS)
+        for name in (
+            "n_components",
+            "pretrain_dim",
+            "head_hidden",
+            "n_neighbors",
+            "checkpoint_every",
+            "patience",
+        ):
+            check_int(self, name, 1)
+        check_int(self, "batch_size", 2, allow_none=True)
+        check_int(self, "warmup_epochs", 0)
+        if self.preset not in PRESETS:
+            raise ValueError(f"`preset` must be one of {sorted(PRESETS)}, got {self.preset!r}.")
+        check_dims(self, "mlp_dims")
+        check_stage_epochs(self)
+        check_positive(self, "lr", allow_none=True)
+        check_positive(self, "weight_decay", allow_zero=True)
+        check_positive(self, "finetune_lr_factor", allow_none=True)
+        check_positive(self, "grad_clip_value", allow_none=True)
+        check_fraction(self, "momentum")
+        check_fraction(self, "validation_fraction")
+        if self.pixel_range is not None:
+            pr = self.pixel_range
+            if (
+                not isinstance(pr, tuple | list)
+                or len(pr) != 2
+                or not all(isinstance(v, int | float | np.integer | np.floating) for v in pr)
+                or not pr[1] > pr[0]
+            ):
+                raise ValueError(f"`pixel_range` must be (lo, hi) with hi > lo, or None; got {pr!r}.")
+        if not isinstance(self.backbone, nn.Module) and self.backbone not in {
+            "auto",
+            "small",
+            "resnet18",
+            "mlp",
+        }:
+            raise ValueError(
+                f"`backbone` must be 'auto', 'small', 'resnet18', 'mlp' or an nn.Module, got {self.backbone!r}."
+            )
+        if not (callable(self.augment) or isinstance(self.augment, str)):
+            raise TypeError("`augment` must be a preset name or a callable.")
+        check_common(self)
 
     @property
     def epochs(self) -> tuple[int, int, int]:
@@ -264,204 +314,103 @@ class TSimCNE(BaseModel):
     def _learning_rate(self, batch: int) -> float:
         return float(self.lr) if self.lr is not None else 0.03 * batch / 256
 
-    # ---- input ------------------------------------------------------------------------------
-    def _prepare_fit_input(self, X: Any):
-        if isinstance(X, torch.Tensor):
-            X = X.detach().cpu().numpy()
-        ndim = getattr(X, "ndim", None)
-        if ndim is None and hasattr(X, "shape"):  # e.g. a backed sparse dataset
-            ndim = len(X.shape)
-        if ndim is None:
-            X = np.asarray(X)
-            ndim = X.ndim
-        if ndim == 2:
-            self.kind_ = "expression"
-            self.image_shape_ = None
-            self.pixel_range_ = None
-            x = as_matrix(X, name="X")
-            self._check_n_rows(x.shape[0])
-            return x
-        if is_backed_images(X):  # on disk: checked in one pass, then read per minibatch
-            u8 = X
-            if not isinstance(X, BackedImages) or (
-                self.pixel_range is not None and X.pixel_range != tuple(float(v) for v in self.pixel_range)
-            ):
-                u8 = BackedImages(X, name="X", pixel_range=self.pixel_range)
-            rng, dtype, peak = u8.pixel_range, u8.dtype, u8.max_value
-        else:
-            u8, rng = prepare_images(X, name="X", pixel_range=self.pixel_range)
-            dtype, peak = np.asarray(X).dtype, int(u8.max())
-        if self.pixel_range is None and dtype == np.uint8 and peak <= 1:
-            logg.warning(
-                "t-SimCNE: uint8 images whose values are all 0 or 1 are read as 0–255, i.e. nearly "
-                "black; for masks pass `pixel_range=(0, 1)` (or bool images)."
-            )
-        if u8.shape[0] < 2:
-            raise ValueError("t-SimCNE needs at least 2 images.")
-        self.kind_ = "image"
-        _, c, h, w = u8.shape
-        self.image_shape_ = (int(h), int(w), int(c))
-        self.pixel_range_ = tuple(float(v) for v in rng)
-        return u8
+    # ---- training: inputs, loss, the three stages ---------------------------------------------
+    def _training_batch_size(self) -> int:
+        return self.effective_batch_size
 
-    def _prepare_query(self, X: Any, feature_names: Any = None):
-        if self.kind_ == "expression":
-            return super()._prepare_query(X, feature_names)
-        if feature_names is not None:
-            raise ValueError("`feature_names` apply to expression data, not to images.")
-        standard = tuple(self.pixel_range_) in ((0.0, 1.0), (0.0, 255.0))
-        reference = None if standard else self.pixel_range_
-        if is_backed_images(X):
-            u8 = BackedImages(X, name="X", pixel_range=self.pixel_range, reference_range=reference)
-        else:
-            u8, _ = prepare_images(X, name="X", pixel_range=self.pixel_range, reference_range=reference)
-        if u8.shape[1:] != (self.image_shape_[2], self.image_shape_[0], self.image_shape_[1]):
-            h, w, c = self.image_shape_
-            raise ValueError(
-                f"The model was trained on {h}×{w} images with {c} channel(s), got "
-                f"{u8.shape[2]}×{u8.shape[3]} with {u8.shape[1]}."
-            )
-        return u8
-
-    def _input_space(self, x: Any) -> np.ndarray:
-        if isinstance(x, BackedImages):
-            raise ValueError("space='input' would load on-disk images whole; read them in chunks.")
-        if self.kind_ == "image":
-            return x.reshape(x.shape[0], -1).astype(np.float32) / np.float32(255.0)
-        return super()._input_space(x)
-
-    def _device_data(self, x: Any, device: torch.device) -> Any:
-        if isinstance(x, BackedImages):  # read from disk per minibatch
-            return StreamData(x, device)
-        return torch.from_numpy(x).to(device) if self.kind_ == "image" else self._rows_on_device(x, device)
-
-    # ---- fitting ----------------------------------------------------------------------------
-    def _fit(self, x: Any, *, device: torch.device, seed: int) -> None:
-        n = x.shape[0]
+    def _training_inputs(self, x: Any, plan: TrainingPlan) -> _Inputs:
         augment = self._augmentation()
-        train_rows, val_rows = split_validation(
-            n, self.validation_fraction if self.early_stopping else 0.0, seed, min_train=2
-        )
-        n_train = len(train_rows)
-        rows = torch.as_tensor(train_rows, device=device)
-        batch = min(self.effective_batch_size, n_train)
-        per_epoch = max(1, n_train // batch) if n_train > batch else 1
-        lr = self._learning_rate(batch)
-        gen = make_generator(seed, device)
         # images: (n, C, H, W) uint8 on the device, the only copy (or read per minibatch from disk)
-        data = self._device_data(x, device)
-
+        data = self._device_data(x, plan.device)
         knn = None
         if self.kind_ == "expression":
             rep = x
             if isinstance(x, BackedMatrix):  # on disk: neighbours on an out-of-core PCA
-                rep = incremental_pca(x, 50) if x.shape[1] > 50 else x.read(np.arange(n))
-            knn, self.knn_info_ = knn_graph(
-                rep, min(self.n_neighbors, n - 1), device=device, random_state=seed
-            )
-        w = world()
-        aug_gen = make_generator(seed + w.rank, device) if w.distributed else gen
-        views = make_views(self, data, augment, knn, aug_gen, device)
-        logg.info(f"t-SimCNE: {n} {self.kind_} rows of shape {x.shape[1:]} on {device}")
+                rep = incremental_pca(x, 50) if x.shape[1] > 50 else x.read(np.arange(x.shape[0]))
+            k = min(self.n_neighbors, x.shape[0] - 1)
+            knn, self.knn_info_ = knn_graph(rep, k, device=plan.device, random_state=plan.seed)
+        views = make_views(
+            self.kind_,
+            data,
+            augment,
+            knn=knn,
+            feature_std=self.feature_std_,
+            generator=plan.augment_generator,
+            device=plan.device,
+        )
+        logg.info(f"t-SimCNE: {x.shape[0]} {self.kind_} rows of shape {x.shape[1:]} on {plan.device}")
+        map_layer = self._map_layer.to(plan.device)  # built with the network (_build_training_modules)
+        del self._map_layer
+        return _Inputs(data, views, map_layer)
 
-        with seeded(seed, device):
-            self._build_modules(out_dim=self.pretrain_dim)
-            fresh_out = nn.Linear(self.head_hidden, self.n_components)
-        self.net_ = convert_sync_batchnorm(self.net_.to(device), device, world())
-        net = self.net_
-        fresh_out.to(device)
-        timing = {"augment": 0.0}
+    def _loss(self, inputs: _Inputs, g: torch.Generator, idx: torch.Tensor, *, training: bool = True):
+        """Cauchy InfoNCE of two views of the rows ``idx`` (augmented with ``g``); in training
+        with several processes, with the negatives of the global batch."""
+        t0 = time.perf_counter()
+        a, b = inputs.views(idx, g)
+        if training:
+            inputs.augment_seconds += time.perf_counter() - t0
+        za, zb = self.net_(torch.cat([a, b])).float().chunk(2)
+        if training and world().distributed:
+            za, zb = gather(za), gather(zb)
+        return cauchy_infonce(za, zb)
 
-        def loss_of(idx: torch.Tensor, g: torch.Generator, training: bool = False) -> torch.Tensor:
-            t0 = time.perf_counter()
-            a, b = views(idx, g)
-            if training:
-                timing["augment"] += time.perf_counter() - t0
-            za, zb = net(torch.cat([a, b])).float().chunk(2)
-            if training and w.distributed:  # several processes: negatives from the global batch
-                za, zb = gather(za), gather(zb)
-            return cauchy_infonce(za, zb)
+    def _start_stage(self, inputs: _Inputs, stage: int) -> None:
+        inputs.augment_seconds = 0.0
+        if stage == 1:  # the 2-d output layer in place of stage 1's
+            self.net_.head[2] = inputs.map_layer
 
-        def step(i: torch.Tensor) -> torch.Tensor:
-            return loss_of(rows[i], aug_gen, training=True)
-
-        stopper = None
-        if len(val_rows):
-            vrows = torch.as_tensor(val_rows, device=device)
-            vgen = make_generator(seed + 1, device)
-
-            def validate() -> float:
-                return held_out_loss(lambda idx: loss_of(idx, vgen), vrows, batch, vgen, seed + 1)
-
-            stopper = EarlyStopping(validate, every=per_epoch, patience=self.patience)
-
-        ckpt = self._checkpoint_file(phases=_STAGES)
-
-        def stage_record(h: dict[str, Any], epochs: int, stage_lr: float) -> dict[str, Any]:
-            """A stage's history with its budget, learning rate and throughput."""
-            seen = h["n_steps"] * batch
-            return {
-                **h,
-                "epochs": int(epochs),
-                "base_lr": float(stage_lr),
-                "augment_seconds": float(timing["augment"]),
-                "images_per_second": float(seen / h["seconds"]) if h["seconds"] > 0 else float("nan"),
-            }
-
-        histories: dict[str, dict[str, Any]] = {}
-        for stage, (name, epochs) in enumerate(zip(_STAGES, self.epochs, strict=True)):
-            if stage == 1:
-                net.head[2] = fresh_out
-            if ckpt is not None and ckpt.position(name) == "before":
-                histories[name] = ckpt.histories[name]
-                continue
-            for p in net.parameters():
-                p.requires_grad_(stage != 1)
-            for p in net.head[2].parameters():
-                p.requires_grad_(True)
-            params = [p for p in net.parameters() if p.requires_grad]
-            stage_lr = lr * (self.effective_finetune_lr_factor if stage == 2 else 1.0)
-            opt = torch.optim.SGD(params, lr=stage_lr, momentum=self.momentum, weight_decay=self.weight_decay)
-            n_steps = epochs * per_epoch
-            warm = 0 if stage == 1 else min(self.warmup_epochs * per_epoch, n_steps // 10)
-            timing["augment"] = 0.0
-            restored = ckpt.state_for(name) if ckpt is not None else None
-            h = train(
-                step,
-                modules=[net],
-                optimizer=opt,
-                n=n_train,
-                batch_size=batch,
-                n_steps=n_steps,
-                device=device,
-                generator=gen,
-                lr_lambda=cosine_with_warmup(n_steps, warm),
-                grad_clip_value=self.grad_clip_value,
-                amp=self.amp,
-                progress=self.progress,
-                desc=f"t-SimCNE {stage + 1}/3 ({name})",
-                early_stopping=stopper,
-                checkpoint=ckpt,
-                phase=name,
-                record=lambda d, e=epochs, r=stage_lr: stage_record(d, e, r),
-            ).as_dict()
-            if restored is not None and restored["done"] and name in ckpt.histories:
-                histories[name] = ckpt.histories[name]  # finished before: its record as written
-                continue
-            histories[name] = stage_record(h, epochs, stage_lr)
-        for p in net.parameters():
+    def _optimizer(self, stage: int, lr: float, n_steps: int, warmup: int):
+        """SGD over what the stage trains (stage 2: the output layer only), warm-up and cosine decay."""
+        for p in self.net_.parameters():
+            p.requires_grad_(stage != 1)
+        for p in self.net_.head[2].parameters():
             p.requires_grad_(True)
-        net.eval()
-        self.history_ = {
-            **histories,
-            "loss": np.concatenate([np.asarray(histories[s]["loss"], dtype=np.float64) for s in _STAGES]),
-            "n_steps": int(sum(histories[s]["n_steps"] for s in _STAGES)),
-            "seconds": float(sum(histories[s]["seconds"] for s in _STAGES)),
-            "batch_size": int(batch),
-            "steps_per_epoch": int(per_epoch),
-            "n_validation": len(val_rows),
+        params = [p for p in self.net_.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        return opt, cosine_schedule(opt, n_steps, warmup)
+
+    def _stage_record(self, inputs: _Inputs, epochs: int, lr: float, batch: int, h: dict) -> dict:
+        """A stage's history with its budget, learning rate and throughput."""
+        ips = h["n_steps"] * batch / h["seconds"] if h["seconds"] > 0 else float("nan")
+        return {
+            **h,
+            "epochs": int(epochs),
+            "base_lr": float(lr),
+            "augment_seconds": float(inputs.augment_seconds),
+            "images_per_second": float(ips),
         }
-        self.embedding_, self.features_ = self._embed(data, both=True)
+
+    def _stages(self, inputs: _Inputs, plan: TrainingPlan) -> list[Stage]:
+        lr, per_epoch = self._learning_rate(plan.batch_size), plan.steps_per_epoch
+        held_out = partial(self._loss, inputs, plan.validation_generator, training=False)
+        stages = []
+        for i, (name, epochs) in enumerate(zip(_STAGES, self.epochs, strict=True)):
+            n_steps = epochs * per_epoch
+            warmup = 0 if i == 1 else min(self.warmup_epochs * per_epoch, n_steps // 10)
+            stage_lr = lr * (self.effective_finetune_lr_factor if i == 2 else 1.0)
+            stages.append(
+                Stage(
+                    name,
+                    modules=[self.net_],
+                    loss=partial(self._loss, inputs, plan.augment_generator),
+                    optimizer=partial(self._optimizer, i, stage_lr, n_steps, warmup),
+                    n_steps=n_steps,
+                    desc=f"t-SimCNE {i + 1}/3 ({name})",
+                    validation_loss=lambda rows: plan.held_out_loss(held_out, rows),
+                    start=partial(self._start_stage, inputs, i),
+                    grad_clip_value=self.grad_clip_value,
+                    record=partial(self._stage_record, inputs, epochs, stage_lr, plan.batch_size),
+                )
+            )
+        return stages
+
+    def _finish_fit(self, inputs: _Inputs, plan: TrainingPlan) -> None:
+        for p in self.net_.parameters():
+            p.requires_grad_(True)
+        self.net_.eval()
+        self.history_ = plan.history(batch_size=plan.batch_size, steps_per_epoch=plan.steps_per_epoch)
+        self.embedding_, self.features_ = self._embed(inputs.data, both=True)
 
     def _block_network(self) -> nn.Module:
         return self.net_.backbone
@@ -470,8 +419,11 @@ class TSimCNE(BaseModel):
         data = self._device_data(x, self.device_)
         return self._embed(data, latent=space == "latent", block=block)
 
-    def _embed(self, data: Any, *, latent: bool = False, both: bool = False, block: int | None = None):
-        return embed_rows(self, data, latent=latent, both=both, block=block)
+    def _embed(self, data: Any, *, latent: bool = False, both: bool = False, block: int | None = None) -> Any:
+        images = self.kind_ == "image"
+        return self.net_.embed(
+            data, images=images, device=self.device_, latent=latent, both=both, block=block
+        )
 
     def profile(self, X: Any, *, n_steps: int = 5) -> dict[str, float]:
         """Time the augmentation and a whole training step on a copy of the fitted network.
@@ -491,15 +443,53 @@ class TSimCNE(BaseModel):
         ``{"augment_s", "step_s", "augment_fraction", "images_per_s"}`` per step.
         """
         self._check_fitted()
-        return profile_steps(self, self._prepare_query(X), n_steps=n_steps)
+        x = self._prepare_query(X)
+        device = self.device_
+        gen = make_generator(check_random_state(self.random_state), device)
+        knn = None
+        if self.kind_ == "expression":
+            knn = knn_indices(x, min(self.n_neighbors, x.shape[0] - 1), random_state=0)
+        views = make_views(
+            self.kind_,
+            self._device_data(x, device),
+            self._augmentation(),
+            knn=knn,
+            feature_std=self.feature_std_,
+            generator=gen,
+            device=device,
+        )
+        net = copy.deepcopy(self.net_).to(device).train()
+        batch = min(self.effective_batch_size, x.shape[0])
+        return time_steps(
+            net,
+            views,
+            n_rows=x.shape[0],
+            batch_size=batch,
+            momentum=self.momentum,
+            generator=gen,
+            n_steps=n_steps,
+        )
 
     # ---- modules ----------------------------------------------------------------------------
     def _build_modules(self, out_dim: int | None = None) -> None:
         """Build backbone + head; the head's output is ``out_dim`` (default: the final map)."""
-        backbone = make_backbone_for(self)
-        self.feature_dim_ = feature_dim(self, backbone)
+        backbone = backbone_for(
+            self.backbone,
+            kind=self.kind_,
+            n_features=self.n_features_in_,
+            mlp_dims=tuple(self.mlp_dims),
+            image_shape=self.image_shape_,
+        )
+        self.feature_dim_ = feature_width(backbone, self.image_shape_)
         head = projection_head(self.feature_dim_, self.head_hidden, out_dim or self.n_components)
         self.net_ = Net(backbone, head)
 
+    def _build_training_modules(self) -> None:
+        """The network with stage 1's head (``pretrain_dim`` outputs), and the 2-d output layer that
+        takes the place of the head's output from stage 2 on, built once, in this order."""
+        self._build_modules(out_dim=self.pretrain_dim)
+        self._map_layer = nn.Linear(self.head_hidden, self.n_components)
+
     def _augmentation(self) -> Callable:
-        return augmentation_for(self)
+        channels = self.image_shape_[2] if self.kind_ == "image" else None
+        return augmentation_for(self.augment, kind=self.kind_, channels=channels)

@@ -1,16 +1,18 @@
 """The one training loop every manifex model uses.
 
-A model describes a training step as a function of the minibatch indices
-(``step_fn(idx) -> loss``); :func:`train` owns everything around it: shuffling on the device,
-the optimiser step, learning-rate schedule, gradient clipping, mixed precision on CUDA,
-the progress report (:mod:`manifex.train._progress`), loss history, validation / early stopping and
-checkpoints that resume a run (:mod:`manifex.train._checkpoint`).
+A training step is a function of the minibatch indices (``step_fn(idx) -> loss``); :func:`train`
+owns everything around it: shuffling on the device, the optimiser step, the learning-rate
+schedule (a :mod:`torch.optim.lr_scheduler` scheduler, stepped after every optimiser step),
+gradient clipping, mixed precision on CUDA, the progress report (:mod:`manifex.train._progress`),
+loss history, validation / early stopping and checkpoints that resume a run
+(:mod:`manifex.train._checkpoint`). The models do not call it directly: a model declares its
+stages and :class:`manifex.train._plan.TrainingPlan` runs each through :func:`train`.
 """
 
 from __future__ import annotations
 
-import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -23,7 +25,7 @@ from ._distributed import average_gradients, broadcast_parameters, shard, sync_b
 from ._malloc import tune_malloc
 from ._progress import Progress, progress_enabled
 
-__all__ = ["EarlyStopping", "TrainHistory", "cosine_with_warmup", "split_validation", "train"]
+__all__ = ["EarlyStopping", "TrainHistory", "train"]
 
 
 @dataclass
@@ -87,24 +89,6 @@ class EarlyStopping:
     min_delta: float = 1e-3
 
 
-def cosine_with_warmup(n_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:
-    """Learning-rate multiplier: linear warm-up then cosine decay to zero over ``n_steps``."""
-
-    def f(step: int) -> float:
-        if warmup_steps > 0 and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        t = (step - warmup_steps) / max(1, n_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
-
-    return f
-
-
-def step_decay(n_steps: int, n_drops: int = 10, factor: float = 0.5) -> Callable[[int], float]:
-    """Learning-rate multiplier that is multiplied by ``factor`` ``n_drops`` times, evenly spaced."""
-    every = max(1, n_steps // n_drops)
-    return lambda step: factor ** (step // every)
-
-
 def _check_finite(losses: torch.Tensor, first_step: int, desc: str) -> None:
     """Raise if any of ``losses`` (of steps ``first_step``, ``first_step + 1``, ...) is not finite."""
     bad = ~torch.isfinite(losses)
@@ -123,39 +107,6 @@ def _amp_context(device: torch.device, amp: bool):
     return torch.autocast(device_type="cpu", enabled=False), None
 
 
-def split_validation(
-    n: int, fraction: float, seed: int, *, min_validation: int = 20, min_train: int = 20
-) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of ``n`` rows into sorted training and validation rows.
-
-    ``round(fraction * n)`` rows are held out; none when that is below ``min_validation`` or
-    would leave fewer than ``min_train`` training rows (the caller logs that early stopping is
-    off).
-    """
-    n_val = round(float(fraction) * n)
-    if n_val < min_validation or n - n_val < min_train:
-        n_val = 0
-    perm = np.random.default_rng(seed).permutation(n)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-
-
-def held_out_loss(
-    loss_fn: Callable[[torch.Tensor], torch.Tensor],
-    rows: torch.Tensor,
-    batch_size: int,
-    generator: torch.Generator,
-    seed: int,
-) -> float:
-    """Mean of ``loss_fn(idx)`` over the full minibatches of held-out ``rows``.
-
-    ``generator`` (the one the loss's augmentations draw from) is reseeded with ``seed`` first,
-    so every check sees the same augmented views and the losses are comparable.
-    """
-    generator.manual_seed(seed)
-    b = min(batch_size, len(rows))
-    return float(np.mean([float(loss_fn(rows[s : s + b])) for s in range(0, len(rows) - b + 1, b)]))
-
-
 def train(
     step_fn: Callable[[torch.Tensor], torch.Tensor],
     *,
@@ -166,10 +117,10 @@ def train(
     n_steps: int,
     device: torch.device,
     generator: torch.Generator,
-    lr_lambda: Callable[[int], float] | None = None,
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     grad_clip_value: float | None = None,
     grad_clip_norm: float | None = None,
-    amp: bool = True,
+    amp: bool = False,
     progress: bool | None = True,
     desc: str = "training",
     early_stopping: EarlyStopping | None = None,
@@ -200,13 +151,15 @@ def train(
         gradients are averaged over the ranks.
     n_steps
         Total optimiser steps (the budget), independent of the number of epochs.
-    lr_lambda
-        Multiplier of each parameter group's initial learning rate, as a function of the step.
+    lr_scheduler
+        A scheduler of ``optimizer`` (:mod:`torch.optim.lr_scheduler`), stepped once after every
+        optimiser step; it is saved in checkpoints. The history records the learning rate of the
+        last step of each epoch.
     grad_clip_value, grad_clip_norm
         Clip gradients by value / by global norm before each step.
     amp
         Mixed precision on CUDA (bfloat16 where supported, else float16 with loss scaling).
-        Ignored on CPU and MPS.
+        Ignored on CPU and MPS. Off by default, as in the models.
     progress
         ``True`` / ``False``, or ``None`` to follow ``scanpy.settings.verbosity``
         (:func:`manifex.train._progress.progress_enabled`). A bar on a terminal, else at most one line
@@ -242,7 +195,6 @@ def train(
     history = TrainHistory()
     ctx_dtype = _amp_context(device, amp)[1]
     scaler = torch.amp.GradScaler("cuda") if ctx_dtype == torch.float16 else None
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
     drop_last = n > batch_size
     per_epoch = max(1, n // batch_size) if drop_last else 1
     params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -252,7 +204,12 @@ def train(
 
     saved = checkpoint.state_for(phase) if checkpoint is not None else None
     if saved is not None:
+        sched_state = saved.get("extra", {}).get("lr_scheduler")
+        if lr_scheduler is not None and not saved["done"] and sched_state is None:
+            _replay(lr_scheduler, int(saved["step"]))  # a checkpoint written without the schedule
         restore(saved, modules=modules, optimizer=None if saved["done"] else optimizer, generator=generator)
+        if lr_scheduler is not None and not saved["done"] and sched_state is not None:
+            lr_scheduler.load_state_dict(sched_state)
         history = TrainHistory.from_dict(saved["history"])
         step = int(saved["step"])
         es = saved.get("extra", {}).get("early_stopping")
@@ -264,16 +221,19 @@ def train(
                 m.eval()
             return history
 
-    def es_state() -> dict:
+    def extra_state() -> dict:
+        """The schedule's state and the early stopping's best weights so far."""
+        out = {"lr_scheduler": lr_scheduler.state_dict()} if lr_scheduler is not None else {}
         if best is None:
-            return {}
+            return out
         return {
+            **out,
             "early_stopping": {
                 "best_loss": best[0],
                 "best_step": best[1],
                 "bad_checks": bad_checks,
                 "best_modules": [{k: v.cpu() for k, v in sd.items()} for sd in best[2]],
-            }
+            },
         }
 
     def check() -> bool:
@@ -309,6 +269,7 @@ def train(
     # (where the epoch's mean loss is read anyway), so the host can queue steps ahead of the GPU.
     check_each_step = device.type != "cuda"
     stop = False
+    step_lr = float("nan")
     try:
         while step < n_steps and not stop:
             perm = torch.randperm(n, device=generator.device, generator=generator).to(device)
@@ -318,10 +279,6 @@ def train(
                 idx = shard(perm[b * batch_size : (b + 1) * batch_size], w)
                 if before_step is not None:
                     before_step(step)
-                if lr_lambda is not None:
-                    mult = lr_lambda(step)
-                    for g, lr0 in zip(optimizer.param_groups, base_lrs):
-                        g["lr"] = lr0 * mult
                 optimizer.zero_grad(set_to_none=True)
                 ctx, _ = _amp_context(device, amp)
                 with ctx:
@@ -343,6 +300,9 @@ def train(
                     scaler.update()
                 else:
                     optimizer.step()
+                step_lr = float(optimizer.param_groups[0]["lr"])  # the learning rate of this step
+                if lr_scheduler is not None:
+                    lr_scheduler.step()
                 epoch_losses.append(loss.detach())
                 step += 1
                 bar.update(1)
@@ -361,7 +321,7 @@ def train(
                     mean = mean / w.size
                 mean_loss = mean.item()
                 history.loss.append(mean_loss)
-                history.lr.append(float(optimizer.param_groups[0]["lr"]))
+                history.lr.append(step_lr)
                 bar.epoch_end(len(history.loss), mean_loss)
                 epoch_losses = []
             if (
@@ -381,7 +341,7 @@ def train(
                     optimizer=optimizer,
                     generator=generator,
                     history=history.as_dict(),
-                    extra=es_state(),
+                    extra=extra_state(),
                 )
     finally:
         bar.close()
@@ -408,3 +368,11 @@ def train(
         )
     logg.debug(f"{desc}: {step} steps in {history.seconds:.1f}s on {device}")
     return history
+
+
+def _replay(lr_scheduler: torch.optim.lr_scheduler.LRScheduler, n_steps: int) -> None:
+    """Step a fresh scheduler ``n_steps`` times (its optimiser's learning rates follow)."""
+    with warnings.catch_warnings():  # stepped without optimiser steps, on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(n_steps):
+            lr_scheduler.step()
