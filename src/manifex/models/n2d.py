@@ -230,11 +230,11 @@ class N2D(ClusterMixin, ManifoldClustering, BaseModel):
         self.n_clusters = n_clusters
         self.n_latent = n_latent
         self.manifold_dim = manifold_dim
-        self.hidden_dims = tuple(hidden_dims)
+        self.hidden_dims = hidden_dims
         self.n_neighbors = n_neighbors
         self.min_dist = min_dist
         self.metric = metric
-        self.k_range = tuple(k_range)
+        self.k_range = k_range
         self.gmm_n_init = gmm_n_init
         self.gmm_reg_covar = gmm_reg_covar
         self.umap_subsample = umap_subsample
