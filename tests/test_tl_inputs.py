@@ -203,7 +203,7 @@ def no_fit(monkeypatch):
 
 @pytest.fixture
 def warnings_logged(monkeypatch):
-    import manifex.tl._utils as tu
+    import manifex.tl._fit as tu
 
     said: list[str] = []
     monkeypatch.setattr(tu.logg, "warning", lambda msg, *a, **k: said.append(msg))

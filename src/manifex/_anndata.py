@@ -1,6 +1,11 @@
-"""AnnData helpers shared by :mod:`manifex.tl` and :mod:`manifex.pl`: checks and lookups.
+"""AnnData helpers shared by :mod:`manifex.tl` and :mod:`manifex.pl`: checks, lookups, records.
 
+* :class:`InputSpec` -- which part of an AnnData a model was trained on (kept on the model as
+  ``model.input_spec_`` and in its file, read again to prepare a query);
 * :func:`check_adata` -- an AnnData with cells and features (and not in an unusable state);
+  :func:`check_flags` -- boolean switches;
+* :func:`check_key_added` -- the key a result is written under, checked before any work;
+  :func:`plain` -- values ``write_h5ad`` can store;
 * :func:`basis_key` (the key a result is written to), :func:`get_basis` / :func:`resolve_basis`
   (the one lookup of an embedding by scanpy's ``basis`` convention);
 * :func:`obsm_coords`, :func:`obs_labels` -- coordinates and labels, validated.
@@ -8,28 +13,191 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
+from scanpy import logging as logg
 
 from ._utils import as_2d_float
 
 __all__ = [
+    "RESERVED_KEYS",
+    "InputSpec",
     "basis_key",
     "basis_name",
     "check_adata",
+    "check_flags",
+    "check_key_added",
     "get_basis",
     "obs_labels",
     "obsm_coords",
+    "plain",
     "resolve_basis",
 ]
 
 #: Embeddings the ``mx.tl`` methods write by default (tried when no ``basis`` is given).
 METHOD_BASES = ("X_dlme", "X_tsimcne", "X_n2d")
+
+
+Slot = tuple[str, str]
+
+#: Sources an :class:`InputSpec` names.
+INPUT_SOURCES = ("obsm", "layer", "X", "images", "pca")
+_ARRAY_FIELDS = ("var_names", "pca_components", "pca_mean")
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return a is not None and b is not None and np.array_equal(np.asarray(a), np.asarray(b))
+    return bool(a == b)
+
+
+@dataclass(frozen=True, eq=False)
+class InputSpec(Mapping):
+    """Which part of an AnnData a model was trained on, so a query can be prepared alike.
+
+    ``source`` is ``"obsm"``, ``"layer"``, ``"X"``, ``"images"`` (an ``obsm`` key) or ``"pca"`` (a
+    PCA computed by manifex from ``X``, whose loadings ``pca_components`` and gene means
+    ``pca_mean`` are kept so queries are projected the same way); ``key`` the ``obsm`` key or
+    layer. ``var_names`` are the genes a gene-level input was read from, ``genes`` a signature of
+    their values (:func:`manifex.tl._prepcheck.gene_signature`) to check a query's preprocessing
+    later. ``key_added`` and ``method`` name the ``tl`` call that fitted the model; ``extra`` holds
+    further facts (e.g. the fingerprint of the reference's ``varm["PCs"]``).
+
+    The ``tl`` functions record it on the model (``model.input_spec_``); :meth:`to_dict` /
+    :meth:`from_dict` are its form in a model file. It reads like a mapping too
+    (``spec["source"]``, ``dict(spec)``) and compares equal to a mapping with the same entries.
+
+    Examples
+    --------
+    >>> from manifex._anndata import InputSpec
+    >>> spec = InputSpec("obsm", "X_pca", description="obsm['X_pca']")
+    >>> spec.slots(), spec["key"]
+    ([('obsm', 'X_pca')], 'X_pca')
+    >>> InputSpec.from_dict(spec.to_dict()) == spec
+    True
+    """
+
+    source: str | None
+    key: str | None = None
+    var_names: np.ndarray | None = None
+    pca_components: np.ndarray | None = None
+    pca_mean: np.ndarray | None = None
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    genes: dict[str, Any] | None = None
+    key_added: str | None = None
+    method: str | None = None
+
+    # ---- the form in a model file -----------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Every field by name (the JSON of a model file; arrays stay arrays)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> InputSpec:
+        """The spec of a mapping written by :meth:`to_dict` (or by an older manifex: missing
+        fields take their defaults, unknown entries go to ``extra``)."""
+        if not isinstance(d, Mapping):
+            raise TypeError(f"An input spec must be a mapping, got {type(d).__name__}.")
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in names}
+        kwargs.setdefault("source", None)
+        for k in _ARRAY_FIELDS:
+            if isinstance(kwargs.get(k), list | tuple):
+                kwargs[k] = np.asarray(kwargs[k])
+        unknown = {k: v for k, v in d.items() if k not in names}
+        kwargs["extra"] = {**dict(kwargs.get("extra") or {}), **unknown}
+        if kwargs.get("genes") is not None:
+            kwargs["genes"] = dict(kwargs["genes"])
+        return cls(**kwargs)
+
+    @classmethod
+    def coerce(cls, value: Any, *, name: str = "input_spec") -> InputSpec | None:
+        """``value`` as an :class:`InputSpec` (a mapping is read by :meth:`from_dict`), or ``None``."""
+        if value is None or isinstance(value, InputSpec):
+            return value
+        if isinstance(value, Mapping):
+            return cls.from_dict(value)
+        raise TypeError(f"`{name}` must be an InputSpec, a dict or None, got {type(value).__name__}.")
+
+    def replace(self, **changes: Any) -> InputSpec:
+        """A copy with ``changes``."""
+        return dataclasses.replace(self, **changes)
+
+    # ---- what it reads and writes -----------------------------------------------------------
+    def slots(self) -> list[Slot]:
+        """The AnnData entries this input is read from (for the ``key_added`` check)."""
+        return [("obsm", self.key)] if self.source in ("obsm", "images") and self.key else []
+
+    def to_uns(self) -> dict[str, Any]:
+        """What ``uns[key]["input"]`` records."""
+        return {
+            "source": self.source if self.source is not None else "",
+            "key": self.key if self.key is not None else "",
+            "description": self.description,
+        }
+
+    # ---- read access as a mapping, equality -------------------------------------------------
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.__dataclass_fields__:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.__dataclass_fields__)
+
+    def __len__(self) -> int:
+        return len(self.__dataclass_fields__)
+
+    def __eq__(self, other: Any) -> bool:
+        if isinstance(other, Mapping) and not isinstance(other, InputSpec):
+            other = InputSpec.from_dict(other)
+        if not isinstance(other, InputSpec):
+            return NotImplemented
+        return all(_same(getattr(self, f), getattr(other, f)) for f in self.__dataclass_fields__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def check_flags(**flags: Any) -> None:
+    """Each keyword is ``True`` or ``False`` (``copy="yes"`` is a mistake, not a truthy value)."""
+    for name, value in flags.items():
+        if not isinstance(value, bool | np.bool_):
+            raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+
+
+def plain(obj: Any) -> Any:
+    """Convert values to types that ``AnnData.write_h5ad`` stores (no None, no tuples of mixed types)."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list | tuple):
+        if all(isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in obj):
+            return np.asarray(obj)
+        if all(isinstance(v, str) for v in obj):
+            return np.asarray(obj, dtype=object)
+        return {str(i): plain(v) for i, v in enumerate(obj)}
+    if isinstance(obj, np.ndarray | np.generic | int | float | str | bool):
+        return obj
+    return repr(obj)
+
+
+#: scanpy's own results: other steps read them (``sc.pp.neighbors`` uses ``X_pca`` by default,
+#: ``sc.tl.umap`` / ``leiden`` the neighbour graph), so a result is never written under these keys.
+RESERVED_KEYS = {
+    "pca": (("obsm", "X_pca"), ("uns", "pca"), ("varm", "PCs")),
+    "neighbors": (("uns", "neighbors"), ("obsp", "distances"), ("obsp", "connectivities")),
+}
+
+
+def _exists(adata: AnnData, slot: str, name: str) -> bool:
+    return name in getattr(adata, slot).keys() if slot != "obs" else name in adata.obs.columns
 
 
 def check_adata(adata: Any, *, min_cells: int = 1, name: str = "adata", need_vars: bool = True) -> AnnData:
@@ -180,3 +348,71 @@ def obs_labels(adata: AnnData, label_key: Any, name: str, *, arg: str = "label_k
         raise KeyError(f"{name}.obs has no column {label_key!r} (columns: {list(adata.obs.columns)}).")
     s = adata.obs[label_key]
     return s.astype(object).where(s.notna(), None)
+
+
+def check_key_added(
+    adata: AnnData,
+    key_added: Any,
+    *,
+    default: str,
+    writes: Callable[[str], Iterable[Slot]],
+    inputs: Mapping[Slot, str] | Iterable[Slot] = (),
+    function: str,
+) -> str:
+    """The key a ``tl`` function writes its results under, checked before any work.
+
+    ``key_added`` (or ``default`` when it is ``None``) must be a non-empty string without ``"/"``
+    (an ``.h5ad`` cannot store such a key). ``writes(key)`` lists the ``(slot, name)`` entries
+    the call would write (``("obsm", "X_dlme")``, ``("uns", "dlme")``, ``("obs", "n2d")``);
+    ``inputs`` the entries it reads or must keep (a mapping may say what each one is, for the
+    message). Then
+
+    * writing over one of the call's inputs, or under a scanpy key whose contents other steps read
+      (:data:`RESERVED_KEYS`: ``"pca"``, ``"neighbors"``), raises ``ValueError``;
+    * writing over an existing ``obs`` column that is not a result recorded under the same key
+      (``uns[key]``) raises ``ValueError``: it holds the user's annotation (e.g. cell-type labels);
+    * any other existing entry is replaced, with a logged warning naming it.
+
+    Returns the key.
+    """
+    key = default if key_added is None else key_added
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
+    if "/" in key:
+        raise ValueError(
+            f"`key_added`={key!r} contains '/', which an .h5ad file cannot store in a key; use e.g. "
+            f"{key.replace('/', '_')!r}."
+        )
+    if key in RESERVED_KEYS:
+        raise ValueError(
+            f"`key_added`={key!r} is reserved: scanpy keeps its own results under it "
+            f"({', '.join(f'{s}[{n!r}]' for s, n in RESERVED_KEYS[key])}), which other steps read. "
+            "Choose another key."
+        )
+    what = dict(inputs) if isinstance(inputs, Mapping) else dict.fromkeys(inputs, "an input of this call")
+    planned = list(dict.fromkeys(writes(key)))
+    reserved = {slot for slots in RESERVED_KEYS.values() for slot in slots}
+    ours = isinstance(adata.uns.get(key), Mapping)
+    replaced = []
+    for slot, name in planned:
+        where = f"{slot}[{name!r}]"
+        if (slot, name) in what:
+            raise ValueError(
+                f"`key_added`={key!r} would write {where}, which is {what[(slot, name)]}; choose another key."
+            )
+        if (slot, name) in reserved:
+            raise ValueError(
+                f"`key_added`={key!r} would write {where}, scanpy's own result; choose another key."
+            )
+        if not _exists(adata, slot, name):
+            continue
+        if slot == "obs" and not ours:
+            raise ValueError(
+                f"`key_added`={key!r} would replace the column obs[{name!r}], which is not an earlier "
+                f"result of this key (no uns[{key!r}]): it holds your own annotation. Choose another "
+                "key, or delete the column first."
+            )
+        replaced.append(where)
+    if replaced:
+        logg.warning(f"{function}: replacing the existing {', '.join(replaced)} (key_added={key!r})")
+    return key

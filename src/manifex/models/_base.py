@@ -20,6 +20,7 @@ to safe files (:mod:`manifex.io._format`): tensors in safetensors, everything el
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,13 +29,14 @@ import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator
 
+from .._anndata import InputSpec
 from .._utils import as_2d_float, check_random_state, resolve_device, seeded
 from ..io._format import encode_params, fingerprint
 from ..io._models import load_model_file, register_model, save_model
 from ..train._checkpoint import CheckpointFile
 from ..train._data import BackedMatrix, DeviceData, StreamData, is_backed
 from ..train._distributed import convert_sync_batchnorm, world
-from ._contract import SPACES, NotFittedError
+from ._contract import NotFittedError, check_space
 from ._images import BackedImages
 
 __all__ = ["BaseModel", "NotFittedError", "load_model"]
@@ -99,7 +101,12 @@ class BaseModel(BaseEstimator):
 
     # ---- the fit template -------------------------------------------------------------------
     def fit(
-        self, X: Any, y: None = None, *, feature_names: Any = None, input_spec: dict[str, Any] | None = None
+        self,
+        X: Any,
+        y: None = None,
+        *,
+        feature_names: Any = None,
+        input_spec: InputSpec | Mapping[str, Any] | None = None,
     ) -> BaseModel:
         """Train on ``X``.
 
@@ -114,7 +121,9 @@ class BaseModel(BaseEstimator):
             Names of the columns, used to align the features of a query in :meth:`transform`.
         input_spec
             What AnnData input ``X`` came from (set by the ``mx.tl`` functions; read by
-            :func:`manifex.tl.embed` to prepare a query the same way).
+            :func:`manifex.tl.embed` to prepare a query the same way): an
+            :class:`~manifex._anndata.InputSpec`, or a dict of its fields, kept as
+            ``input_spec_``.
 
         Returns
         -------
@@ -122,11 +131,10 @@ class BaseModel(BaseEstimator):
         """
 
         self._validate_params()
-        if input_spec is not None and not isinstance(input_spec, dict):
-            raise TypeError(f"`input_spec` must be a dict or None, got {type(input_spec).__name__}.")
+        spec = InputSpec.coerce(input_spec)
         x = self._prepare_fit_input(X)
         self._record_input(x, feature_names)
-        self.input_spec_ = dict(input_spec) if input_spec is not None else None
+        self.input_spec_ = spec
         if isinstance(x, BackedImages):  # fingerprinted in its pass over the images
             self.data_fingerprint_ = x.fingerprint
         elif not isinstance(x, BackedMatrix):  # a backed matrix is fingerprinted in _record_input
@@ -143,7 +151,12 @@ class BaseModel(BaseEstimator):
         return self
 
     def fit_transform(
-        self, X: Any, y: None = None, *, feature_names: Any = None, input_spec: dict[str, Any] | None = None
+        self,
+        X: Any,
+        y: None = None,
+        *,
+        feature_names: Any = None,
+        input_spec: InputSpec | Mapping[str, Any] | None = None,
     ) -> np.ndarray:
         """Fit and return the embedding of the training data (``embedding_``).
 
@@ -266,14 +279,8 @@ class BaseModel(BaseEstimator):
         ``(n, d)`` float32 array.
         """
         self._check_fitted()
-        allowed = SPACES + self._extra_spaces
-        if space not in allowed:
-            raise ValueError(f"`space` must be one of {', '.join(map(repr, allowed))}; got {space!r}.")
+        check_space(space, block, self)
         if block is not None:
-            if space != "latent":
-                raise ValueError(
-                    f"`block` reads a block of the network: it needs space='latent', not {space!r}."
-                )
             block = self._check_block(block)
         x = self._prepare_query(X, feature_names)
         if space == "input":

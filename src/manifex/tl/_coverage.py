@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from ..neighbors import knn_indices
-from ._genes import scale_like_reference
+from ._query import scale_like_reference
 
 #: Fewest shared genes for the coverage check.
 MIN_SHARED_GENES = 50

@@ -6,10 +6,18 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._anndata import basis_name, copy_of, obsm_coords, resolve_basis
+from .._anndata import (
+    basis_name,
+    check_adata,
+    check_flags,
+    check_key_added,
+    copy_of,
+    obsm_coords,
+    plain,
+    resolve_basis,
+)
 from ..metrics._classify import class_prototypes, nearest_prototype, pooled_variance, softmax_rows
 from ._transfer import labelled
-from ._utils import check_adata, check_flags, check_key_added, plain
 
 __all__ = ["fewshot_labels"]
 

@@ -11,6 +11,9 @@ Two levels of evidence, both cheap:
 * **model input**: the per-feature mean and standard deviation of the prepared query against
   ``model.feature_mean_`` / ``model.feature_std_``.
 
+At fit time the same gene signature tells when a ``tl`` function is about to train on raw
+counts (:func:`fit_problems`), which it warns about with a :class:`PreprocessingWarning`.
+
 The limits tolerate a query of a single cell type (its spread is smaller, its mean offset and
 its totals up to about 1.5× the reference's on our data) and of cell types the reference lacks
 (large z-scores after scaling), but not data on another scale.
@@ -25,7 +28,19 @@ import scipy.sparse as sp
 
 from ..train._data import BackedMatrix
 
-__all__ = ["gene_signature", "preprocessing_problems", "signature_from_model"]
+__all__ = [
+    "PreprocessingWarning",
+    "fit_problems",
+    "gene_signature",
+    "preprocessing_problems",
+    "signature_from_model",
+]
+
+
+class PreprocessingWarning(UserWarning):
+    """Data that does not look preprocessed as a method expects (e.g. raw counts given to
+    ``mx.tl.dlme``), or a query prepared otherwise than its reference (``check_preprocessing="warn"``)."""
+
 
 #: Median ratio of per-feature standard deviations (query / training) allowed, and its inverse.
 SCALE_RATIO_LIMIT = 10.0
@@ -142,6 +157,32 @@ def signature_from_model(model: Any) -> dict[str, Any] | None:
 
 def _counts(sig: dict[str, Any]) -> bool:
     return bool(sig.get("integer")) and sig.get("min", -1) >= 0 and sig.get("max", 0) >= COUNT_MAX_MIN
+
+
+def fit_problems(sig: dict[str, Any], *, where: str, method: str, pca: bool) -> list[str]:
+    """What the gene signature ``sig`` of a training input says against training on it: raw
+    counts (non-negative integers up to at least :data:`COUNT_MAX_MIN`). ``where`` names the
+    input (``"adata.X"``), ``method`` the method and ``pca`` whether a PCA of it would be its input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from manifex.tl._prepcheck import fit_problems, gene_signature
+    >>> counts = np.random.default_rng(0).poisson(30.0, size=(50, 10)).astype("float32")
+    >>> len(fit_problems(gene_signature(counts), where="adata.X", method="dlme", pca=False))
+    1
+    >>> fit_problems(gene_signature(np.log1p(counts)), where="adata.X", method="dlme", pca=False)
+    []
+    """
+    if not _counts(sig):
+        return []
+    through = " through a PCA of them" if pca else ""
+    return [
+        f"{where} looks like raw counts (non-negative integers up to {sig['max']:.0f}): {method} would "
+        f"train on them{through}, where a few highly expressed genes and the cells' sequencing depth "
+        "dominate. Run sc.pp.normalize_total and sc.pp.log1p first (then usually "
+        "sc.pp.highly_variable_genes and sc.pp.pca), or pass `use_rep` / `layer` naming normalised data."
+    ]
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

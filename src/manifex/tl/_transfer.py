@@ -16,11 +16,21 @@ import pandas as pd
 from anndata import AnnData
 from scanpy import logging as logg
 
-from .._anndata import basis_name, copy_of, get_basis, obs_labels, obsm_coords, resolve_basis
+from .._anndata import (
+    basis_name,
+    check_adata,
+    check_flags,
+    check_key_added,
+    copy_of,
+    get_basis,
+    obs_labels,
+    obsm_coords,
+    plain,
+    resolve_basis,
+)
 from .._utils import check_random_state
 from ..metrics._classify import ClassDistance, class_prototypes, fill_thresholds, knn_vote, nearest_prototype
 from ._coverage import expression_pair, reference_coverage
-from ._utils import check_adata, check_flags, check_key_added, plain
 
 __all__ = ["transfer_labels"]
 
