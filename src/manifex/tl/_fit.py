@@ -27,7 +27,7 @@ __all__ = ["MIN_CELLS", "check_n_cells", "fit_embedding"]
 #: Fewest cells a ``tl`` fitting function accepts (the model may need more: ``n_neighbors`` + 1).
 MIN_CELLS = 20
 #: Frames between :func:`prepare`'s warning and the user's call of ``mx.tl.<method>``.
-_STACKLEVEL = 5
+_STACKLEVEL = 4
 
 Collect = Callable[[Any, str], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]
 

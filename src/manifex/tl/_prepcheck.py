@@ -38,8 +38,20 @@ __all__ = [
 
 
 class PreprocessingWarning(UserWarning):
-    """Data that does not look preprocessed as a method expects (e.g. raw counts given to
-    ``mx.tl.dlme``), or a query prepared otherwise than its reference (``check_preprocessing="warn"``)."""
+    """Data that does not look preprocessed as a method expects (raw counts given to
+    ``mx.tl.dlme``, ``mx.tl.tsimcne`` or ``mx.tl.n2d``), or a query prepared otherwise than its
+    reference (:func:`manifex.tl.embed` with ``check_preprocessing="warn"``).
+
+    Examples
+    --------
+    >>> import warnings, numpy as np, anndata as ad, manifex as mx
+    >>> counts = np.random.default_rng(0).poisson(30.0, size=(60, 20)).astype("float32")
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     mx.tl.dlme(ad.AnnData(counts), n_steps=5, progress=False)
+    >>> [w.category.__name__ for w in caught if issubclass(w.category, mx.tl.PreprocessingWarning)]
+    ['PreprocessingWarning']
+    """
 
 
 #: Median ratio of per-feature standard deviations (query / training) allowed, and its inverse.
