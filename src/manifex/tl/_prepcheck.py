@@ -326,15 +326,42 @@ def input_problems(x: Any, model: Any) -> tuple[list[str], dict[str, float]]:
     return problems, stats
 
 
+def _reference_signature(prep: dict[str, Any], model: Any) -> dict[str, Any] | None:
+    """The signature of the training genes: measured on ``prep["gene_ref"]`` when it is a
+    matrix, recorded (a dict), or from the model's means (``prep["gene_ref_model"]``)."""
+    ref = prep.get("gene_ref")
+    if ref is not None and not isinstance(ref, dict):
+        return gene_signature(ref)
+    if ref is None and prep.get("gene_ref_model"):
+        return signature_from_model(model)
+    return ref
+
+
+def _reference_clip(ref: dict[str, Any] | None, clip_from: str | None) -> tuple[float | None, str]:
+    """The bound the reference's scaled genes were clipped at, when the query must stay within it
+    (``clip_from``: ``"unscaled"``, a query not scaled by manifex; ``"max_value"``, one scaled
+    like the reference without ``max_value``), and the fix to name."""
+    clip = ref.get("clip") if ref is not None and clip_from is not None else None
+    if clip is None:
+        return None, ""
+    if clip_from == "unscaled":
+        return clip, (
+            "scale the query with the reference's statistics and clipping (`reference=` with "
+            f"`scale_query=True, max_value={clip:g}`)"
+        )
+    return clip, f"pass `max_value={clip:g}`"
+
+
 def preprocessing_problems(prep: dict[str, Any], model: Any) -> tuple[list[str], dict[str, Any]]:
     """All problems found for a prepared query (see :func:`manifex.tl.embed`) and the statistics.
 
-    ``prep`` holds ``gene_q`` (the query's genes as the model input is built from them, or
-    ``None``), ``gene_ref`` (a signature of the training genes: measured on the reference,
-    recorded, or from the model; or ``None``), ``gene_ref_from`` (its name in messages),
-    ``unscaled`` (the query's genes before ``scale_query`` and the sum of the reference's
-    ``var["mean"]``), ``clip`` (the reference's clipping when the query was scaled like it without
-    ``max_value``) and ``model_input``.
+    ``prep`` (from :func:`manifex.tl._query.prepare_query`) holds ``gene_q`` (the query's genes
+    as the model input is built from them, or ``None``), ``gene_ref`` (the training genes: the
+    reference's as a matrix, or a recorded signature; or ``None``), ``gene_ref_model`` (take the
+    signature from the model's means), ``gene_ref_from`` (its name in messages), ``unscaled``
+    (the query's genes before ``scale_query`` and the sum of the reference's ``var["mean"]``),
+    ``clip_from`` (which clipping of the reference applies: :func:`_reference_clip`) and
+    ``model_input``.
     """
     problems: list[str] = []
     stats: dict[str, Any] = {}
@@ -344,13 +371,13 @@ def preprocessing_problems(prep: dict[str, Any], model: Any) -> tuple[list[str],
         if q["log_total"] is not None:
             stats["query_log_total"] = q["log_total"]
         where = prep.get("gene_ref_from", "the training data")
-        if prep.get("gene_ref") is not None:
-            problems += gene_problems(q, prep["gene_ref"], where=where)
+        ref = _reference_signature(prep, model)
+        if ref is not None:
+            problems += gene_problems(q, ref, where=where)
         if prep.get("unscaled") is not None:
             problems += unscaled_problems(*prep["unscaled"])
-        clip = clip_problem(
-            q, prep.get("clip"), where=where, fix=prep.get("clip_fix", f"pass `max_value={prep.get('clip')}`")
-        )
+        clip_value, fix = _reference_clip(ref, prep.get("clip_from"))
+        clip = clip_problem(q, clip_value, where=where, fix=fix)
         if clip is not None:
             problems.append(clip)
     more, s = input_problems(prep.get("model_input"), model)

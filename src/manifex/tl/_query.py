@@ -5,7 +5,9 @@ representations are read as they are; genes are aligned to the training genes by
 (:func:`align_genes`), optionally standardised with the reference's ``sc.pp.scale`` statistics
 (:func:`scale_like_reference`, the one implementation of that, also used by the coverage
 check), and projected on the reference's or the recorded PCA (:mod:`manifex.tl._pca`). What the
-preprocessing check (:mod:`manifex.tl._prepcheck`) needs is collected on the way.
+preprocessing check (:mod:`manifex.tl._prepcheck`) needs is collected on the way, for it to
+judge: the query's genes, the training genes (a matrix, a recorded signature, or the model's
+means) and which clipping of the reference applies.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from .._utils import as_2d_float
 from ..train._data import BackedMatrix
 from ._input import obsm_matrix
 from ._pca import check_reproduces, pcs_fingerprint, project, reference_loadings
-from ._prepcheck import gene_signature, signature_from_model
 
 __all__ = ["align_genes", "prepare_query", "scale_like_reference"]
 
@@ -124,7 +125,8 @@ def _reference_genes(reference: AnnData, names: np.ndarray, layer: str | None) -
 
 
 def _scale(xg, reference, names, scale_query, max_value, out):
-    """Scale the query's genes like the reference when asked; note the reference's clipping."""
+    """Scale the query's genes like the reference when asked; without ``max_value`` the
+    reference's own clipping, if any, is what the query must stay within."""
     if not scale_query:
         return xg
     if max_value is None:
@@ -133,9 +135,8 @@ def _scale(xg, reference, names, scale_query, max_value, out):
     mean = reference.var["mean"].reindex(names).to_numpy(np.float64) if "mean" in reference.var else None
     if mean is not None and np.isfinite(mean).all():
         out["unscaled"] = (xg, float(mean.sum()))  # the query's genes before scaling, the reference's
-    if max_value is None and out.get("gene_ref") is not None:
-        out["clip"] = out["gene_ref"].get("clip")
-        out["clip_fix"] = f"pass `max_value={out['clip']:g}`" if out["clip"] is not None else ""
+    if max_value is None:
+        out["clip_from"] = "max_value"
     return scale_like_reference(xg, reference, names, max_value, arg="`scale_query=True`")
 
 
@@ -155,7 +156,7 @@ def _project_on_reference(
     mu = np.asarray(xr.mean(0), dtype=np.float64).ravel().astype(np.float32)
     if "X_pca" in reference.obsm:  # the reference's X must be what its PCA was computed from
         check_reproduces(xr, comps, mu, reference.obsm["X_pca"])
-    out: dict[str, Any] = {"gene_ref": gene_signature(xr), "gene_ref_from": "the reference"}
+    out: dict[str, Any] = {"gene_ref": xr, "gene_ref_from": "the reference"}
     xg, n_missing = align_genes(query, names, layer=None, fill_missing=fill_missing)
     xg = _scale(xg, reference, names, scale_query, max_value, out)
     out.update(n_missing=n_missing, gene_q=xg)
@@ -253,15 +254,15 @@ def _training_genes(model: Any, spec: InputSpec) -> np.ndarray:
 def _gene_reference(
     model: Any, spec: InputSpec, names: np.ndarray, layer: str | None, reference: AnnData | None, out
 ) -> None:
-    """The signature of the training genes the query is checked against: measured on the
-    reference, recorded with the model, or read from its per-feature means."""
+    """The training genes the query is checked against: the reference's (a matrix), their
+    signature recorded with the model, or (``gene_ref_model``) the model's per-feature means."""
     if reference is not None:
-        out["gene_ref"] = gene_signature(_reference_genes(reference, names, layer))
+        out["gene_ref"] = _reference_genes(reference, names, layer)
         out["gene_ref_from"] = "the reference"
     elif spec.genes is not None:
         out["gene_ref"] = dict(spec.genes)
     elif spec.source != "pca":
-        out["gene_ref"] = signature_from_model(model)
+        out["gene_ref_model"] = True
 
 
 def _from_genes(
@@ -279,12 +280,8 @@ def _from_genes(
     names = _training_genes(model, spec)
     _gene_reference(model, spec, names, layer, reference, out)
     scale_query, max_value = opts["scale_query"], opts["max_value"]
-    if out["gene_ref"] is not None and out["gene_ref"].get("clip") is not None and not scale_query:
-        out["clip"] = out["gene_ref"]["clip"]
-        out["clip_fix"] = (
-            "scale the query with the reference's statistics and clipping (`reference=` with "
-            f"`scale_query=True, max_value={out['clip']:g}`)"
-        )
+    if not scale_query:
+        out["clip_from"] = "unscaled"
     stream = not scale_query and space != "input"
     xg, n_missing = align_genes(query, names, layer=layer, fill_missing=opts["fill_missing"], stream=stream)
     if scale_query:
@@ -316,7 +313,8 @@ def prepare_query(
 
     Returns a dict with ``x`` (the model input), ``feature_names`` (for gene inputs), ``n_features``,
     ``n_missing`` (genes filled with zeros), ``description``, and for the check ``gene_q``,
-    ``gene_ref``, ``gene_ref_from``, ``clip`` and ``model_input``.
+    ``gene_ref`` (a matrix or a signature), ``gene_ref_model``, ``gene_ref_from``, ``clip_from``,
+    ``unscaled`` and ``model_input`` (see :func:`manifex.tl._prepcheck.preprocessing_problems`).
     """
     out: dict[str, Any] = {"feature_names": None, "n_missing": 0, "gene_q": None, "gene_ref": None}
     out["gene_ref_from"] = "the training data"
