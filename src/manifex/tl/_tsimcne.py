@@ -16,9 +16,11 @@ from ._docs import (
     doc_random_state,
     doc_returns_fit,
 )
-from ._fit import MIN_CELLS, fit_embedding
+from ._fit import MIN_CELLS, check_n_cells, fit_embedding
 
 _STAGES = ("pretrain", "linear", "finetune")
+#: Fewest images t-SimCNE trains on (two views of each form its pairs; no kNN graph).
+IMAGE_MIN_CELLS = 2
 
 
 def _stage_uns(model: TSimCNE) -> dict[str, Any]:
@@ -60,7 +62,8 @@ def _image_input(
 ) -> tuple[Any, None, InputSpec]:
     """The images to train on (``obsm[image_key]`` or ``images``), checked before any work: in
     memory, or on disk (an h5py / zarr array, a memmap) checked in one pass over chunks."""
-    check_adata(adata, min_cells=2, need_vars=False)  # images live in obsm: X may have no columns
+    check_adata(adata, need_vars=False)  # images live in obsm: X may have no columns
+    check_n_cells(adata, model, minimum=IMAGE_MIN_CELLS, neighbors=False)
     if image_key is not None and images is not None:
         raise ValueError("Pass either `image_key` or `images`, not both.")
     if use_rep is not None or layer is not None:
@@ -225,7 +228,7 @@ def tsimcne(
         random_state=random_state,
         return_model=return_model,
         copy=copy,
-        min_cells=2 if is_images else MIN_CELLS,
+        min_cells=IMAGE_MIN_CELLS if is_images else MIN_CELLS,
         collect=out.collect,
         extra_writes=out.writes,
         given_input=given,
