@@ -13,11 +13,14 @@ from ._docs import (
     doc_progress,
     doc_random_state,
     doc_returns_fit,
+    model_params,
 )
 from ._fit import fit_embedding
 
 
 @doc_params(
+    doc_model_n_neighbors=model_params(DLME, "n_neighbors"),
+    doc_model_batch_augment=model_params(DLME, "batch_size", "augment"),
     doc_layer=doc_layer,
     doc_device=doc_device,
     doc_random_state=doc_random_state,
@@ -62,17 +65,12 @@ def dlme(
     {doc_layer}
     n_components
         Dimension of the embedding.
-    n_neighbors
-        K of the kNN graph behind the kNN-mix augmentation; larger values merge small groups.
+    {doc_model_n_neighbors}
     n_epochs, n_steps, preset
         Training budget. By default the number of optimiser steps scales with the number of
         cells (:meth:`manifex.models.DLME.n_steps_for`); ``preset="paper"`` runs the reference's
         1500 epochs with its schedule and its loss (no late exaggeration), ``"fast"`` 100 epochs.
-    batch_size
-        Cells per step.
-    augment
-        ``"knn_mix"`` (reference), ``"default"``, ``"strong"`` or your own callables
-        (:mod:`manifex.augment`).
+    {doc_model_batch_augment}
     {doc_device}
     {doc_random_state}
     {doc_progress}

@@ -3,16 +3,19 @@
 Like scanpy's ``_doc_params``: a docstring names a shared text by a placeholder alone on its
 line (``{doc_device}``), indented as the entry it stands for; :func:`doc_params` replaces it by
 the text, indented alike, so one parameter is described once for every function that takes it.
+A parameter a ``tl`` function passes on to its model unchanged is described by the model
+class: :func:`model_params` reads those entries from the class's docstring.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 import textwrap
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["doc_params"]
+__all__ = ["doc_params", "model_params"]
 
 F = TypeVar("F", bound=Callable)
 
@@ -48,6 +51,42 @@ def doc_params(**texts: str) -> Callable[[F], F]:
         return obj
 
     return fill
+
+
+def model_params(klass: type, *names: str) -> str:
+    """The entries of ``names`` in the Parameters section of ``klass``'s docstring (an entry that
+    describes several parameters, ``"lr, weight_decay"``, once), dedented.
+
+    Examples
+    --------
+    >>> import manifex as mx
+    >>> from manifex.tl._docs import model_params
+    >>> print(model_params(mx.models.N2D, "k_range"))
+    k_range
+        Inclusive range ``(k_min, k_max)`` searched when ``n_clusters`` is ``None``.
+    """
+    lines = inspect.cleandoc(klass.__doc__ or "").splitlines()
+    try:
+        start = lines.index("Parameters") + 2
+    except ValueError:
+        raise ValueError(f"{klass.__name__}'s docstring has no Parameters section.") from None
+    entries: list[list[str]] = []
+    for i, line in enumerate(lines[start:], start):
+        if i + 1 < len(lines) and re.fullmatch(r"-{3,}", lines[i + 1]):
+            break  # the next section
+        if line and not line[0].isspace():
+            entries.append([line])
+        elif entries:
+            entries[-1].append(line)
+    picked: list[str] = []
+    for name in names:
+        found = [e for e in entries if name in (n.strip() for n in e[0].split(","))]
+        if not found:
+            raise ValueError(f"{klass.__name__}'s docstring does not describe `{name}`.")
+        text = "\n".join(found[0]).rstrip()
+        if text not in picked:
+            picked.append(text)
+    return "\n".join(picked)
 
 
 # ---- the fitting functions (dlme, tsimcne, n2d) -----------------------------------------------

@@ -15,6 +15,7 @@ from ._docs import (
     doc_progress,
     doc_random_state,
     doc_returns_fit,
+    model_params,
 )
 from ._fit import fit_embedding
 
@@ -70,6 +71,7 @@ def _collect(m: N2D, key: str) -> tuple[dict[str, Any], dict[str, Any], dict[str
 
 
 @doc_params(
+    doc_model_k_range=model_params(N2D, "k_range", "gmm_n_init"),
     doc_layer=doc_layer,
     doc_device=doc_device,
     doc_random_state=doc_random_state,
@@ -123,10 +125,7 @@ def n2d(
         Size of the autoencoder code; default ``n_clusters`` (10 when ``n_clusters`` is ``None``).
     n_neighbors, min_dist
         UMAP settings of the manifold and the map (reference: 20 and 0).
-    k_range
-        Inclusive ``(k_min, k_max)`` searched when ``n_clusters`` is ``None``.
-    gmm_n_init
-        Restarts of the Gaussian mixture; the best likelihood is kept (stabilises the result).
+    {doc_model_k_range}
     n_epochs, n_steps, preset
         Autoencoder budget. By default the number of optimiser steps scales with the number of
         cells (:meth:`manifex.models.N2D.n_steps_for`); ``preset="paper"`` runs the reference's

@@ -15,6 +15,7 @@ from ._docs import (
     doc_progress,
     doc_random_state,
     doc_returns_fit,
+    model_params,
 )
 from ._fit import MIN_CELLS, check_n_cells, fit_embedding
 
@@ -100,6 +101,7 @@ def _image_input(
 
 
 @doc_params(
+    doc_model_augment=model_params(TSimCNE, "augment"),
     doc_device=doc_device,
     doc_random_state=doc_random_state,
     doc_progress=doc_progress,
@@ -163,9 +165,7 @@ def tsimcne(
     backbone
         ``"auto"`` (small ResNet below 32 px, CIFAR ResNet-18 from 32 px, MLP for expression),
         ``"small"``, ``"resnet18"`` or a :class:`torch.nn.Module`.
-    augment
-        ``"auto"``, ``"natural"``, ``"digits"``, ``"microscopy"`` (images), an expression
-        preset, or a callable (see :class:`manifex.models.TSimCNE`).
+    {doc_model_augment}
     add_features
         Also store the backbone features (512-d for ResNet-18) in ``obsm["X_<key>_features"]``.
     {doc_device}
