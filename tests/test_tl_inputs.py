@@ -670,7 +670,7 @@ def test_cli_fit_on_raw_counts_warns(tmp_path):
 
 # ---- the recorded input: typed on the model, a dict in the file --------------------------------
 def test_input_spec_is_typed_and_keeps_the_file_format(tmp_path):
-    from manifex._anndata import InputSpec
+    from manifex.io import InputSpec
 
     a = _poisson_counts(80)
     sc.pp.normalize_total(a)

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from scanpy import logging as logg
 
-from .._anndata import InputSpec
 from .._utils import resolve_device
 from ._format import (
     ModelFileError,
@@ -29,6 +28,7 @@ from ._format import (
     unpack_state,
     write_file,
 )
+from ._input_spec import InputSpec
 
 if TYPE_CHECKING:
     from ..models._base import BaseModel
@@ -64,7 +64,7 @@ _INPUT_NAMES = (
 
 def _input_record(model: BaseModel) -> dict[str, Any]:
     """What a model recorded about its input, as written to a file: the input spec as the dict of
-    :meth:`InputSpec.to_dict <manifex._anndata.InputSpec.to_dict>`."""
+    :meth:`InputSpec.to_dict`."""
     record = {k: getattr(model, k, None) for k in _INPUT_NAMES}
     spec = InputSpec.coerce(record["input_spec_"], name="model.input_spec_")
     record["input_spec_"] = spec.to_dict() if spec is not None else None

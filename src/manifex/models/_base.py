@@ -29,9 +29,9 @@ import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator
 
-from .._anndata import InputSpec
 from .._utils import as_2d_float, check_random_state, resolve_device, seeded
 from ..io._format import encode_params, fingerprint
+from ..io._input_spec import InputSpec
 from ..io._models import load_model_file, register_model, save_model
 from ..train._checkpoint import CheckpointFile
 from ..train._data import BackedMatrix, DeviceData, StreamData, is_backed
@@ -122,7 +122,7 @@ class BaseModel(BaseEstimator):
         input_spec
             What AnnData input ``X`` came from (set by the ``mx.tl`` functions; read by
             :func:`manifex.tl.embed` to prepare a query the same way): an
-            :class:`~manifex._anndata.InputSpec`, or a dict of its fields, kept as
+            :class:`~manifex.io.InputSpec`, or a dict of its fields, kept as
             ``input_spec_``.
 
         Returns

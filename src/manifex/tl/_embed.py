@@ -17,7 +17,8 @@ import numpy as np
 from anndata import AnnData
 from scanpy import logging as logg
 
-from .._anndata import InputSpec, check_adata, check_flags, check_key_added, copy_of, plain
+from .._anndata import check_adata, check_flags, check_key_added, copy_of, plain
+from ..io import InputSpec
 from ..models import BaseModel, load_model
 from ..models._contract import SPACES, check_model, check_space, model_transform
 from ._docs import doc_copy_query, doc_params

@@ -18,7 +18,8 @@ from typing import Any
 from anndata import AnnData
 from scanpy import logging as logg
 
-from .._anndata import InputSpec, Slot, check_adata, check_flags, check_key_added, copy_of, plain
+from .._anndata import Slot, check_adata, check_flags, check_key_added, copy_of, plain
+from ..io import InputSpec
 from ._input import choose_input, read_input
 from ._prepcheck import PreprocessingWarning, fit_problems
 

@@ -2,7 +2,7 @@
 
 :func:`choose_input` decides, before any work, which part of the AnnData a ``tl`` function trains
 on (an ``obsm`` representation, a layer, ``X``, or a PCA of ``X`` manifex computes) and returns
-its :class:`~manifex._anndata.InputSpec`, whose :meth:`~manifex._anndata.InputSpec.slots` the
+its :class:`~manifex.io.InputSpec`, whose :meth:`~manifex.io.InputSpec.slots` the
 ``key_added`` check uses; :func:`read_input` then reads exactly that. The readers
 (:func:`gene_matrix`, :func:`gene_names`, :func:`obsm_matrix`) serve the query side too.
 """
@@ -17,8 +17,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scanpy import logging as logg
 
-from .._anndata import InputSpec
 from .._utils import as_2d_float
+from ..io import InputSpec
 from ..train._data import BackedMatrix, is_backed
 from ._pca import fit_pca, pcs_fingerprint, project
 from ._prepcheck import gene_signature

@@ -1,6 +1,6 @@
 """Prepare a query like the reference input a model was trained on: :func:`prepare_query`.
 
-The model's :class:`~manifex._anndata.InputSpec` says what it read. Images and ``obsm``
+The model's :class:`~manifex.io.InputSpec` says what it read. Images and ``obsm``
 representations are read as they are; genes are aligned to the training genes by name
 (:func:`align_genes`), optionally standardised with the reference's ``sc.pp.scale`` statistics
 (:func:`scale_like_reference`, the one implementation of that, also used by the coverage
@@ -20,8 +20,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scanpy import logging as logg
 
-from .._anndata import InputSpec
 from .._utils import as_2d_float
+from ..io import InputSpec
 from ..train._data import BackedMatrix
 from ._input import obsm_matrix
 from ._pca import check_reproduces, pcs_fingerprint, project, reference_loadings

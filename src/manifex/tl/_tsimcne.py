@@ -5,7 +5,8 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
-from .._anndata import InputSpec, check_adata, check_flags
+from .._anndata import check_adata, check_flags
+from ..io import InputSpec
 from ..models._images import BackedImages, check_images, on_disk
 from ..models.tsimcne import TSimCNE
 from ._docs import (
