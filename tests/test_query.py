@@ -465,7 +465,7 @@ def test_query_plots(blob_model):
 
 def test_embed_own_pca_warns_only_for_other_axes(pbmc_ref_query, monkeypatch):
     """Re-embedding the reference itself is silent; a query with its own PCA is warned about."""
-    import manifex.tl._genes as tq
+    import manifex.tl._query as tq
 
     ref, query, model = pbmc_ref_query
     said: list[str] = []

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 import manifex as mx
-from manifex import _backed
+from manifex.train import _data as _backed
 
 
 def _spy_reads(monkeypatch, cls) -> list[int]:

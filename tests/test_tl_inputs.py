@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -203,7 +204,7 @@ def no_fit(monkeypatch):
 
 @pytest.fixture
 def warnings_logged(monkeypatch):
-    import manifex.tl._utils as tu
+    import manifex.tl._fit as tu
 
     said: list[str] = []
     monkeypatch.setattr(tu.logg, "warning", lambda msg, *a, **k: said.append(msg))
@@ -596,3 +597,100 @@ def test_fewshot_labels_refuses_bad_arguments():
     q.obs["shot"] = pd.Categorical(q.obs["shot"])  # categorical with NaN: the unlabelled cells
     mx.tl.fewshot_labels(q, label_key="shot", basis="emb")
     assert list(q.obs["shot_fewshot"].cat.categories) == ["a", "b", "c"]
+
+
+# ---- fitting on raw counts: the query's preprocessing check at fit time ------------------------
+def _poisson_counts(n_genes: int, n=120, seed=0) -> AnnData:
+    """Raw counts: Poisson draws around per-gene means (integers up to well above 20)."""
+    rng = np.random.default_rng(seed)
+    means = rng.gamma(2.0, 10.0, size=n_genes)
+    a = AnnData(rng.poisson(means, size=(n, n_genes)).astype(np.float32))
+    a.var_names = [f"g{i}" for i in range(n_genes)]
+    return a
+
+
+def _preprocessing_warnings(record) -> list[warnings.WarningMessage]:
+    return [w for w in record if issubclass(w.category, mx.tl.PreprocessingWarning)]
+
+
+@pytest.mark.parametrize("n_genes", [80, 30], ids=["pca-of-counts", "counts-as-input"])
+def test_fit_on_raw_counts_warns_naming_the_fix(n_genes):
+    a = _poisson_counts(n_genes)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        model = mx.tl.dlme(a, return_model=True, **FIT)
+    said = _preprocessing_warnings(record)
+    assert len(said) == 1
+    msg = str(said[0].message)
+    assert "adata.X looks like raw counts" in msg
+    assert "sc.pp.normalize_total" in msg and "sc.pp.log1p" in msg
+    assert ("PCA" in msg) == (n_genes > 50)
+    assert said[0].filename == __file__  # points at the call of mx.tl.dlme
+    assert issubclass(mx.tl.PreprocessingWarning, UserWarning)
+    # a warning, not a refusal: the embedding is there, its input recorded as before
+    assert a.obsm["X_dlme"].shape == (a.n_obs, 2)
+    assert model.input_spec_.source == ("pca" if n_genes > 50 else "X")
+
+
+def test_fit_on_normalised_or_embedded_input_does_not_warn():
+    a = lognorm(_poisson_counts(80))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        mx.tl.dlme(a, **FIT)
+        mx.tl.n2d(a, n_clusters=3, use_rep="X", **FIT)
+        sc.pp.pca(a, n_comps=10)
+        raw = _poisson_counts(80)
+        raw.obsm["X_pca"] = a.obsm["X_pca"]  # an embedding is used as given
+        mx.tl.dlme(raw, **FIT)
+    assert _preprocessing_warnings(record) == []
+
+
+def test_fit_on_a_counts_layer_names_the_layer():
+    a = lognorm(_poisson_counts(30))
+    a.layers["counts"] = _poisson_counts(30).X
+    with pytest.warns(mx.tl.PreprocessingWarning, match=r"adata\.layers\['counts'\] looks like raw counts"):
+        mx.tl.n2d(a, n_clusters=3, layer="counts", **FIT)
+
+
+def test_cli_fit_on_raw_counts_warns(tmp_path):
+    from manifex import cli
+
+    raw, norm = tmp_path / "raw.h5ad", tmp_path / "norm.h5ad"
+    _poisson_counts(80).write_h5ad(raw)
+    lognorm(_poisson_counts(80)).write_h5ad(norm)
+    opts = ["--n-steps", "5", "--device", "cpu", "--param", "progress=false"]
+    with pytest.warns(mx.tl.PreprocessingWarning, match=r"sc\.pp\.normalize_total and sc\.pp\.log1p"):
+        cli.main(["fit", "dlme", str(raw), "--embedding-out", str(tmp_path / "raw.npy"), *opts])
+    assert np.load(tmp_path / "raw.npy").shape == (120, 2)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        cli.main(["fit", "dlme", str(norm), "--embedding-out", str(tmp_path / "norm.npy"), *opts])
+    assert _preprocessing_warnings(record) == []
+
+
+# ---- the recorded input: typed on the model, a dict in the file --------------------------------
+def test_input_spec_is_typed_and_keeps_the_file_format(tmp_path):
+    from manifex.io import InputSpec
+
+    a = _poisson_counts(80)
+    sc.pp.normalize_total(a)
+    sc.pp.log1p(a)
+    model = mx.tl.dlme(a, return_model=True, random_state=3, **{**FIT, "n_steps": 5})
+    spec = model.input_spec_
+    assert isinstance(spec, InputSpec) and spec.source == "pca" and spec.key_added == "dlme"
+    with pytest.raises(AttributeError):
+        spec.source = "X"  # frozen
+    # the dict written to model files: the fields of earlier versions, in their order
+    assert list(spec.to_dict()) == [
+        "source", "key", "var_names", "pca_components", "pca_mean",
+        "description", "extra", "genes", "key_added", "method",
+    ]  # fmt: skip
+    old = {k: v for k, v in spec.to_dict().items() if k not in ("key_added", "method")}
+    assert InputSpec.from_dict(old).pca_components is spec.pca_components
+    assert spec["source"] == "pca" and dict(spec)["method"] == "dlme" and spec == spec.to_dict()
+    model.save(tmp_path / "m.mx")
+    loaded = mx.models.load_model(tmp_path / "m.mx", device="cpu")
+    assert isinstance(loaded.input_spec_, InputSpec) and loaded.input_spec_ == spec
+    # the PCA is seeded by the call's random_state
+    again = mx.tl.dlme(a.copy(), return_model=True, random_state=3, **{**FIT, "n_steps": 5})
+    np.testing.assert_array_equal(again.input_spec_.pca_components, spec.pca_components)

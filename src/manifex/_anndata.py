@@ -1,33 +1,78 @@
-"""AnnData helpers shared by :mod:`manifex.tl` and :mod:`manifex.pl`: checks and lookups.
+"""AnnData helpers shared by :mod:`manifex.tl` and :mod:`manifex.pl`: checks, lookups, records.
 
 * :func:`check_adata` -- an AnnData with cells and features (and not in an unusable state);
+  :func:`check_flags` -- boolean switches;
+* :func:`check_key_added` -- the key a result is written under, checked before any work;
+  :func:`plain` -- values ``write_h5ad`` can store;
 * :func:`get_basis` / :func:`resolve_basis` (the one lookup of an embedding by scanpy's ``basis`` convention);
 * :func:`obsm_coords`, :func:`obs_labels` -- coordinates and labels, validated.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
+from scanpy import logging as logg
 
 from ._utils import as_2d_float
 
 __all__ = [
+    "RESERVED_KEYS",
     "basis_name",
     "check_adata",
+    "check_flags",
+    "check_key_added",
     "get_basis",
     "obs_labels",
     "obsm_coords",
+    "plain",
     "resolve_basis",
 ]
 
 #: Embeddings the ``mx.tl`` methods write by default (tried when no ``basis`` is given).
 METHOD_BASES = ("X_dlme", "X_tsimcne", "X_n2d")
+
+
+Slot = tuple[str, str]
+
+
+def check_flags(**flags: Any) -> None:
+    """Each keyword is ``True`` or ``False`` (``copy="yes"`` is a mistake, not a truthy value)."""
+    for name, value in flags.items():
+        if not isinstance(value, bool | np.bool_):
+            raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+
+
+def plain(obj: Any) -> Any:
+    """Convert values to types that ``AnnData.write_h5ad`` stores (no None, no tuples of mixed types)."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list | tuple):
+        if all(isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in obj):
+            return np.asarray(obj)
+        if all(isinstance(v, str) for v in obj):
+            return np.asarray(obj, dtype=object)
+        return {str(i): plain(v) for i, v in enumerate(obj)}
+    if isinstance(obj, np.ndarray | np.generic | int | float | str | bool):
+        return obj
+    return repr(obj)
+
+
+#: scanpy's own results: other steps read them (``sc.pp.neighbors`` uses ``X_pca`` by default,
+#: ``sc.tl.umap`` / ``leiden`` the neighbour graph), so a result is never written under these keys.
+RESERVED_KEYS = {
+    "pca": (("obsm", "X_pca"), ("uns", "pca"), ("varm", "PCs")),
+    "neighbors": (("uns", "neighbors"), ("obsp", "distances"), ("obsp", "connectivities")),
+}
+
+
+def _exists(adata: AnnData, slot: str, name: str) -> bool:
+    return name in getattr(adata, slot).keys() if slot != "obs" else name in adata.obs.columns
 
 
 def check_adata(adata: Any, *, min_cells: int = 1, name: str = "adata", need_vars: bool = True) -> AnnData:
@@ -155,3 +200,71 @@ def obs_labels(adata: AnnData, label_key: Any, name: str, *, arg: str = "label_k
         raise KeyError(f"{name}.obs has no column {label_key!r} (columns: {list(adata.obs.columns)}).")
     s = adata.obs[label_key]
     return s.astype(object).where(s.notna(), None)
+
+
+def check_key_added(
+    adata: AnnData,
+    key_added: Any,
+    *,
+    default: str,
+    writes: Callable[[str], Iterable[Slot]],
+    inputs: Mapping[Slot, str] | Iterable[Slot] = (),
+    function: str,
+) -> str:
+    """The key a ``tl`` function writes its results under, checked before any work.
+
+    ``key_added`` (or ``default`` when it is ``None``) must be a non-empty string without ``"/"``
+    (an ``.h5ad`` cannot store such a key). ``writes(key)`` lists the ``(slot, name)`` entries
+    the call would write (``("obsm", "X_dlme")``, ``("uns", "dlme")``, ``("obs", "n2d")``);
+    ``inputs`` the entries it reads or must keep (a mapping may say what each one is, for the
+    message). Then
+
+    * writing over one of the call's inputs, or under a scanpy key whose contents other steps read
+      (:data:`RESERVED_KEYS`: ``"pca"``, ``"neighbors"``), raises ``ValueError``;
+    * writing over an existing ``obs`` column that is not a result recorded under the same key
+      (``uns[key]``) raises ``ValueError``: it holds the user's annotation (e.g. cell-type labels);
+    * any other existing entry is replaced, with a logged warning naming it.
+
+    Returns the key.
+    """
+    key = default if key_added is None else key_added
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
+    if "/" in key:
+        raise ValueError(
+            f"`key_added`={key!r} contains '/', which an .h5ad file cannot store in a key; use e.g. "
+            f"{key.replace('/', '_')!r}."
+        )
+    if key in RESERVED_KEYS:
+        raise ValueError(
+            f"`key_added`={key!r} is reserved: scanpy keeps its own results under it "
+            f"({', '.join(f'{s}[{n!r}]' for s, n in RESERVED_KEYS[key])}), which other steps read. "
+            "Choose another key."
+        )
+    what = dict(inputs) if isinstance(inputs, Mapping) else dict.fromkeys(inputs, "an input of this call")
+    planned = list(dict.fromkeys(writes(key)))
+    reserved = {slot for slots in RESERVED_KEYS.values() for slot in slots}
+    ours = isinstance(adata.uns.get(key), Mapping)
+    replaced = []
+    for slot, name in planned:
+        where = f"{slot}[{name!r}]"
+        if (slot, name) in what:
+            raise ValueError(
+                f"`key_added`={key!r} would write {where}, which is {what[(slot, name)]}; choose another key."
+            )
+        if (slot, name) in reserved:
+            raise ValueError(
+                f"`key_added`={key!r} would write {where}, scanpy's own result; choose another key."
+            )
+        if not _exists(adata, slot, name):
+            continue
+        if slot == "obs" and not ours:
+            raise ValueError(
+                f"`key_added`={key!r} would replace the column obs[{name!r}], which is not an earlier "
+                f"result of this key (no uns[{key!r}]): it holds your own annotation. Choose another "
+                "key, or delete the column first."
+            )
+        replaced.append(where)
+    if replaced:
+        logg.warning(f"{function}: replacing the existing {', '.join(replaced)} (key_added={key!r})")
+    return key

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from .models._contract import SPACES
+
 
 def demo(
     out: str = "manifex_demo.png", *, n_steps: int | None = None, device: str = "auto", seed: int = 0
@@ -168,9 +170,11 @@ def fit(args: argparse.Namespace) -> int:
         kwargs["image_key"] = args.image_key
     t0 = time.perf_counter()
     model = getattr(mx.tl, args.method)(adata, **kwargs)
-    key = model.input_spec_["key_added"]
+    key = model.input_spec_.key_added
     if handle is not None:  # the images came from the file's obsm/<image_key>: a query's are there too
-        model.input_spec_.update(key=args.image_key, description=f"obsm[{args.image_key!r}]")
+        model.input_spec_ = model.input_spec_.replace(
+            key=args.image_key, description=f"obsm[{args.image_key!r}]"
+        )
     if w.is_main:
         if args.model_out:
             model.save(args.model_out, overwrite=args.overwrite)
@@ -229,8 +233,8 @@ def _write_in_chunks(path: str, n: int, chunk_size: int, embed_rows: Any) -> Non
 def _transform_images(model: Any, args: argparse.Namespace) -> int:
     """``manifex transform`` of an image model: the query's ``obsm`` images read from disk in
     chunks of rows (never the whole array)."""
-    spec = model.input_spec_ or {}
-    key = args.image_key or spec.get("key")
+    spec = model.input_spec_
+    key = args.image_key or (spec.key if spec is not None else None)
     if not key:
         raise SystemExit(
             "manifex: this model was trained on images given as an array; name the query's with --image-key"
@@ -289,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("model", help="model file written by `manifex fit --model-out` or model.save")
     t.add_argument("data", help="query .h5ad (read backed) or .zarr")
     t.add_argument("--out", required=True, help="output .npy (written chunk by chunk)")
-    t.add_argument("--space", default="embedding", choices=("embedding", "latent", "input"))
+    t.add_argument("--space", default="embedding", choices=SPACES)
     t.add_argument("--use-rep", help="obsm key of the query holding the model input")
     t.add_argument(
         "--image-key", help="image models: obsm key of the query's images (default: the training key)"

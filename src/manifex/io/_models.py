@@ -28,6 +28,7 @@ from ._format import (
     unpack_state,
     write_file,
 )
+from ._input_spec import InputSpec
 
 if TYPE_CHECKING:
     from ..models._base import BaseModel
@@ -68,6 +69,21 @@ _INPUT_NAMES = (
 )
 
 
+def _input_record(model: BaseModel) -> dict[str, Any]:
+    """What a model recorded about its input, as written to a file: the input spec as the dict of
+    :meth:`InputSpec.to_dict`."""
+    record = {k: getattr(model, k, None) for k in _INPUT_NAMES}
+    spec = InputSpec.coerce(record["input_spec_"], name="model.input_spec_")
+    record["input_spec_"] = spec.to_dict() if spec is not None else None
+    return record
+
+
+def _set_input_record(model: BaseModel, record: dict[str, Any]) -> None:
+    """The inverse of :func:`_input_record` (the spec of an older file too: :meth:`InputSpec.from_dict`)."""
+    for k, v in record.items():
+        setattr(model, k, InputSpec.coerce(v, name="input_spec_") if k == "input_spec_" else v)
+
+
 def _encodable_params(model: BaseModel) -> tuple[dict[str, Any], list[str]]:
     """The constructor parameters as JSON; training-only parameters that cannot be written
     (a callable augmentation) are left out and named."""
@@ -96,10 +112,7 @@ def save_model(model: BaseModel, path: Path, *, overwrite: bool = False) -> None
     for name in model._module_names:
         for k, t in getattr(model, name).state_dict().items():
             arrays[f"modules/{name}/{k}"] = t.detach().cpu().contiguous()
-    state = {
-        "input": {k: getattr(model, k, None) for k in _INPUT_NAMES},
-        "state": model._get_state(),
-    }
+    state = {"input": _input_record(model), "state": model._get_state()}
     js, state_arrays = pack_state(state)
     for k, v in state_arrays.items():
         arrays[f"state/{k}"] = v
@@ -140,8 +153,10 @@ def load_model_file(path: Path, *, device: str | torch.device, expected: type[Ba
         model._validate_params()
     except (TypeError, ValueError) as err:
         raise ModelFileError(f"{path}: the saved parameters are not valid for {name} ({err}).") from err
-    for k, v in state["input"].items():
-        setattr(model, k, v)
+    try:
+        _set_input_record(model, state["input"])
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(f"{path}: the recorded input is damaged ({err}).") from err
     model._set_state(state["state"])
     model.device_ = dev
     model._build_modules()
@@ -219,7 +234,8 @@ def convert_legacy_file(src: str | os.PathLike, dst: str | os.PathLike, *, overw
             params[k] = v
     params["device"] = "cpu"
     model = klass(**params)
-    for k, v in {**payload["input"], **payload["state"], **(payload.get("extra") or {})}.items():
+    _set_input_record(model, payload["input"])
+    for k, v in {**payload["state"], **(payload.get("extra") or {})}.items():
         setattr(model, k, v)
     if getattr(model, "kind_", None) is None:
         model.kind_ = "expression"

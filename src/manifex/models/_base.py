@@ -31,6 +31,7 @@ to safe files (:mod:`manifex.io._format`): tensors in safetensors, everything el
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,12 +42,13 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from .._utils import check_random_state, resolve_device, seeded
 from ..io._format import encode_params, fingerprint
+from ..io._input_spec import InputSpec
 from ..io._models import load_model_file, register_model, save_model
 from ..train._checkpoint import CheckpointFile
 from ..train._data import BackedMatrix, DeviceData, StreamData
 from ..train._distributed import convert_sync_batchnorm, world
 from ..train._plan import Stage, TrainingPlan
-from ._contract import SPACES, NotFittedError
+from ._contract import NotFittedError, check_space
 from ._images import BackedImages
 from ._inputs import apply_scale, as_matrix, col_mean_var
 
@@ -125,7 +127,12 @@ class BaseModel(TransformerMixin, BaseEstimator):
 
     # ---- the fit template -------------------------------------------------------------------
     def fit(
-        self, X: Any, y: None = None, *, feature_names: Any = None, input_spec: dict[str, Any] | None = None
+        self,
+        X: Any,
+        y: None = None,
+        *,
+        feature_names: Any = None,
+        input_spec: InputSpec | Mapping[str, Any] | None = None,
     ) -> BaseModel:
         """Train on ``X``.
 
@@ -140,7 +147,9 @@ class BaseModel(TransformerMixin, BaseEstimator):
             Names of the columns, used to align the features of a query in :meth:`transform`.
         input_spec
             What AnnData input ``X`` came from (set by the ``mx.tl`` functions; read by
-            :func:`manifex.tl.embed` to prepare a query the same way).
+            :func:`manifex.tl.embed` to prepare a query the same way): an
+            :class:`~manifex.io.InputSpec`, or a dict of its fields, kept as
+            ``input_spec_``.
 
         Returns
         -------
@@ -148,11 +157,10 @@ class BaseModel(TransformerMixin, BaseEstimator):
         """
 
         self._validate_params()
-        if input_spec is not None and not isinstance(input_spec, dict):
-            raise TypeError(f"`input_spec` must be a dict or None, got {type(input_spec).__name__}.")
+        spec = InputSpec.coerce(input_spec)
         x = self._prepare_fit_input(X)
         self._record_input(x, feature_names)
-        self.input_spec_ = dict(input_spec) if input_spec is not None else None
+        self.input_spec_ = spec
         if isinstance(x, BackedImages):  # fingerprinted in its pass over the images
             self.data_fingerprint_ = x.fingerprint
         elif not isinstance(x, BackedMatrix):  # a backed matrix is fingerprinted in _record_input
@@ -169,7 +177,12 @@ class BaseModel(TransformerMixin, BaseEstimator):
         return self
 
     def fit_transform(
-        self, X: Any, y: None = None, *, feature_names: Any = None, input_spec: dict[str, Any] | None = None
+        self,
+        X: Any,
+        y: None = None,
+        *,
+        feature_names: Any = None,
+        input_spec: InputSpec | Mapping[str, Any] | None = None,
     ) -> np.ndarray:
         """Fit and return the embedding of the training data (``embedding_``).
 
@@ -336,14 +349,8 @@ class BaseModel(TransformerMixin, BaseEstimator):
         ``(n, d)`` float32 array.
         """
         self._check_fitted()
-        allowed = SPACES + self._extra_spaces
-        if space not in allowed:
-            raise ValueError(f"`space` must be one of {', '.join(map(repr, allowed))}; got {space!r}.")
+        check_space(space, block, self)
         if block is not None:
-            if space != "latent":
-                raise ValueError(
-                    f"`block` reads a block of the network: it needs space='latent', not {space!r}."
-                )
             block = self._check_block(block)
         x = self._prepare_query(X, feature_names)
         if space == "input":

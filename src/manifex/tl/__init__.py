@@ -4,7 +4,8 @@ from ._dlme import dlme
 from ._embed import embed
 from ._fewshot import fewshot_labels
 from ._n2d import n2d
+from ._prepcheck import PreprocessingWarning
 from ._transfer import transfer_labels
 from ._tsimcne import tsimcne
 
-__all__ = ["dlme", "embed", "fewshot_labels", "n2d", "transfer_labels", "tsimcne"]
+__all__ = ["PreprocessingWarning", "dlme", "embed", "fewshot_labels", "n2d", "transfer_labels", "tsimcne"]

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
+from sklearn.decomposition import PCA
 
 from ..neighbors import knn_indices
-from ._genes import scale_like_reference
+from ._query import scale_like_reference
 
 #: Fewest shared genes for the coverage check.
 MIN_SHARED_GENES = 50
@@ -131,8 +132,6 @@ def reference_coverage(
     x = np.vstack([xr, xq]).astype(np.float32, copy=False)
     n_comp = int(min(n_pcs, x.shape[1], n - 1))
     if n_comp >= 1 and n_comp < x.shape[1]:
-        from sklearn.decomposition import PCA
-
         solver = "randomized" if min(x.shape) > 4 * n_comp else "full"
         x = PCA(n_comp, svd_solver=solver, random_state=random_state).fit_transform(x)
     idx = knn_indices(x, k, random_state=random_state)

@@ -5,9 +5,29 @@ from typing import Any, Literal
 from anndata import AnnData
 
 from ..models.dlme import DLME
-from ._utils import run_embedding
+from ._docs import (
+    doc_copy_adata,
+    doc_device,
+    doc_layer,
+    doc_params,
+    doc_progress,
+    doc_random_state,
+    doc_returns_fit,
+    model_params,
+)
+from ._fit import fit_embedding
 
 
+@doc_params(
+    doc_model_n_neighbors=model_params(DLME, "n_neighbors"),
+    doc_model_batch_augment=model_params(DLME, "batch_size", "augment"),
+    doc_layer=doc_layer,
+    doc_device=doc_device,
+    doc_random_state=doc_random_state,
+    doc_progress=doc_progress,
+    doc_copy_adata=doc_copy_adata,
+    doc_returns_fit=doc_returns_fit,
+)
 def dlme(
     adata: AnnData,
     *,
@@ -42,27 +62,18 @@ def dlme(
         ``obsm`` key to embed (e.g. ``"X_pca"``, ``"X_scVI"``) or ``"X"``. Default: ``X_pca``
         when present, else ``X`` if it has ≤ 50 features, else a 50-component PCA of ``X``
         computed on the fly (logged; its loadings are kept so queries are projected alike).
-    layer
-        Use ``adata.layers[layer]`` instead of ``X`` (sparse is fine: minibatches are densified).
+    {doc_layer}
     n_components
         Dimension of the embedding.
-    n_neighbors
-        K of the kNN graph behind the kNN-mix augmentation; larger values merge small groups.
+    {doc_model_n_neighbors}
     n_epochs, n_steps, preset
         Training budget. By default the number of optimiser steps scales with the number of
         cells (:meth:`manifex.models.DLME.n_steps_for`); ``preset="paper"`` runs the reference's
         1500 epochs with its schedule and its loss (no late exaggeration), ``"fast"`` 100 epochs.
-    batch_size
-        Cells per step.
-    augment
-        ``"knn_mix"`` (reference), ``"default"``, ``"strong"`` or your own callables
-        (:mod:`manifex.augment`).
-    device
-        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
-    random_state
-        Seed; the same seed on the same device gives the same embedding.
-    progress
-        Show a progress bar.
+    {doc_model_batch_augment}
+    {doc_device}
+    {doc_random_state}
+    {doc_progress}
     key_added
         Results go to ``obsm["X_<key_added>"]`` and ``uns[key_added]``; default ``"dlme"``.
         The input's key (``"pca"`` when training on ``X_pca``) and scanpy's ``"pca"`` /
@@ -70,15 +81,13 @@ def dlme(
     return_model
         Also return the fitted model (to embed new cells with :func:`manifex.tl.embed`, or
         ``model.save(path)``).
-    copy
-        Work on and return a copy of ``adata``.
+    {doc_copy_adata}
     **model_kwargs
         Further :class:`manifex.models.DLME` parameters (``nu_y``, ``lr``, ``encoder_dims``, ...).
 
     Returns
     -------
-    Depending on ``copy`` and ``return_model``: ``None``, the AnnData copy, the model, or
-    ``(adata_copy, model)``. Writes
+    {doc_returns_fit}
 
     ``adata.obsm["X_dlme"]``
         The embedding, ``(n_obs, n_components)``.
@@ -106,14 +115,14 @@ def dlme(
         progress=progress,
         **model_kwargs,
     )
-    return run_embedding(
+    return fit_embedding(
         adata,
         model,
         method="dlme",
         use_rep=use_rep,
         layer=layer,
         key_added=key_added,
+        random_state=random_state,
         return_model=return_model,
         copy=copy,
-        min_cells=max(20, n_neighbors + 1),
     )

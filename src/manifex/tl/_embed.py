@@ -1,8 +1,10 @@
 """Map new cells (a query) into a trained embedding: :func:`embed`.
 
-The query is prepared exactly like the reference input recorded in ``model.input_spec_`` (genes
-aligned by name, projection on the reference's PCs: :mod:`manifex.tl._genes`), checked for
-matching preprocessing (:mod:`manifex.tl._prepcheck`) and embedded by ``model.transform``.
+Four steps, each in one place: validate the arguments and the model (:func:`_validate`);
+prepare the query exactly like the reference input recorded in ``model.input_spec_`` (genes
+aligned by name, projection on the reference's PCs: :mod:`manifex.tl._query`) and check its
+preprocessing (:mod:`manifex.tl._prepcheck`); compute the coordinates with
+``model.transform``; record them (:func:`_record`).
 """
 
 from __future__ import annotations
@@ -15,16 +17,18 @@ import numpy as np
 from anndata import AnnData
 from scanpy import logging as logg
 
-from .._anndata import copy_of
+from .._anndata import check_adata, check_flags, check_key_added, copy_of, plain
+from ..io import InputSpec
 from ..models import BaseModel, load_model
 from ..models._contract import SPACES, check_model, check_space, model_transform
-from ._genes import prepare_query
-from ._prepcheck import preprocessing_problems
-from ._utils import check_adata, check_flags, check_key_added, plain
+from ._docs import doc_copy_query, doc_params
+from ._prepcheck import PreprocessingWarning, preprocessing_problems
+from ._query import prepare_query
 
 __all__ = ["embed"]
 
 
+@doc_params(doc_copy_query=doc_copy_query)
 def embed(
     query: AnnData,
     model: BaseModel | str | os.PathLike,
@@ -128,7 +132,8 @@ def embed(
         ``sc.pp.scale(max_value=10)`` leaves them, then makes the check ask for it).
     check_preprocessing
         What a preprocessing mismatch does: ``"error"`` (``ValueError``), ``"warn"``
-        (``UserWarning``) or ``"ignore"``.
+        (:class:`~manifex.tl._prepcheck.PreprocessingWarning`, a ``UserWarning``) or
+        ``"ignore"``.
     key_added
         Coordinates go to ``query.obsm["X_<key_added>"]`` and provenance to
         ``query.uns[key_added]``. Default: the reference's key (e.g. ``"dlme"``, so
@@ -137,8 +142,7 @@ def embed(
         ``"<key>_<space>"`` for another space of the model (``"n2d_manifold"``).
         A key whose entries are the model's input (``"pca"`` for a model trained on ``X_pca``)
         is refused; other existing entries are replaced with a logged warning.
-    copy
-        Return a copy of ``query`` instead of writing into it.
+    {doc_copy_query}
 
     Returns
     -------
@@ -163,7 +167,62 @@ def embed(
     >>> query.obsm["X_dlme"].shape
     (200, 2)
     """
-    query = check_adata(query, min_cells=1, name="query", need_vars=False)  # image queries: obsm only
+    model = _validate(
+        query,
+        model,
+        reference,
+        space,
+        block,
+        use_rep,
+        fill_missing,
+        scale_query,
+        max_value,
+        check_preprocessing,
+        copy,
+    )
+    spec = _input_spec(model, use_rep)
+    if spec.source not in ("images", "obsm") and query.n_vars == 0:
+        raise ValueError(f"`query` is empty (shape {query.shape}): the model reads genes.")
+    key = check_key_added(
+        query,
+        key_added,
+        default=_default_key(spec, model, space, block),
+        writes=lambda k: [("obsm", f"X_{k}"), ("uns", k)],
+        inputs=spec.slots(),
+        function="embed",
+    )
+    opts = {"fill_missing": fill_missing, "scale_query": scale_query, "max_value": max_value}
+    prep = prepare_query(query, model, spec, reference=reference, space=space, **opts)
+    problems, stats = _check(prep, model, check_preprocessing)
+    coords = model_transform(model, prep["x"], feature_names=prep["feature_names"], space=space, block=block)
+    if coords.shape[0] != query.n_obs or not np.isfinite(coords).all():
+        raise RuntimeError("The model returned non-finite or misshapen coordinates for the query.")
+    uns = _record_uns(spec, model, prep, space, block, reference, opts, check_preprocessing, problems, stats)
+    logg.info(
+        f"    embedded {query.n_obs} cells with {type(model).__name__} ({prep['description']}): "
+        f"added obsm['X_{key}'], uns[{key!r}]"
+    )
+    target = copy_of(query) if copy else query
+    target.obsm[f"X_{key}"] = coords.astype(np.float32)
+    target.uns[key] = plain(uns)
+    return target if copy else None
+
+
+def _validate(
+    query,
+    model,
+    reference,
+    space,
+    block,
+    use_rep,
+    fill_missing,
+    scale_query,
+    max_value,
+    check_preprocessing,
+    copy,
+) -> Any:
+    """Every argument checked before any work; returns the model (loaded when given as a path)."""
+    check_adata(query, min_cells=1, name="query", need_vars=False)  # image queries: obsm only
     if reference is not None:
         check_adata(reference, min_cells=1, name="reference")
     if fill_missing not in ("error", "zero"):
@@ -191,41 +250,24 @@ def embed(
         raise TypeError(f"`use_rep` must be an obsm key (a string) or None, got {type(use_rep).__name__}.")
     if from_file:
         model = load_model(model, device="cpu")
-    check_model(model)
-    if from_file:
+        check_model(model)
         check_space(space, block, model)
-
-    spec = _input_spec(model, use_rep)
-    if spec.get("source") != "images" and query.n_vars == 0 and spec.get("source") != "obsm":
-        raise ValueError(f"`query` is empty (shape {query.shape}): the model reads genes.")
-    base_key = str(spec.get("key_added") or spec.get("method") or type(model).__name__.lower())
-    if space == "embedding":
-        default = base_key
-    elif block is not None:
-        default = f"{base_key}_block{block}"
     else:
-        default = f"{base_key}_{space}"
-    inputs = [("obsm", spec["key"])] if spec.get("source") in ("obsm", "images") and spec.get("key") else []
-    key = check_key_added(
-        query,
-        key_added,
-        default=default,
-        writes=lambda k: [("obsm", f"X_{k}"), ("uns", k)],
-        inputs=inputs,
-        function="embed",
-    )
+        check_model(model)
+    return model
 
-    prep = prepare_query(
-        query,
-        model,
-        spec,
-        reference=reference,
-        fill_missing=fill_missing,
-        scale_query=scale_query,
-        max_value=max_value,
-        space=space,
-    )
-    problems, stats = preprocessing_problems(prep, model) if check_preprocessing != "ignore" else ([], {})
+
+def _default_key(spec: InputSpec, model: Any, space: str, block: int | None) -> str:
+    """The reference's key (``"dlme"``), ``"<key>_block<block>"`` or ``"<key>_<space>"``."""
+    base = str(spec.key_added or spec.method or type(model).__name__.lower())
+    if space == "embedding":
+        return base
+    return f"{base}_block{block}" if block is not None else f"{base}_{space}"
+
+
+def _check(prep: dict[str, Any], model: Any, policy: str) -> tuple[list[str], dict[str, Any]]:
+    """The preprocessing check of the prepared query, applied by ``policy``."""
+    problems, stats = preprocessing_problems(prep, model) if policy != "ignore" else ([], {})
     if problems:
         msg = (
             "The query does not look preprocessed like the data the model was trained on:\n  - "
@@ -233,66 +275,56 @@ def embed(
             + "\nPrepare the query with the reference's steps (normalize_total, log1p, the same "
             "genes, the same scaling), or pass `check_preprocessing='warn'` to embed it anyway."
         )
-        if check_preprocessing == "error":
+        if policy == "error":
             raise ValueError(msg)
-        warnings.warn(msg, UserWarning, stacklevel=2)
-    coords = model_transform(model, prep["x"], feature_names=prep["feature_names"], space=space, block=block)
-    if coords.shape[0] != query.n_obs or not np.isfinite(coords).all():
-        raise RuntimeError("The model returned non-finite or misshapen coordinates for the query.")
+        warnings.warn(msg, PreprocessingWarning, stacklevel=3)
+    return problems, stats
 
+
+def _record_uns(spec, model, prep, space, block, reference, opts, policy, problems, stats) -> dict[str, Any]:
+    """Provenance of the query's coordinates (``uns[key]``)."""
     uns = {
-        "method": str(spec.get("method", "")),
+        "method": str(spec.method or ""),
         "model": type(model).__name__,
         "space": space,
         "input": {
-            "source": str(spec.get("source", "")),
-            "key": str(spec.get("key") or ""),
+            "source": str(spec.source or ""),
+            "key": str(spec.key or ""),
             "description": prep["description"],
         },
         "n_features": int(prep["n_features"]),
         "n_missing_features": int(prep["n_missing"]),
-        "fill_missing": fill_missing,
-        "scale_query": bool(scale_query),
-        "preprocessing_check": {
-            "policy": check_preprocessing,
-            "problems": "; ".join(problems),
-            **stats,
-        },
+        "fill_missing": opts["fill_missing"],
+        "scale_query": bool(opts["scale_query"]),
+        "preprocessing_check": {"policy": policy, "problems": "; ".join(problems), **stats},
     }
-    if scale_query:
-        used = max_value if max_value is not None else prep.get("max_value_used")
+    if opts["scale_query"]:
+        used = opts["max_value"] if opts["max_value"] is not None else prep.get("max_value_used")
         uns["max_value"] = float(used) if used is not None else "none"
     if block is not None:
         uns["block"] = int(block)
     if reference is not None:
         uns["reference_n_obs"] = int(reference.n_obs)
-    logg.info(
-        f"    embedded {query.n_obs} cells with {type(model).__name__} ({prep['description']}): "
-        f"added obsm['X_{key}'], uns[{key!r}]"
-    )
-    target = copy_of(query) if copy else query
-    target.obsm[f"X_{key}"] = coords.astype(np.float32)
-    target.uns[key] = plain(uns)
-    return target if copy else None
+    return uns
 
 
-def _input_spec(model: Any, use_rep: str | None) -> dict[str, Any]:
+def _input_spec(model: Any, use_rep: str | None) -> InputSpec:
     """What the model was trained on: its recorded input spec, or what can be told without one."""
-    spec = getattr(model, "input_spec_", None)
-    if spec:
-        spec = dict(spec)
+    recorded = getattr(model, "input_spec_", None)
+    if recorded:
+        spec = InputSpec.coerce(recorded, name="model.input_spec_")
         if use_rep is not None:
-            if spec.get("source") not in ("obsm", None):
+            if spec.source not in ("obsm", None):
                 raise ValueError(
                     f"`use_rep` applies to models trained on an obsm representation; this one was "
-                    f"trained on {spec.get('source')!r}."
+                    f"trained on {spec.source!r}."
                 )
-            spec["source"], spec["key"] = "obsm", use_rep
+            spec = spec.replace(source="obsm", key=use_rep)
         return spec
     if use_rep is not None:
-        return {"source": "obsm", "key": use_rep}
+        return InputSpec("obsm", use_rep)
     if getattr(model, "feature_names_in_", None) is not None:
-        return {"source": "X", "key": None, "var_names": model.feature_names_in_}
+        return InputSpec("X", None, var_names=model.feature_names_in_)
     raise ValueError(
         f"This {type(model).__name__} has no record of the AnnData input it was trained on (it was "
         "fitted outside `mx.tl`, without feature names): pass `use_rep=` naming the query's "

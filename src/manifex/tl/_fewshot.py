@@ -6,14 +6,24 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._anndata import basis_name, copy_of, obsm_coords, resolve_basis
+from .._anndata import (
+    basis_name,
+    check_adata,
+    check_flags,
+    check_key_added,
+    copy_of,
+    obsm_coords,
+    plain,
+    resolve_basis,
+)
 from ..metrics._classify import class_prototypes, nearest_prototype, pooled_variance, softmax_rows
+from ._docs import doc_basis, doc_copy_query, doc_label_key, doc_params
 from ._transfer import labelled
-from ._utils import check_adata, check_flags, check_key_added, plain
 
 __all__ = ["fewshot_labels"]
 
 
+@doc_params(doc_basis=doc_basis, doc_label_key=doc_label_key, doc_copy_query=doc_copy_query)
 def fewshot_labels(
     query: AnnData,
     support: AnnData | None = None,
@@ -41,17 +51,14 @@ def fewshot_labels(
     support
         AnnData of labelled examples in the same embedding. ``None``: the query cells whose
         ``obs[label_key]`` is set are the support (label one cell per type, name the rest).
-    label_key
-        ``obs`` column with the support labels.
-    basis
-        Embedding key without ``X_``; default the one embedding from :func:`embed` in the query.
+    {doc_label_key}
+    {doc_basis}
     key_added
         ``obs`` column for the labels (default ``"<label_key>_fewshot"``); confidence in
         ``"<key_added>_confidence"``, parameters in ``uns[key_added]``. A key that would replace
         the support labels (``label_key`` when ``support`` is ``None``) or another column that is
         not an earlier result of this key is refused.
-    copy
-        Return a copy of ``query`` instead of writing into it.
+    {doc_copy_query}
 
     Returns
     -------

@@ -7,9 +7,78 @@ import pandas as pd
 from anndata import AnnData
 
 from ..models.n2d import DEFAULT_K_RANGE, N2D
-from ._utils import check_adata, run_embedding
+from ._docs import (
+    doc_copy_adata,
+    doc_device,
+    doc_layer,
+    doc_params,
+    doc_progress,
+    doc_random_state,
+    doc_returns_fit,
+    model_params,
+)
+from ._fit import fit_embedding
 
 
+def _writes(key: str) -> list[tuple[str, str]]:
+    """The entries besides ``obsm["X_<key>"]`` and ``uns[key]`` that :func:`n2d` writes."""
+    return [
+        ("obs", key),
+        ("obs", f"{key}_probability"),
+        ("obsm", f"X_{key}_code"),
+        ("obsm", f"X_{key}_manifold"),
+        ("obsm", f"X_{key}_proba"),
+    ]
+
+
+def _collect(m: N2D, key: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Clusters, their probabilities, the code and the manifold of a fitted N2D, and its record."""
+    k = m.n_clusters_
+    cats = [str(i) for i in range(k)]
+    obs = {
+        key: pd.Categorical(m.labels_.astype(str), categories=cats),
+        f"{key}_probability": m.proba_.max(1).astype(np.float32),
+    }
+    obsm = {
+        f"X_{key}_code": m.code_,
+        f"X_{key}_manifold": m.manifold_,
+        f"X_{key}_proba": m.proba_.astype(np.float32),
+    }
+    uns = {
+        "n_clusters": int(k),
+        "k_selection": "bic" if m.bic_ is not None else "given",
+        "bic": m.bic_,
+        "timings": dict(m.timings_),
+        "gmm": {
+            "converged": bool(m.gmm_.converged_),
+            "n_iter": int(m.gmm_.n_iter_),
+            "lower_bound": float(m.gmm_.lower_bound_),
+        },
+        "early_stopping": {
+            "n_validation": int(m.history_.get("n_validation", 0)),
+            "best_step": m.history_.get("best_step"),
+            "stopped_early": bool(m.history_.get("stopped_early", False)),
+            "val_loss": m.history_.get("val_loss"),
+        },
+        "obsm_keys": {
+            "map": f"X_{key}",
+            "code": f"X_{key}_code",
+            "manifold": f"X_{key}_manifold",
+            "proba": f"X_{key}_proba",
+        },
+    }
+    return obsm, obs, uns
+
+
+@doc_params(
+    doc_model_k_range=model_params(N2D, "k_range", "gmm_n_init"),
+    doc_layer=doc_layer,
+    doc_device=doc_device,
+    doc_random_state=doc_random_state,
+    doc_progress=doc_progress,
+    doc_copy_adata=doc_copy_adata,
+    doc_returns_fit=doc_returns_fit,
+)
 def n2d(
     adata: AnnData,
     *,
@@ -51,28 +120,21 @@ def n2d(
         this for images and HVG matrices). Default: ``X_pca`` when present, else ``X`` itself
         (the pixels or genes, as in the reference: the autoencoder does the dimension
         reduction, so no PCA is computed on the fly here, unlike :func:`manifex.tl.dlme`).
-    layer
-        Use ``adata.layers[layer]`` (sparse is fine: minibatches are densified on the fly).
+    {doc_layer}
     n_latent
         Size of the autoencoder code; default ``n_clusters`` (10 when ``n_clusters`` is ``None``).
     n_neighbors, min_dist
         UMAP settings of the manifold and the map (reference: 20 and 0).
-    k_range
-        Inclusive ``(k_min, k_max)`` searched when ``n_clusters`` is ``None``.
-    gmm_n_init
-        Restarts of the Gaussian mixture; the best likelihood is kept (stabilises the result).
+    {doc_model_k_range}
     n_epochs, n_steps, preset
         Autoencoder budget. By default the number of optimiser steps scales with the number of
         cells (:meth:`manifex.models.N2D.n_steps_for`); ``preset="paper"`` runs the reference's
         1000 epochs, ``"fast"`` 10 epochs.
     batch_size
         Cells per autoencoder step (reference: 256).
-    device
-        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
-    random_state
-        Seed of every random step; the same seed on the same device gives the same clusters.
-    progress
-        Show a progress bar.
+    {doc_device}
+    {doc_random_state}
+    {doc_progress}
     key_added
         Clusters go to ``obs[key_added]``, the map to ``obsm["X_<key_added>"]`` and the record to
         ``uns[key_added]``. A key that would replace an ``obs`` column that is not an earlier
@@ -81,8 +143,7 @@ def n2d(
     return_model
         Also return the fitted model (``model.predict`` assigns new cells to the clusters;
         ``model.save(path)`` stores it).
-    copy
-        Work on and return a copy of ``adata``.
+    {doc_copy_adata}
     **model_kwargs
         Further :class:`manifex.models.N2D` parameters (``hidden_dims``, ``lr``,
         ``manifold_dim``, ``gmm_reg_covar``, ``map_2d``, ``early_stopping``, ...). Early stopping
@@ -91,8 +152,7 @@ def n2d(
 
     Returns
     -------
-    Depending on ``copy`` and ``return_model``: ``None``, the AnnData copy, the model, or
-    ``(adata_copy, model)``. Writes
+    {doc_returns_fit}
 
     ``adata.obs[key_added]``
         Cluster labels, categorical with categories ``"0" … "k-1"``.
@@ -134,77 +194,18 @@ def n2d(
         progress=progress,
         **model_kwargs,
     )
-    # everything that can be checked without training is checked before any work
-    model._validate_params()
-    check_adata(adata)
-    if n_clusters is not None and adata.n_obs < n_clusters:
-        raise ValueError(
-            f"`adata` has {adata.n_obs} cells, fewer than `n_clusters`={n_clusters}; "
-            "ask for fewer clusters or use more cells."
-        )
-    if adata.n_obs <= n_neighbors:
-        raise ValueError(
-            f"`adata` has {adata.n_obs} cells; UMAP with `n_neighbors`={n_neighbors} needs more than that: "
-            "lower `n_neighbors` or use more cells."
-        )
-
-    def writes(key: str) -> list[tuple[str, str]]:
-        return [
-            ("obs", key),
-            ("obs", f"{key}_probability"),
-            ("obsm", f"X_{key}_code"),
-            ("obsm", f"X_{key}_manifold"),
-            ("obsm", f"X_{key}_proba"),
-        ]
-
-    def collect(m: N2D, key: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        k = m.n_clusters_
-        cats = [str(i) for i in range(k)]
-        obs = {
-            key: pd.Categorical(m.labels_.astype(str), categories=cats),
-            f"{key}_probability": m.proba_.max(1).astype(np.float32),
-        }
-        obsm = {
-            f"X_{key}_code": m.code_,
-            f"X_{key}_manifold": m.manifold_,
-            f"X_{key}_proba": m.proba_.astype(np.float32),
-        }
-        uns = {
-            "n_clusters": int(k),
-            "k_selection": "bic" if m.bic_ is not None else "given",
-            "bic": m.bic_,
-            "timings": dict(m.timings_),
-            "gmm": {
-                "converged": bool(m.gmm_.converged_),
-                "n_iter": int(m.gmm_.n_iter_),
-                "lower_bound": float(m.gmm_.lower_bound_),
-            },
-            "early_stopping": {
-                "n_validation": int(m.history_.get("n_validation", 0)),
-                "best_step": m.history_.get("best_step"),
-                "stopped_early": bool(m.history_.get("stopped_early", False)),
-                "val_loss": m.history_.get("val_loss"),
-            },
-            "obsm_keys": {
-                "map": f"X_{key}",
-                "code": f"X_{key}_code",
-                "manifold": f"X_{key}_manifold",
-                "proba": f"X_{key}_proba",
-            },
-        }
-        return obsm, obs, uns
-
-    return run_embedding(
+    return fit_embedding(
         adata,
         model,
         method="n2d",
         use_rep=use_rep,
         layer=layer,
         key_added=key_added,
+        random_state=random_state,
         return_model=return_model,
         copy=copy,
-        min_cells=model._min_cells(),
-        collect=collect,
-        extra_writes=writes,
+        min_cells=1,  # N2D's own minimum (`n_neighbors`, `n_clusters`: model._min_cells) applies
+        collect=_collect,
+        extra_writes=_writes,
         auto_pca=False,
     )

@@ -11,6 +11,9 @@ Two levels of evidence, both cheap:
 * **model input**: the per-feature mean and standard deviation of the prepared query against
   ``model.feature_mean_`` / ``model.feature_std_``.
 
+At fit time the same gene signature tells when a ``tl`` function is about to train on raw
+counts (:func:`fit_problems`), which it warns about with a :class:`PreprocessingWarning`.
+
 The limits tolerate a query of a single cell type (its spread is smaller, its mean offset and
 its totals up to about 1.5× the reference's on our data) and of cell types the reference lacks
 (large z-scores after scaling), but not data on another scale.
@@ -25,7 +28,31 @@ import scipy.sparse as sp
 
 from ..train._data import BackedMatrix
 
-__all__ = ["gene_signature", "preprocessing_problems", "signature_from_model"]
+__all__ = [
+    "PreprocessingWarning",
+    "fit_problems",
+    "gene_signature",
+    "preprocessing_problems",
+    "signature_from_model",
+]
+
+
+class PreprocessingWarning(UserWarning):
+    """Data that does not look preprocessed as a method expects (raw counts given to
+    ``mx.tl.dlme``, ``mx.tl.tsimcne`` or ``mx.tl.n2d``), or a query prepared otherwise than its
+    reference (:func:`manifex.tl.embed` with ``check_preprocessing="warn"``).
+
+    Examples
+    --------
+    >>> import warnings, numpy as np, anndata as ad, manifex as mx
+    >>> counts = np.random.default_rng(0).poisson(30.0, size=(60, 20)).astype("float32")
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     mx.tl.dlme(ad.AnnData(counts), n_steps=5, progress=False)
+    >>> [w.category.__name__ for w in caught if issubclass(w.category, mx.tl.PreprocessingWarning)]
+    ['PreprocessingWarning']
+    """
+
 
 #: Median ratio of per-feature standard deviations (query / training) allowed, and its inverse.
 SCALE_RATIO_LIMIT = 10.0
@@ -142,6 +169,32 @@ def signature_from_model(model: Any) -> dict[str, Any] | None:
 
 def _counts(sig: dict[str, Any]) -> bool:
     return bool(sig.get("integer")) and sig.get("min", -1) >= 0 and sig.get("max", 0) >= COUNT_MAX_MIN
+
+
+def fit_problems(sig: dict[str, Any], *, where: str, method: str, pca: bool) -> list[str]:
+    """What the gene signature ``sig`` of a training input says against training on it: raw
+    counts (non-negative integers up to at least :data:`COUNT_MAX_MIN`). ``where`` names the
+    input (``"adata.X"``), ``method`` the method and ``pca`` whether a PCA of it would be its input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from manifex.tl._prepcheck import fit_problems, gene_signature
+    >>> counts = np.random.default_rng(0).poisson(30.0, size=(50, 10)).astype("float32")
+    >>> len(fit_problems(gene_signature(counts), where="adata.X", method="dlme", pca=False))
+    1
+    >>> fit_problems(gene_signature(np.log1p(counts)), where="adata.X", method="dlme", pca=False)
+    []
+    """
+    if not _counts(sig):
+        return []
+    through = " through a PCA of them" if pca else ""
+    return [
+        f"{where} looks like raw counts (non-negative integers up to {sig['max']:.0f}): {method} would "
+        f"train on them{through}, where a few highly expressed genes and the cells' sequencing depth "
+        "dominate. Run sc.pp.normalize_total and sc.pp.log1p first (then usually "
+        "sc.pp.highly_variable_genes and sc.pp.pca), or pass `use_rep` / `layer` naming normalised data."
+    ]
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -273,15 +326,42 @@ def input_problems(x: Any, model: Any) -> tuple[list[str], dict[str, float]]:
     return problems, stats
 
 
+def _reference_signature(prep: dict[str, Any], model: Any) -> dict[str, Any] | None:
+    """The signature of the training genes: measured on ``prep["gene_ref"]`` when it is a
+    matrix, recorded (a dict), or from the model's means (``prep["gene_ref_model"]``)."""
+    ref = prep.get("gene_ref")
+    if ref is not None and not isinstance(ref, dict):
+        return gene_signature(ref)
+    if ref is None and prep.get("gene_ref_model"):
+        return signature_from_model(model)
+    return ref
+
+
+def _reference_clip(ref: dict[str, Any] | None, clip_from: str | None) -> tuple[float | None, str]:
+    """The bound the reference's scaled genes were clipped at, when the query must stay within it
+    (``clip_from``: ``"unscaled"``, a query not scaled by manifex; ``"max_value"``, one scaled
+    like the reference without ``max_value``), and the fix to name."""
+    clip = ref.get("clip") if ref is not None and clip_from is not None else None
+    if clip is None:
+        return None, ""
+    if clip_from == "unscaled":
+        return clip, (
+            "scale the query with the reference's statistics and clipping (`reference=` with "
+            f"`scale_query=True, max_value={clip:g}`)"
+        )
+    return clip, f"pass `max_value={clip:g}`"
+
+
 def preprocessing_problems(prep: dict[str, Any], model: Any) -> tuple[list[str], dict[str, Any]]:
     """All problems found for a prepared query (see :func:`manifex.tl.embed`) and the statistics.
 
-    ``prep`` holds ``gene_q`` (the query's genes as the model input is built from them, or
-    ``None``), ``gene_ref`` (a signature of the training genes: measured on the reference,
-    recorded, or from the model; or ``None``), ``gene_ref_from`` (its name in messages),
-    ``unscaled`` (the query's genes before ``scale_query`` and the sum of the reference's
-    ``var["mean"]``), ``clip`` (the reference's clipping when the query was scaled like it without
-    ``max_value``) and ``model_input``.
+    ``prep`` (from :func:`manifex.tl._query.prepare_query`) holds ``gene_q`` (the query's genes
+    as the model input is built from them, or ``None``), ``gene_ref`` (the training genes: the
+    reference's as a matrix, or a recorded signature; or ``None``), ``gene_ref_model`` (take the
+    signature from the model's means), ``gene_ref_from`` (its name in messages), ``unscaled``
+    (the query's genes before ``scale_query`` and the sum of the reference's ``var["mean"]``),
+    ``clip_from`` (which clipping of the reference applies: :func:`_reference_clip`) and
+    ``model_input``.
     """
     problems: list[str] = []
     stats: dict[str, Any] = {}
@@ -291,13 +371,13 @@ def preprocessing_problems(prep: dict[str, Any], model: Any) -> tuple[list[str],
         if q["log_total"] is not None:
             stats["query_log_total"] = q["log_total"]
         where = prep.get("gene_ref_from", "the training data")
-        if prep.get("gene_ref") is not None:
-            problems += gene_problems(q, prep["gene_ref"], where=where)
+        ref = _reference_signature(prep, model)
+        if ref is not None:
+            problems += gene_problems(q, ref, where=where)
         if prep.get("unscaled") is not None:
             problems += unscaled_problems(*prep["unscaled"])
-        clip = clip_problem(
-            q, prep.get("clip"), where=where, fix=prep.get("clip_fix", f"pass `max_value={prep.get('clip')}`")
-        )
+        clip_value, fix = _reference_clip(ref, prep.get("clip_from"))
+        clip = clip_problem(q, clip_value, where=where, fix=fix)
         if clip is not None:
             problems.append(clip)
     more, s = input_problems(prep.get("model_input"), model)

@@ -16,11 +16,22 @@ import pandas as pd
 from anndata import AnnData
 from scanpy import logging as logg
 
-from .._anndata import basis_name, copy_of, get_basis, obs_labels, obsm_coords, resolve_basis
+from .._anndata import (
+    basis_name,
+    check_adata,
+    check_flags,
+    check_key_added,
+    copy_of,
+    get_basis,
+    obs_labels,
+    obsm_coords,
+    plain,
+    resolve_basis,
+)
 from .._utils import check_random_state
 from ..metrics._classify import ClassDistance, class_prototypes, fill_thresholds, knn_vote, nearest_prototype
 from ._coverage import expression_pair, reference_coverage
-from ._utils import check_adata, check_flags, check_key_added, plain
+from ._docs import doc_basis, doc_copy_query, doc_label_key, doc_params
 
 __all__ = ["transfer_labels"]
 
@@ -43,6 +54,7 @@ def labelled(adata: AnnData, key: str, label_key: str, name: str, *, arg: str = 
     return obsm_coords(adata, key, name)[keep], np.asarray(lab[keep].astype(str))
 
 
+@doc_params(doc_basis=doc_basis, doc_label_key=doc_label_key, doc_copy_query=doc_copy_query)
 def transfer_labels(
     query: AnnData,
     reference: AnnData,
@@ -120,11 +132,8 @@ def transfer_labels(
     reference
         Labelled cells, with ``obsm["X_<basis>"]`` and ``obs[label_key]`` (missing labels are
         ignored).
-    label_key
-        ``obs`` column of the reference (and of ``support``) with the labels.
-    basis
-        Embedding key without ``X_`` (``"dlme"``, ``"dlme_latent"``, ...). Default: the one
-        embedding the query received from :func:`embed` that the reference also has.
+    {doc_label_key}
+    {doc_basis}
     method
         ``"knn"`` or ``"prototype"``.
     n_neighbors
@@ -164,8 +173,7 @@ def transfer_labels(
         ``uns[key_added]``. The query's own ``obs[label_key]`` (e.g. its true labels) and other
         columns that are not an earlier result of this key are never replaced: such a key is
         refused.
-    copy
-        Return a copy of ``query`` instead of writing into it.
+    {doc_copy_query}
 
     Returns
     -------
@@ -187,12 +195,76 @@ def transfer_labels(
     >>> query.obs[["bulk_labels_transferred", "bulk_labels_transferred_confidence"]].shape
     (200, 2)
     """
+    unknown, random_state = _validate(
+        query, reference, support, method, n_neighbors, unknown, unknown_threshold, min_coverage,
+        unknown_label, coverage_layer, random_state, copy,
+    )  # fmt: skip
+    n_neighbors = int(n_neighbors)
+    key = resolve_basis(query, [("reference", reference)], basis)
+    if support is not None:
+        get_basis({"support": support}, key)
+    key_added = _check_key(query, key_added, key, label_key)
+    data = _prepare(query, reference, support, key, label_key, support_key, unknown_label)
+    distance_info = _distance_skipped(data["yr"], unknown)
+    coverage, cov_info = _coverage(
+        query, reference, unknown, coverage_layer, n_neighbors, min_coverage, random_state
+    )
+    q = float(unknown_threshold) if unknown in ("auto", "distance", "both") and not distance_info else None
+    res = _classify(data, method, n_neighbors, q)
+    labels, n_dist, n_cov = _unknown_calls(res, data["classes"], coverage, min_coverage, unknown_label)
+    calls = res["novelty"] is not None or coverage is not None
+    checks = [
+        c for c, on in (("distance", res["novelty"] is not None), ("coverage", coverage is not None)) if on
+    ]
+    uns = {
+        "method": method,
+        "basis": basis_name(key),
+        "label_key": label_key,
+        "n_neighbors": n_neighbors,
+        "unknown": str(unknown) if unknown is not None else "none",
+        "unknown_checks": checks,
+        "unknown_threshold": q if q is not None else "none",
+        "min_coverage": float(min_coverage),
+        "unknown_label": unknown_label,
+        "classes": [str(c) for c in res["classes"]],
+        "n_unknown": int((labels == unknown_label).sum()) if calls else 0,
+        "n_unknown_distance": n_dist,
+        "n_unknown_coverage": n_cov,
+        "n_reference": int(data["xr"].shape[0]),
+    }
+    if cov_info:
+        uns["coverage"] = cov_info
+    if distance_info:
+        uns["distance"] = {"skipped": distance_info}
+    if res["thresholds"] is not None:
+        uns["thresholds"] = {str(c): float(t) for c, t in zip(res["classes"], res["thresholds"])}
+    if data["xs"] is not None:
+        uns["support_classes"] = [str(c) for c in np.unique(data["ys"])]
+    logg.info(
+        f"    transferred {label_key!r} to {query.n_obs} cells by {method} in {key!r}"
+        + (f" ({uns['n_unknown']} unknown)" if calls else "")
+    )
+    cats = list(res["classes"]) + ([unknown_label] if calls else [])
+    columns = {"": pd.Categorical(labels, categories=cats), "_confidence": res["conf"].astype(np.float32)}
+    columns["_novelty"] = res["novelty"]
+    columns["_coverage"] = coverage
+    target = copy_of(query) if copy else query
+    _record(target, key_added, columns, uns)
+    return target if copy else None
+
+
+def _validate(
+    query, reference, support, method, n_neighbors, unknown, unknown_threshold, min_coverage,
+    unknown_label, coverage_layer, random_state, copy,
+) -> tuple[str | None, int]:  # fmt: skip
+    """Every argument checked before any work; returns the checks to run (``None`` when
+    ``unknown_threshold`` is ``None``) and the seed."""
     check_adata(query, min_cells=1, name="query")
     check_adata(reference, min_cells=1, name="reference")
     check_flags(copy=copy)
     if method not in ("knn", "prototype"):
         raise ValueError(f"`method` must be 'knn' or 'prototype', got {method!r}.")
-    n_neighbors = check_n_neighbors(n_neighbors)
+    check_n_neighbors(n_neighbors)
     if unknown_threshold is not None and (
         isinstance(unknown_threshold, bool)
         or not isinstance(unknown_threshold, int | float | np.integer | np.floating)
@@ -216,15 +288,15 @@ def transfer_labels(
             f"`coverage_layer` must be a layer name or None, got {type(coverage_layer).__name__}."
         )
     random_state = check_random_state(random_state)
-    if unknown_threshold is None:
-        unknown = None
     if support is not None:
         check_adata(support, min_cells=1, name="support")
-    key = resolve_basis(query, [("reference", reference)], basis)
-    if support is not None:
-        get_basis({"support": support}, key)
+    return (None if unknown_threshold is None else unknown), random_state
+
+
+def _check_key(query: AnnData, key_added: Any, key: str, label_key: str) -> str:
+    """The key the labels go to; never the embedding read, its record or the query's labels."""
     suffixes = ("confidence", "novelty", "coverage")
-    key_added = check_key_added(
+    return check_key_added(
         query,
         key_added,
         default=f"{label_key}_transferred",
@@ -237,6 +309,9 @@ def transfer_labels(
         function="transfer_labels",
     )
 
+
+def _prepare(query, reference, support, key, label_key, support_key, unknown_label) -> dict[str, Any]:
+    """Coordinates of the query, and coordinates and labels of the reference (and support)."""
     xq = obsm_coords(query, key, "query")
     xr, yr = labelled(reference, key, label_key, "reference")
     if xq.shape[1] != xr.shape[1]:
@@ -254,88 +329,66 @@ def transfer_labels(
         clash = sorted(set(ys) & (set(classes) | {unknown_label}))
         if clash:
             raise ValueError(f"Support classes {clash} are already reference classes (or the unknown label).")
+    return {"xq": xq, "xr": xr, "yr": yr, "classes": classes, "xs": xs, "ys": ys}
 
-    distance_info = ""
-    if (
-        unknown is not None
-        and unknown != "coverage"
-        and not (np.unique(yr, return_counts=True)[1] >= 2).any()
-    ):
-        distance_info = (
-            "every reference class has a single cell, so distances within a class (the calibration "
-            "of the distance check) are undefined"
-        )
-        if unknown != "auto":
-            raise ValueError(f"The distance check (`unknown={unknown!r}`) cannot run: {distance_info}.")
-        logg.info(f"    distance check skipped: {distance_info}")
-    coverage, cov_info = _coverage(
-        query, reference, unknown, coverage_layer, n_neighbors, min_coverage, random_state
+
+def _distance_skipped(yr: np.ndarray, unknown: str | None) -> str:
+    """Why the distance check cannot run (every class a single cell), or ``""``."""
+    if unknown is None or unknown == "coverage" or (np.unique(yr, return_counts=True)[1] >= 2).any():
+        return ""
+    info = (
+        "every reference class has a single cell, so distances within a class (the calibration "
+        "of the distance check) are undefined"
     )
-    q = float(unknown_threshold) if unknown in ("auto", "distance", "both") and not distance_info else None
+    if unknown != "auto":
+        raise ValueError(f"The distance check (`unknown={unknown!r}`) cannot run: {info}.")
+    logg.info(f"    distance check skipped: {info}")
+    return info
+
+
+def _classify(data: dict[str, Any], method: str, n_neighbors: int, q: float | None) -> dict[str, Any]:
+    """Predicted class, confidence, and (with quantile ``q``) per-class thresholds and novelty."""
+    xr, yr, classes, xq = data["xr"], data["yr"], data["classes"], data["xq"]
     if method == "knn":
-        all_classes = classes
         pred, conf = knn_vote(xr, np.searchsorted(classes, yr), len(classes), xq, n_neighbors)
         thresholds = novelty = None
         if q is not None:
             dist = ClassDistance(xr, yr, classes, n_neighbors=n_neighbors)
             thresholds = fill_thresholds(dist.thresholds(q))
             novelty = (dist.distance(xq) / thresholds[None, :]).min(1)
+        all_classes = classes
     else:
-        all_classes, pred, conf, thresholds, novelty = _by_prototype(xr, yr, classes, xq, xs, ys, q)
+        all_classes, pred, conf, thresholds, novelty = _by_prototype(
+            xr, yr, classes, xq, data["xs"], data["ys"], q
+        )
+    return {"classes": all_classes, "pred": pred, "conf": conf, "thresholds": thresholds, "novelty": novelty}
 
-    labels = np.asarray(all_classes, dtype=object)[pred]
-    calls = novelty is not None or coverage is not None
+
+def _unknown_calls(res, ref_classes, coverage, min_coverage, unknown_label) -> tuple[np.ndarray, int, int]:
+    """Labels with the unknown calls of both checks, and how many each check made."""
+    labels = np.asarray(res["classes"], dtype=object)[res["pred"]]
     n_dist = n_cov = 0
-    if novelty is not None:
-        far = novelty > 1.0
+    if res["novelty"] is not None:
+        far = res["novelty"] > 1.0
         n_dist = int(far.sum())
         labels = np.where(far, unknown_label, labels)
     if coverage is not None:
         # only cells given a *reference* class must be covered by the reference
-        uncovered = (coverage < min_coverage) & (pred < len(classes))
+        uncovered = (coverage < min_coverage) & (res["pred"] < len(ref_classes))
         n_cov = int(uncovered.sum())
         labels = np.where(uncovered, unknown_label, labels)
-    cats = list(all_classes) + ([unknown_label] if calls else [])
-    checks = [c for c, on in (("distance", novelty is not None), ("coverage", coverage is not None)) if on]
-    uns = {
-        "method": method,
-        "basis": basis_name(key),
-        "label_key": label_key,
-        "n_neighbors": int(n_neighbors),
-        "unknown": str(unknown) if unknown is not None else "none",
-        "unknown_checks": checks,
-        "unknown_threshold": q if q is not None else "none",
-        "min_coverage": float(min_coverage),
-        "unknown_label": unknown_label,
-        "classes": [str(c) for c in all_classes],
-        "n_unknown": int((labels == unknown_label).sum()) if calls else 0,
-        "n_unknown_distance": n_dist,
-        "n_unknown_coverage": n_cov,
-        "n_reference": int(xr.shape[0]),
-    }
-    if cov_info:
-        uns["coverage"] = cov_info
-    if distance_info:
-        uns["distance"] = {"skipped": distance_info}
-    if thresholds is not None:
-        uns["thresholds"] = {str(c): float(t) for c, t in zip(all_classes, thresholds)}
-    if xs is not None:
-        uns["support_classes"] = [str(c) for c in np.unique(ys)]
-    logg.info(
-        f"    transferred {label_key!r} to {query.n_obs} cells by {method} in {key!r}"
-        + (f" ({uns['n_unknown']} unknown)" if calls else "")
-    )
-    target = copy_of(query) if copy else query
-    target.obs[key_added] = pd.Categorical(labels, categories=cats)
-    target.obs[f"{key_added}_confidence"] = conf.astype(np.float32)
-    for suffix, values in (("novelty", novelty), ("coverage", coverage)):
-        col = f"{key_added}_{suffix}"
+    return labels, n_dist, n_cov
+
+
+def _record(target: AnnData, key_added: str, columns: dict[str, Any], uns: dict[str, Any]) -> None:
+    """Write the ``obs`` columns (``None``: removed, an earlier call's) and ``uns[key_added]``."""
+    for suffix, values in columns.items():
+        col = f"{key_added}{suffix}"
         if values is not None:
-            target.obs[col] = values.astype(np.float32)
+            target.obs[col] = values if suffix == "" else np.asarray(values).astype(np.float32)
         elif col in target.obs:  # from an earlier call with other checks: not this result's
             del target.obs[col]
     target.uns[key_added] = plain(uns)
-    return target if copy else None
 
 
 def _coverage(

@@ -5,11 +5,24 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
+from .._anndata import check_adata, check_flags
+from ..io import InputSpec
 from ..models._images import BackedImages, check_images, on_disk
 from ..models.tsimcne import TSimCNE
-from ._utils import InputSpec, check_adata, check_flags, run_embedding
+from ._docs import (
+    doc_copy_adata,
+    doc_device,
+    doc_params,
+    doc_progress,
+    doc_random_state,
+    doc_returns_fit,
+    model_params,
+)
+from ._fit import MIN_CELLS, check_n_cells, fit_embedding
 
 _STAGES = ("pretrain", "linear", "finetune")
+#: Fewest images t-SimCNE trains on (two views of each form its pairs; no kNN graph).
+IMAGE_MIN_CELLS = 2
 
 
 def _stage_uns(model: TSimCNE) -> dict[str, Any]:
@@ -26,6 +39,76 @@ def _stage_uns(model: TSimCNE) -> dict[str, Any]:
     }
 
 
+class _Outputs:
+    """What :func:`tsimcne` writes besides the map: the features with ``add_features``, the
+    per-stage record, and for images their throughput."""
+
+    def __init__(self, add_features: bool, images: bool) -> None:
+        self.add_features, self.images = add_features, images
+
+    def writes(self, k: str) -> list[tuple[str, str]]:
+        return [("obsm", f"X_{k}_features")] if self.add_features else []
+
+    def collect(self, m: TSimCNE, k: str) -> tuple[dict, dict, dict]:
+        obsm = {f"X_{k}_features": m.features_} if self.add_features else {}
+        uns = _stage_uns(m)
+        if self.images:
+            h = m.history_
+            steps = sum(h[s]["n_steps"] for s in _STAGES if s in h)
+            uns["images_per_second"] = float(steps * h["batch_size"] / max(h["seconds"], 1e-9))
+        return obsm, {}, uns
+
+
+def _image_input(
+    adata: AnnData, model: TSimCNE, image_key: str | None, images: Any, use_rep: Any, layer: Any
+) -> tuple[Any, None, InputSpec]:
+    """The images to train on (``obsm[image_key]`` or ``images``), checked before any work: in
+    memory, or on disk (an h5py / zarr array, a memmap) checked in one pass over chunks."""
+    check_adata(adata, need_vars=False)  # images live in obsm: X may have no columns
+    check_n_cells(adata, model, minimum=IMAGE_MIN_CELLS, neighbors=False)
+    if image_key is not None and images is not None:
+        raise ValueError("Pass either `image_key` or `images`, not both.")
+    if use_rep is not None or layer is not None:
+        raise ValueError("`use_rep` / `layer` select expression input; they cannot be combined with images.")
+    if image_key is not None:
+        if not isinstance(image_key, str):
+            raise TypeError(f"`image_key` must be a string, got {type(image_key).__name__}.")
+        if image_key not in adata.obsm:
+            raise KeyError(
+                f"`image_key`={image_key!r} is not in adata.obsm (keys: {list(adata.obsm.keys())})."
+            )
+        imgs = adata.obsm[image_key]
+        source = f"obsm[{image_key!r}]"
+    else:
+        imgs = images
+        source = "images argument"
+    stays_on_disk = on_disk(imgs)
+    if hasattr(imgs, "to_numpy"):
+        imgs = imgs.to_numpy()
+    if not stays_on_disk:
+        imgs = np.asarray(imgs)
+    shape = tuple(imgs.shape)
+    if len(shape) not in (3, 4):
+        raise ValueError(
+            f"The images ({source}) must have shape (n_obs, H, W) or (n_obs, H, W, C), got shape {shape}."
+        )
+    if shape[0] != adata.n_obs:
+        raise ValueError(f"There are {shape[0]} images ({source}) but adata has {adata.n_obs} observations.")
+    if stays_on_disk:  # checked in one pass over chunks, then streamed per minibatch
+        imgs = BackedImages(imgs, name=f"images ({source})", pixel_range=model.pixel_range)
+    else:
+        check_images(imgs, name=f"images ({source})")  # dtype, size and finiteness; no copy
+    return imgs, None, InputSpec("images", image_key, description=source)
+
+
+@doc_params(
+    doc_model_augment=model_params(TSimCNE, "augment"),
+    doc_device=doc_device,
+    doc_random_state=doc_random_state,
+    doc_progress=doc_progress,
+    doc_copy_adata=doc_copy_adata,
+    doc_returns_fit=doc_returns_fit,
+)
 def tsimcne(
     adata: AnnData,
     *,
@@ -83,30 +166,23 @@ def tsimcne(
     backbone
         ``"auto"`` (small ResNet below 32 px, CIFAR ResNet-18 from 32 px, MLP for expression),
         ``"small"``, ``"resnet18"`` or a :class:`torch.nn.Module`.
-    augment
-        ``"auto"``, ``"natural"``, ``"digits"``, ``"microscopy"`` (images), an expression
-        preset, or a callable (see :class:`manifex.models.TSimCNE`).
+    {doc_model_augment}
     add_features
         Also store the backbone features (512-d for ResNet-18) in ``obsm["X_<key>_features"]``.
-    device
-        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
-    random_state
-        Seed; the same seed on the same device gives the same map.
-    progress
-        Show a progress bar per training stage.
+    {doc_device}
+    {doc_random_state}
+    {doc_progress}
     key_added
         Results go to ``obsm["X_<key_added>"]`` and ``uns[key_added]``; default ``"tsimcne"``.
     return_model
         Also return the fitted model (``model.transform(new_images)``, ``model.save(path)``).
-    copy
-        Work on and return a copy of ``adata``.
+    {doc_copy_adata}
     **model_kwargs
         Further :class:`manifex.models.TSimCNE` parameters (``lr``, ``checkpoint``, ...).
 
     Returns
     -------
-    Depending on ``copy`` and ``return_model``: ``None``, the AnnData copy, the model, or
-    ``(adata_copy, model)``. Writes
+    {doc_returns_fit}
 
     ``adata.obsm["X_tsimcne"]``
         The map, ``(n_obs, n_components)``.
@@ -140,82 +216,21 @@ def tsimcne(
         **model_kwargs,
     )
     check_flags(add_features=add_features)
-
-    def collect(m: TSimCNE, k: str) -> tuple[dict, dict, dict]:
-        obsm = {f"X_{k}_features": m.features_} if add_features else {}
-        return obsm, {}, _stage_uns(m)
-
-    def writes(k: str) -> list[tuple[str, str]]:
-        return [("obsm", f"X_{k}_features")] if add_features else []
-
-    if image_key is None and images is None:
-        return run_embedding(
-            adata,
-            model,
-            method="tsimcne",
-            use_rep=use_rep,
-            layer=layer,
-            key_added=key_added,
-            return_model=return_model,
-            copy=copy,
-            collect=collect,
-            extra_writes=writes,
-        )
-
-    # ---- images: validate everything before any work ----------------------------------------
-    check_adata(adata, min_cells=2, need_vars=False)  # images live in obsm: X may have no columns
-    if image_key is not None and images is not None:
-        raise ValueError("Pass either `image_key` or `images`, not both.")
-    if use_rep is not None or layer is not None:
-        raise ValueError("`use_rep` / `layer` select expression input; they cannot be combined with images.")
-    if image_key is not None:
-        if not isinstance(image_key, str):
-            raise TypeError(f"`image_key` must be a string, got {type(image_key).__name__}.")
-        if image_key not in adata.obsm:
-            raise KeyError(
-                f"`image_key`={image_key!r} is not in adata.obsm (keys: {list(adata.obsm.keys())})."
-            )
-        imgs = adata.obsm[image_key]
-        source = f"obsm[{image_key!r}]"
-    else:
-        imgs = images
-        source = "images argument"
-    stays_on_disk = on_disk(imgs)
-    if hasattr(imgs, "to_numpy"):
-        imgs = imgs.to_numpy()
-    if not stays_on_disk:
-        imgs = np.asarray(imgs)
-    shape = tuple(imgs.shape)
-    if len(shape) not in (3, 4):
-        raise ValueError(
-            f"The images ({source}) must have shape (n_obs, H, W) or (n_obs, H, W, C), got shape {shape}."
-        )
-    if shape[0] != adata.n_obs:
-        raise ValueError(f"There are {shape[0]} images ({source}) but adata has {adata.n_obs} observations.")
-    if stays_on_disk:  # checked in one pass over chunks, then streamed per minibatch
-        imgs = BackedImages(imgs, name=f"images ({source})", pixel_range=model.pixel_range)
-    else:
-        check_images(imgs, name=f"images ({source})")  # dtype, size and finiteness; no copy
-    spec = InputSpec("images", image_key, description=source)
-
-    def collect_images(m: TSimCNE, k: str) -> tuple[dict, dict, dict]:
-        obsm, _, uns = collect(m, k)
-        h = m.history_
-        steps = sum(h[s]["n_steps"] for s in _STAGES if s in h)
-        uns["images_per_second"] = float(steps * h["batch_size"] / max(h["seconds"], 1e-9))
-        return obsm, {}, uns
-
-    return run_embedding(
+    is_images = image_key is not None or images is not None
+    given = _image_input(adata, model, image_key, images, use_rep, layer) if is_images else None
+    out = _Outputs(add_features, is_images)
+    return fit_embedding(
         adata,
         model,
         method="tsimcne",
-        use_rep=None,
-        layer=None,
+        use_rep=use_rep,
+        layer=layer,
         key_added=key_added,
+        random_state=random_state,
         return_model=return_model,
         copy=copy,
-        min_cells=2,
-        collect=collect_images,
-        extra_writes=writes,
-        given_input=(imgs, None, spec),
+        min_cells=IMAGE_MIN_CELLS if is_images else MIN_CELLS,
+        collect=out.collect,
+        extra_writes=out.writes,
+        given_input=given,
     )

@@ -1,9 +1,13 @@
-"""Prepare a query like the reference input a model was trained on.
+"""Prepare a query like the reference input a model was trained on: :func:`prepare_query`.
 
-Genes are aligned to the training genes by name, optionally standardised with the reference's
-``sc.pp.scale`` statistics (:func:`scale_like_reference`, the one implementation of that, also
-used by the coverage check), and projected on the reference's or the recorded PCA. What the
-preprocessing check (:mod:`manifex.tl._prepcheck`) needs is collected on the way.
+The model's :class:`~manifex.io.InputSpec` says what it read. Images and ``obsm``
+representations are read as they are; genes are aligned to the training genes by name
+(:func:`align_genes`), optionally standardised with the reference's ``sc.pp.scale`` statistics
+(:func:`scale_like_reference`, the one implementation of that, also used by the coverage
+check), and projected on the reference's or the recorded PCA (:mod:`manifex.tl._pca`). What the
+preprocessing check (:mod:`manifex.tl._prepcheck`) needs is collected on the way, for it to
+judge: the query's genes, the training genes (a matrix, a recorded signature, or the model's
+means) and which clipping of the reference applies.
 """
 
 from __future__ import annotations
@@ -17,14 +21,12 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from .._utils import as_2d_float
+from ..io import InputSpec
 from ..train._data import BackedMatrix
-from ._prepcheck import gene_signature, signature_from_model
-from ._utils import _project, pcs_fingerprint
+from ._input import obsm_matrix
+from ._pca import check_reproduces, pcs_fingerprint, project, reference_loadings
 
 __all__ = ["align_genes", "prepare_query", "scale_like_reference"]
-
-#: Largest relative error allowed when re-projecting the reference on its own PCs.
-PCA_REPRO_ERROR = 0.1
 
 
 def align_genes(
@@ -123,7 +125,8 @@ def _reference_genes(reference: AnnData, names: np.ndarray, layer: str | None) -
 
 
 def _scale(xg, reference, names, scale_query, max_value, out):
-    """Scale the query's genes like the reference when asked; note the reference's clipping."""
+    """Scale the query's genes like the reference when asked; without ``max_value`` the
+    reference's own clipping, if any, is what the query must stay within."""
     if not scale_query:
         return xg
     if max_value is None:
@@ -132,9 +135,8 @@ def _scale(xg, reference, names, scale_query, max_value, out):
     mean = reference.var["mean"].reindex(names).to_numpy(np.float64) if "mean" in reference.var else None
     if mean is not None and np.isfinite(mean).all():
         out["unscaled"] = (xg, float(mean.sum()))  # the query's genes before scaling, the reference's
-    if max_value is None and out.get("gene_ref") is not None:
-        out["clip"] = out["gene_ref"].get("clip")
-        out["clip_fix"] = f"pass `max_value={out['clip']:g}`" if out["clip"] is not None else ""
+    if max_value is None:
+        out["clip_from"] = "max_value"
     return scale_like_reference(xg, reference, names, max_value, arg="`scale_query=True`")
 
 
@@ -148,94 +150,91 @@ def _project_on_reference(
     max_value: float | None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Project the query's genes on ``reference.varm["PCs"]``, centred by the reference's means."""
-    pcs = np.asarray(reference.varm["PCs"], dtype=np.float32)
-    n_comp = pcs.shape[1] if n_feat is None else n_feat
-    if n_comp > pcs.shape[1]:
-        raise ValueError(f"The model needs {n_comp} PCs but reference.varm['PCs'] has {pcs.shape[1]}.")
-    # genes the PCA used: HVG-restricted PCAs leave the other rows zero (or NaN)
-    rows = np.flatnonzero(np.all(np.isfinite(pcs), axis=1) & np.any(pcs != 0, axis=1))
-    if rows.size == 0:
-        raise ValueError("reference.varm['PCs'] has no finite, non-zero loadings.")
+    rows, comps = reference_loadings(reference.varm["PCs"], n_feat)
     names = np.asarray(reference.var_names[rows], dtype=str)
-    comps = np.ascontiguousarray(pcs[rows, :n_comp].T)
     xr = _reference_genes(reference, names, None)
     mu = np.asarray(xr.mean(0), dtype=np.float64).ravel().astype(np.float32)
     if "X_pca" in reference.obsm:  # the reference's X must be what its PCA was computed from
-        m = min(reference.n_obs, 200)
-        got = _project(xr[:m], comps, mu)
-        want = np.asarray(reference.obsm["X_pca"])[:m, :n_comp]
-        err = np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-12)
-        if not err <= PCA_REPRO_ERROR:
-            raise ValueError(
-                "Projecting reference.X on reference.varm['PCs'] does not reproduce reference.obsm['X_pca'] "
-                f"(relative error {err:.2g}): reference.X was changed after sc.pp.pca. Restore the matrix "
-                "the PCA was computed from."
-            )
-        if err > 1e-3:
-            logg.warning(
-                f"projecting reference.X on its PCs reproduces obsm['X_pca'] only to {err:.1%}; "
-                "was reference.X modified after sc.pp.pca?"
-            )
-    out: dict[str, Any] = {"gene_ref": gene_signature(xr), "gene_ref_from": "the reference"}
+        check_reproduces(xr, comps, mu, reference.obsm["X_pca"])
+    out: dict[str, Any] = {"gene_ref": xr, "gene_ref_from": "the reference"}
     xg, n_missing = align_genes(query, names, layer=None, fill_missing=fill_missing)
     xg = _scale(xg, reference, names, scale_query, max_value, out)
     out.update(n_missing=n_missing, gene_q=xg)
-    return _project(xg, comps, mu), out
+    return project(xg, comps, mu), out
 
 
-def _from_obsm(query, model, spec, key, reference, fill_missing, scale_query, max_value, out):
+def _missing_obsm(key: str | None, query: AnnData, reference: AnnData | None) -> KeyError:
+    """The error for a query that lacks the ``obsm`` entry the model was trained on."""
+    if key == "X_pca" and reference is not None:
+        hint = (
+            " The `reference` given has no varm['PCs'] (the loadings sc.pp.pca writes) to project "
+            "the query's genes on: pass the AnnData the model was trained on, after its sc.pp.pca."
+        )
+    elif key == "X_pca":
+        hint = (
+            " Pass `reference=` (the AnnData the model was trained on, with varm['PCs']) to "
+            "project the query's genes on the reference's PCA."
+        )
+    else:
+        hint = (
+            " Compute it for the query with the same model that produced the reference's "
+            "(e.g. scvi_model.get_latent_representation(query))."
+        )
+    return KeyError(
+        f"The model was trained on obsm[{key!r}], which the query lacks "
+        f"(query.obsm keys: {list(query.obsm.keys())}).{hint}"
+    )
+
+
+def _from_images(query: AnnData, key: str | None, out: dict[str, Any]) -> dict[str, Any]:
+    if key is None or key not in query.obsm:
+        raise KeyError(f"The model was trained on images in obsm[{key!r}]; the query has no such entry.")
+    imgs = np.asarray(query.obsm[key])
+    if imgs.dtype.kind not in "biuf":
+        raise TypeError(f"query.obsm[{key!r}] must hold numbers, got dtype {imgs.dtype}.")
+    out.update(x=imgs, description=f"images in obsm[{key!r}]", n_features=int(np.prod(imgs.shape[1:])))
+    out["model_input"] = None
+    return out
+
+
+def _from_obsm(
+    query: AnnData,
+    model: Any,
+    spec: InputSpec,
+    reference: AnnData | None,
+    opts: dict[str, Any],
+    out: dict[str, Any],
+) -> dict[str, Any]:
+    """An ``obsm`` input: the query's genes projected on the recorded PCA or on the reference's
+    ``varm["PCs"]``, else the query's own ``obsm`` entry."""
+    key = spec.key or None
     n_feat = getattr(model, "n_features_in_", None)
     ref_pcs = reference is not None and key == "X_pca" and "PCs" in reference.varm
-    recorded = spec.get("pca_components") is not None and spec.get("var_names") is not None
+    recorded = spec.pca_components is not None and spec.var_names is not None
     if recorded and not ref_pcs and key not in query.obsm:
         # loadings and gene means recorded with the model: project like the reference
-        names = np.asarray(spec["var_names"], dtype=str)
-        xg, n_missing = align_genes(query, names, layer=None, fill_missing=fill_missing)
-        comps = np.asarray(spec["pca_components"], dtype=np.float32)[: n_feat or None]
-        x = _project(xg, comps, np.asarray(spec["pca_mean"], dtype=np.float32))
-        out.update(x=x, n_missing=n_missing, gene_q=xg, gene_ref=spec.get("genes"))
+        names = np.asarray(spec.var_names, dtype=str)
+        xg, n_missing = align_genes(query, names, layer=None, fill_missing=opts["fill_missing"])
+        comps = np.asarray(spec.pca_components, dtype=np.float32)[: n_feat or None]
+        x = project(xg, comps, np.asarray(spec.pca_mean, dtype=np.float32))
+        out.update(x=x, n_missing=n_missing, gene_q=xg, gene_ref=spec.genes)
         out.update(description="query genes projected on the recorded PCA", n_features=x.shape[1])
         return out
     if ref_pcs:
-        x, info = _project_on_reference(
-            query, reference, n_feat, fill_missing=fill_missing, scale_query=scale_query, max_value=max_value
-        )
+        x, info = _project_on_reference(query, reference, n_feat, **opts)
         out.update(info)
         out.update(x=x, description="query genes projected on reference varm['PCs']", n_features=x.shape[1])
         return out
     if key is None or key not in query.obsm:
-        if key == "X_pca" and reference is not None:
-            hint = (
-                " The `reference` given has no varm['PCs'] (the loadings sc.pp.pca writes) to project "
-                "the query's genes on: pass the AnnData the model was trained on, after its sc.pp.pca."
-            )
-        elif key == "X_pca":
-            hint = (
-                " Pass `reference=` (the AnnData the model was trained on, with varm['PCs']) to "
-                "project the query's genes on the reference's PCA."
-            )
-        else:
-            hint = (
-                " Compute it for the query with the same model that produced the reference's "
-                "(e.g. scvi_model.get_latent_representation(query))."
-            )
-        raise KeyError(
-            f"The model was trained on obsm[{key!r}], which the query lacks "
-            f"(query.obsm keys: {list(query.obsm.keys())}).{hint}"
-        )
-    rep = query.obsm[key]
-    if isinstance(rep, pd.DataFrame):
-        rep = rep.to_numpy()
-    x = as_2d_float(rep, name=f"query.obsm[{key!r}]")
+        raise _missing_obsm(key, query, reference)
+    x = obsm_matrix(query, key, "query")
     if n_feat is not None and x.shape[1] > n_feat and key == "X_pca":
         x = x[:, :n_feat]
     if n_feat is not None and x.shape[1] != n_feat:
         raise ValueError(
             f"query.obsm[{key!r}] has {x.shape[1]} columns but the model was trained on {n_feat}."
         )
-    same_pcs = "PCs" in query.varm and (spec.get("extra") or {}).get("pcs_fingerprint") == pcs_fingerprint(
-        query.varm["PCs"]
-    )
+    same_pcs = "PCs" in query.varm and spec.extra.get("pcs_fingerprint") == pcs_fingerprint(query.varm["PCs"])
     if key == "X_pca" and "pca" in query.uns and reference is None and not same_pcs:
         logg.warning(
             "using the query's own obsm['X_pca']: if it was computed by sc.pp.pca on the "
@@ -245,10 +244,64 @@ def _from_obsm(query, model, spec, key, reference, fill_missing, scale_query, ma
     return out
 
 
+def _training_genes(model: Any, spec: InputSpec) -> np.ndarray:
+    names = spec.var_names if spec.var_names is not None else getattr(model, "feature_names_in_", None)
+    if names is None:
+        raise ValueError("The model did not record its genes; cannot align the query by name.")
+    return np.asarray(names, dtype=str)
+
+
+def _gene_reference(
+    model: Any, spec: InputSpec, names: np.ndarray, layer: str | None, reference: AnnData | None, out
+) -> None:
+    """The training genes the query is checked against: the reference's (a matrix), their
+    signature recorded with the model, or (``gene_ref_model``) the model's per-feature means."""
+    if reference is not None:
+        out["gene_ref"] = _reference_genes(reference, names, layer)
+        out["gene_ref_from"] = "the reference"
+    elif spec.genes is not None:
+        out["gene_ref"] = dict(spec.genes)
+    elif spec.source != "pca":
+        out["gene_ref_model"] = True
+
+
+def _from_genes(
+    query: AnnData,
+    model: Any,
+    spec: InputSpec,
+    reference: AnnData | None,
+    opts: dict[str, Any],
+    space: str,
+    out: dict[str, Any],
+) -> dict[str, Any]:
+    """A gene input (``X``, a layer, or manifex's own PCA of ``X``): the query's genes aligned by
+    name, scaled like the reference when asked, projected on the recorded PCA."""
+    layer = spec.key if spec.source == "layer" else None
+    names = _training_genes(model, spec)
+    _gene_reference(model, spec, names, layer, reference, out)
+    scale_query, max_value = opts["scale_query"], opts["max_value"]
+    if not scale_query:
+        out["clip_from"] = "unscaled"
+    stream = not scale_query and space != "input"
+    xg, n_missing = align_genes(query, names, layer=layer, fill_missing=opts["fill_missing"], stream=stream)
+    if scale_query:
+        xg = _scale(xg, reference, names, scale_query, max_value, out)
+    out.update(n_missing=n_missing, gene_q=xg)
+    where = f"layers[{layer!r}]" if layer else "X"
+    if spec.source == "pca":
+        comps = np.asarray(spec.pca_components, dtype=np.float32)
+        x = project(xg, comps, np.asarray(spec.pca_mean, dtype=np.float32))
+        out.update(x=x, description=f"query {where} projected on the model's PCA", n_features=x.shape[1])
+    else:
+        out.update(x=xg, feature_names=names, description=f"query {where} ({len(names)} genes)")
+        out["n_features"] = len(names)
+    return out
+
+
 def prepare_query(
     query: AnnData,
     model: Any,
-    spec: dict[str, Any],
+    spec: InputSpec,
     *,
     reference: AnnData | None,
     fill_missing: str,
@@ -260,62 +313,19 @@ def prepare_query(
 
     Returns a dict with ``x`` (the model input), ``feature_names`` (for gene inputs), ``n_features``,
     ``n_missing`` (genes filled with zeros), ``description``, and for the check ``gene_q``,
-    ``gene_ref``, ``gene_ref_from``, ``clip`` and ``model_input``.
+    ``gene_ref`` (a matrix or a signature), ``gene_ref_model``, ``gene_ref_from``, ``clip_from``,
+    ``unscaled`` and ``model_input`` (see :func:`manifex.tl._prepcheck.preprocessing_problems`).
     """
-    source, key = spec.get("source"), spec.get("key") or None
     out: dict[str, Any] = {"feature_names": None, "n_missing": 0, "gene_q": None, "gene_ref": None}
     out["gene_ref_from"] = "the training data"
-
-    if source == "images":
-        if key is None or key not in query.obsm:
-            raise KeyError(f"The model was trained on images in obsm[{key!r}]; the query has no such entry.")
-        imgs = np.asarray(query.obsm[key])
-        if imgs.dtype.kind not in "biuf":
-            raise TypeError(f"query.obsm[{key!r}] must hold numbers, got dtype {imgs.dtype}.")
-        out.update(x=imgs, description=f"images in obsm[{key!r}]", n_features=int(np.prod(imgs.shape[1:])))
-        out["model_input"] = None
-        return out
-
-    if source == "obsm":
-        out = _from_obsm(query, model, spec, key, reference, fill_missing, scale_query, max_value, out)
-        out["model_input"] = out["x"]
-        return out
-
-    if source not in ("X", "layer", "pca"):
-        raise ValueError(f"Unknown input source {source!r} in model.input_spec_.")
-    layer = key if source == "layer" else None
-    names = spec.get("var_names")
-    if names is None:
-        names = getattr(model, "feature_names_in_", None)
-    if names is None:
-        raise ValueError("The model did not record its genes; cannot align the query by name.")
-    names = np.asarray(names, dtype=str)
-    if reference is not None:
-        out["gene_ref"] = gene_signature(_reference_genes(reference, names, layer))
-        out["gene_ref_from"] = "the reference"
-    elif spec.get("genes") is not None:
-        out["gene_ref"] = dict(spec["genes"])
-    elif source != "pca":
-        out["gene_ref"] = signature_from_model(model)
-    if out["gene_ref"] is not None and out["gene_ref"].get("clip") is not None and not scale_query:
-        out["clip"] = out["gene_ref"]["clip"]
-        out["clip_fix"] = (
-            "scale the query with the reference's statistics and clipping (`reference=` with "
-            f"`scale_query=True, max_value={out['clip']:g}`)"
-        )
-    stream = not scale_query and space != "input"
-    xg, n_missing = align_genes(query, names, layer=layer, fill_missing=fill_missing, stream=stream)
-    if scale_query:
-        xg = _scale(xg, reference, names, scale_query, max_value, out)
-    out.update(n_missing=n_missing, gene_q=xg)
-    where = f"layers[{layer!r}]" if layer else "X"
-    if source == "pca":
-        comps = np.asarray(spec["pca_components"], dtype=np.float32)
-        mean = np.asarray(spec["pca_mean"], dtype=np.float32)
-        x = _project(xg, comps, mean)
-        out.update(x=x, description=f"query {where} projected on the model's PCA", n_features=x.shape[1])
+    opts = {"fill_missing": fill_missing, "scale_query": scale_query, "max_value": max_value}
+    if spec.source == "images":
+        return _from_images(query, spec.key or None, out)
+    if spec.source == "obsm":
+        out = _from_obsm(query, model, spec, reference, opts, out)
+    elif spec.source in ("X", "layer", "pca"):
+        out = _from_genes(query, model, spec, reference, opts, space, out)
     else:
-        out.update(x=xg, feature_names=names, description=f"query {where} ({len(names)} genes)")
-        out["n_features"] = len(names)
+        raise ValueError(f"Unknown input source {spec.source!r} in model.input_spec_.")
     out["model_input"] = out["x"]
     return out
