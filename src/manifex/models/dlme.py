@@ -397,6 +397,7 @@ class DLME(BaseModel):
             early_stopping=stopper,
             checkpoint=ckpt,
             before_step=set_phase,
+            rank_generator=ctx.generator,
         ).as_dict()
         self.history_["n_validation"] = len(val_rows)
         self.timings_["train_s"] = self.history_["seconds"]

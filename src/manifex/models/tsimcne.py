@@ -437,6 +437,7 @@ class TSimCNE(BaseModel):
                 checkpoint=ckpt,
                 phase=name,
                 record=lambda d, e=epochs, r=stage_lr: stage_record(d, e, r),
+                rank_generator=aug_gen,
             ).as_dict()
             if restored is not None and restored["done"] and name in ckpt.histories:
                 histories[name] = ckpt.histories[name]  # finished before: its record as written
