@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,11 +39,6 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 from torch.nn.parallel import DistributedDataParallel
-
-try:  # newer torch: the functional collectives carry autograd and torch.distributed.nn's are deprecated
-    from torch.distributed._functional_collectives import all_gather_single
-except ImportError:  # pragma: no cover - older torch
-    all_gather_single = None
 
 # Buffers are not broadcast before each forward pass (newer torch names that flag
 # ``forward_sync_buffers`` and deprecates ``broadcast_buffers``).
@@ -96,15 +92,18 @@ def init_from_env(device: str | torch.device = "auto") -> World:
 
 def gather(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` (the same shape on every rank) over the ranks, in rank order, keeping
-    the gradient path to this rank's rows: torch's all-gather with autograd
-    (:func:`torch.distributed.nn.functional.all_gather`, or its successor in the functional
-    collectives), whose backward sums the gradients of every rank's copy. With one process,
-    ``x`` itself."""
+    the gradient path to this rank's rows: :func:`torch.distributed.nn.functional.all_gather`,
+    whose backward sums the gradients of every rank's copy. With one process, ``x`` itself.
+
+    Newer torch deprecates it for the functional collectives (``all_gather_single``), but
+    those gather asynchronously, and on gloo (CPU) training with them corrupted the heap
+    within a few hundred steps (torch 2.13); this one waits for each collective.
+    """
     if not world().distributed:
         return x
-    if all_gather_single is not None:
-        return all_gather_single(x.contiguous(), 0, dist.group.WORLD)
-    return torch.cat(dist_nn.all_gather(x))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*all_gather is deprecated", category=FutureWarning)
+        return torch.cat(dist_nn.all_gather(x))
 
 
 def shard(idx: torch.Tensor, w: World) -> torch.Tensor:
