@@ -96,8 +96,9 @@ def gather(x: torch.Tensor) -> torch.Tensor:
     whose backward sums the gradients of every rank's copy. With one process, ``x`` itself.
 
     Newer torch deprecates it for the functional collectives (``all_gather_single``), but
-    those gather asynchronously, and on gloo (CPU) training with them corrupted the heap
-    within a few hundred steps (torch 2.13); this one waits for each collective.
+    those gather asynchronously, and with them a 2-process gloo (CPU) DLME run aborted with a
+    corrupted heap after about a thousand steps (torch 2.13); this one waits for each
+    collective.
     """
     if not world().distributed:
         return x
@@ -138,13 +139,13 @@ def data_parallel(
     forward: it broadcasts rank 0's parameters on construction and all-reduces the gradients in
     buckets while the backward pass runs. Only parameters that require a gradient now take
     part (t-SimCNE's stages freeze different ones, so each call of ``train`` builds its own).
-    Rank 0's buffers are broadcast on construction but not before each step: on the CPU each
-    rank keeps its own BatchNorm statistics, averaged at the end by :func:`sync_buffers`.
+    Buffers are not broadcast before each step (newer torch broadcasts rank 0's once, on
+    construction): on the CPU each rank keeps its own BatchNorm statistics, averaged at the end
+    by :func:`sync_buffers`.
     """
-    module = _Step(step_fn, modules)
-    if not w.distributed or not any(p.requires_grad for p in module.parameters()):
+    if not w.distributed or not any(p.requires_grad for m in modules for p in m.parameters()):
         return step_fn
-    return DistributedDataParallel(module, **_DDP_NO_BUFFER_SYNC)
+    return DistributedDataParallel(_Step(step_fn, modules), **_DDP_NO_BUFFER_SYNC)
 
 
 def sync_buffers(modules: Sequence[torch.nn.Module], w: World) -> None:
