@@ -5,7 +5,9 @@
   makes the same steps as one process on the global batch (DLME's loss and InfoNCE);
 * each method (DLME, t-SimCNE, N2D's autoencoder) trains end to end on 2 processes and every
   rank ends with the same model;
-* ``torchrun --nproc-per-node 2 -m manifex fit`` writes a model that ``manifex transform`` uses.
+* ``torchrun --nproc-per-node 2 -m manifex fit`` writes a model that ``manifex transform`` uses;
+* under ``torchrun --max-restarts 1`` a worker killed mid-training restarts both ranks, which
+  resume from the checkpoint and end with the model of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -124,7 +126,7 @@ def test_distributed_gather_gradient_is_the_global_gradient(tmp_path):
 
 
 def _gather_worker(rank: int, size: int, store: str, outdir: str) -> None:
-    from manifex.train._distributed import average_gradients, gather, world
+    from manifex.train._distributed import gather
 
     _init(rank, size, store)
     x = torch.arange(12.0).reshape(6, 2)[rank * 3 : (rank + 1) * 3]
@@ -132,7 +134,8 @@ def _gather_worker(rank: int, size: int, store: str, outdir: str) -> None:
     y = gather(x @ w)
     assert y.shape == (6, 2)
     (y**2).sum().mul(0.5).backward()
-    average_gradients([w], world())
+    dist.all_reduce(w.grad)  # the mean over the ranks, as DDP takes it
+    w.grad /= size
     torch.save(w.grad, Path(outdir) / f"grad_{rank}.pt")
     dist.destroy_process_group()
 
@@ -243,3 +246,35 @@ def test_distributed_torchrun_cli_fit_and_transform(tmp_path):
     assert t.returncode == 0, t.stderr[-3000:]
     emb = np.load(tmp_path / "emb.npy")
     np.testing.assert_allclose(emb, out.obsm["X_dlme"], rtol=1e-4, atol=1e-4)
+
+
+def test_distributed_torchrun_restart_resumes_from_checkpoint(tmp_path):
+    """Rank 1 is killed (SIGKILL) at step 14 of 24 (4 steps an epoch, a checkpoint every epoch);
+    torchrun restarts both ranks, they resume from the checkpoint of step 12 -- weights,
+    optimiser, the shared permutation stream, every rank's augmentation stream and BatchNorm
+    statistics -- and end with exactly the model of the same fit not interrupted."""
+    # torchrun's restarted workers must not share the rendezvous store with the failed ones: they
+    # would read their addresses and fail to connect (pytorch/pytorch#135712)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "NUMBA_NUM_THREADS": "1",
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
+    }
+    env.pop("TORCHELASTIC_RESTART_COUNT", None)
+    worker = Path(__file__).with_name("_torchrun_restart_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "--max-restarts", "1", str(worker), str(tmp_path), "14"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for r in range(2):  # the first attempt trained from step 0, the restarted one from the checkpoint
+        assert (tmp_path / f"first_step_0_{r}.txt").read_text() == "0"
+        assert (tmp_path / f"first_step_1_{r}.txt").read_text() == "12"
+    ref = [np.load(tmp_path / f"reference_{r}.npz") for r in range(2)]
+    got = [np.load(tmp_path / f"resumed_{r}.npz") for r in range(2)]
+    assert set(got[0].files) == set(ref[0].files) and any("running_mean" in k for k in ref[0].files)
+    for r in range(2):
+        for k in ref[0].files:
+            np.testing.assert_array_equal(got[r][k], ref[0][k], err_msg=f"rank {r}: {k}")
+            np.testing.assert_array_equal(ref[r][k], ref[0][k], err_msg=f"reference rank {r}: {k}")
+    assert ref[0]["embedding"].std() > 0

@@ -11,9 +11,13 @@ the shared trainer:
   t-SimCNE's InfoNCE negatives are computed on embeddings gathered from every rank *with their
   gradients* (:func:`gather`), so every rank computes the loss of the global batch, as SimCLR
   does; N2D's reconstruction error is a mean over rows and needs no gathering;
-* averages the gradients over the ranks (one all-reduce of a flat buffer per step), so the step
-  equals the single-process step on the global batch;
-* seeds each rank's augmentations differently (``random_state + rank``);
+* averages the gradients over the ranks with :class:`torch.nn.parallel.DistributedDataParallel`
+  (:func:`data_parallel`: bucketed all-reduces that overlap the backward pass; it also starts
+  every rank from rank 0's parameters), so the step equals the single-process step on the
+  global batch;
+* seeds each rank's augmentations differently (``random_state + rank``); a checkpoint keeps
+  every rank's augmentation stream and BatchNorm statistics (:func:`rank_states`), so a run
+  restarted by ``torchrun --max-restarts`` resumes exactly where the ranks stood;
 * BatchNorm: on CUDA the networks use :class:`torch.nn.SyncBatchNorm`, i.e. the global batch's
   statistics; torch has no SyncBatchNorm on the CPU, so there (gloo) each rank normalises with
   its own shard's statistics (like "ghost" batches of ``batch_size / N``), and the running
@@ -23,11 +27,26 @@ the shared trainer:
 
 from __future__ import annotations
 
+import inspect
 import os
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
+from torch.nn.parallel import DistributedDataParallel
+
+# Buffers are not broadcast before each forward pass (newer torch names that flag
+# ``forward_sync_buffers`` and deprecates ``broadcast_buffers``).
+_DDP_NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
 
 __all__ = ["World", "gather", "init_from_env", "world"]
 
@@ -71,31 +90,21 @@ def init_from_env(device: str | torch.device = "auto") -> World:
     return world()
 
 
-class _GatherWithGrad(torch.autograd.Function):
-    """All-gather along dim 0 whose backward sums the gradients of every rank's copy and returns
-    this rank's slice (every rank computes the same loss of the gathered batch)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        size = dist.get_world_size()
-        parts = [torch.empty_like(x) for _ in range(size)]
-        dist.all_gather(parts, x.contiguous())
-        ctx.rank, ctx.n = dist.get_rank(), x.shape[0]
-        return torch.cat(parts)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)
-        return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
-
-
 def gather(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` (the same shape on every rank) over the ranks, in rank order, keeping
-    the gradient path to this rank's rows. With one process, ``x`` itself."""
+    the gradient path to this rank's rows: :func:`torch.distributed.nn.functional.all_gather`,
+    whose backward sums the gradients of every rank's copy. With one process, ``x`` itself.
+
+    Newer torch deprecates it for the functional collectives (``all_gather_single``), but
+    those gather asynchronously, and with them a 2-process gloo (CPU) DLME run aborted with a
+    corrupted heap after about a thousand steps (torch 2.13); this one waits for each
+    collective.
+    """
     if not world().distributed:
         return x
-    return _GatherWithGrad.apply(x)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*all_gather is deprecated", category=FutureWarning)
+        return torch.cat(dist_nn.all_gather(x))
 
 
 def shard(idx: torch.Tensor, w: World) -> torch.Tensor:
@@ -106,23 +115,40 @@ def shard(idx: torch.Tensor, w: World) -> torch.Tensor:
     return idx[w.rank * n : (w.rank + 1) * n]
 
 
-def average_gradients(params: list[torch.nn.Parameter], w: World) -> None:
-    """Mean of the gradients over the ranks, with one all-reduce of a flat buffer."""
-    if not w.distributed:
-        return
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= w.size
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
+class _Step(torch.nn.Module):
+    """The networks a training step updates, with the step as the forward pass: what
+    :class:`~torch.nn.parallel.DistributedDataParallel` wraps. The step's closure uses the same
+    parameter objects, so DDP's gradient hooks fire on its backward."""
+
+    def __init__(self, step_fn: Callable[[torch.Tensor], torch.Tensor], modules: Sequence[torch.nn.Module]):
+        super().__init__()
+        self.nets = torch.nn.ModuleList(modules)
+        self.step_fn = step_fn
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.step_fn(idx)
 
 
-def sync_buffers(modules: list[torch.nn.Module], w: World) -> None:
+def data_parallel(
+    step_fn: Callable[[torch.Tensor], torch.Tensor], modules: Sequence[torch.nn.Module], w: World
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``step_fn`` whose backward averages the gradients over the ranks.
+
+    With one process (or nothing to train), ``step_fn`` itself. With several,
+    :class:`~torch.nn.parallel.DistributedDataParallel` around the ``modules`` with ``step_fn`` as
+    forward: it broadcasts rank 0's parameters on construction and all-reduces the gradients in
+    buckets while the backward pass runs. Only parameters that require a gradient now take
+    part (t-SimCNE's stages freeze different ones, so each call of ``train`` builds its own).
+    Buffers are not broadcast before each step (newer torch broadcasts rank 0's once, on
+    construction): on the CPU each rank keeps its own BatchNorm statistics, averaged at the end
+    by :func:`sync_buffers`.
+    """
+    if not w.distributed or not any(p.requires_grad for m in modules for p in m.parameters()):
+        return step_fn
+    return DistributedDataParallel(_Step(step_fn, modules), **_DDP_NO_BUFFER_SYNC)
+
+
+def sync_buffers(modules: Sequence[torch.nn.Module], w: World) -> None:
     """Average floating-point buffers (BatchNorm running statistics) over the ranks."""
     if not w.distributed:
         return
@@ -133,13 +159,59 @@ def sync_buffers(modules: list[torch.nn.Module], w: World) -> None:
                 b /= w.size
 
 
-def broadcast_parameters(modules: list[torch.nn.Module], w: World) -> None:
-    """Start every rank from rank 0's weights (they are seeded alike; this makes it certain)."""
+def _all_gather(t: torch.Tensor, w: World) -> list[torch.Tensor]:
+    """Every rank's ``t`` (the same shape and dtype on all ranks), on the CPU."""
+    # NCCL gathers device tensors only; a generator's state lives on the CPU
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else t.device
+    t = t.to(device)
+    parts = [torch.empty_like(t) for _ in range(w.size)]
+    dist.all_gather(parts, t.contiguous())
+    return [p.cpu() for p in parts]
+
+
+def rank_states(
+    modules: Sequence[torch.nn.Module], generator: torch.Generator | None, w: World
+) -> list[dict[str, Any]] | None:
+    """What differs between the ranks, from every rank, for rank 0's checkpoint (a collective:
+    every rank calls it). ``None`` with one process.
+
+    Each rank's floating-point buffers (its own BatchNorm statistics on the CPU) and the state
+    of its own ``generator`` (the augmentations' stream, seeded by rank), so that a resumed run
+    continues every rank where it stood.
+    """
     if not w.distributed:
+        return None
+    out: list[dict[str, Any]] = [{"buffers": [{} for _ in modules]} for _ in range(w.size)]
+    for i, m in enumerate(modules):
+        for name, b in m.named_buffers():
+            if b.dtype.is_floating_point:
+                for r, part in enumerate(_all_gather(b.detach(), w)):
+                    out[r]["buffers"][i][name] = part
+    if generator is not None:
+        for r, part in enumerate(_all_gather(generator.get_state(), w)):
+            out[r]["generator"] = part.numpy()
+    return out
+
+
+def restore_rank_state(
+    states: list[dict[str, Any]] | None,
+    modules: Sequence[torch.nn.Module],
+    generator: torch.Generator | None,
+    w: World,
+) -> None:
+    """Load this rank's part of :func:`rank_states` (when the checkpoint was written by as many
+    processes; otherwise every rank continues from rank 0's state)."""
+    if not w.distributed or not states or len(states) != w.size:
         return
-    for m in modules:
-        for t in m.state_dict().values():
-            dist.broadcast(t, src=0)
+    mine = states[w.rank]
+    for m, saved in zip(modules, mine["buffers"], strict=True):
+        buffers = dict(m.named_buffers())
+        with torch.no_grad():
+            for name, v in saved.items():
+                buffers[name].copy_(torch.as_tensor(v))
+    if generator is not None and mine.get("generator") is not None:
+        state = torch.as_tensor(np.asarray(mine["generator"], dtype=np.uint8))
+        generator.set_state(state)
 
 
 def convert_sync_batchnorm(module: torch.nn.Module, device: torch.device, w: World) -> torch.nn.Module:

@@ -21,7 +21,7 @@ import torch
 from scanpy import logging as logg
 
 from ._checkpoint import CheckpointFile, restore
-from ._distributed import average_gradients, broadcast_parameters, shard, sync_buffers, world
+from ._distributed import data_parallel, rank_states, restore_rank_state, shard, sync_buffers, world
 from ._malloc import tune_malloc
 from ._progress import Progress, progress_enabled
 
@@ -128,6 +128,7 @@ def train(
     phase: str = "train",
     record: Callable[[dict], dict] | None = None,
     before_step: Callable[[int], None] | None = None,
+    rank_generator: torch.Generator | None = None,
 ) -> TrainHistory:
     """Run ``n_steps`` optimiser steps of ``step_fn`` over shuffled minibatches.
 
@@ -148,7 +149,8 @@ def train(
         (BatchNorm and contrastive losses dislike tiny batches). With several processes
         (:mod:`manifex.train._distributed`) ``batch_size`` is the global batch: every rank draws the
         same permutation and ``step_fn`` receives this rank's shard of each minibatch; the
-        gradients are averaged over the ranks.
+        gradients are averaged over the ranks (``step_fn`` runs as the forward pass of
+        :class:`~torch.nn.parallel.DistributedDataParallel` around ``modules``).
     n_steps
         Total optimiser steps (the budget), independent of the number of epochs.
     lr_scheduler
@@ -180,9 +182,15 @@ def train(
     record
         Turns the finished history (:meth:`TrainHistory.as_dict`) into the record the
         checkpoint keeps for this phase (e.g. with throughput figures added).
+    rank_generator
+        With several processes, the generator ``step_fn`` draws from that is seeded by rank
+        (augmentations); checkpoints keep its state on every rank. Ignored when it is
+        ``generator`` or with one process.
     """
 
     w = world()
+    if rank_generator is generator:
+        rank_generator = None
     if device.type == "cpu":
         tune_malloc()  # keep the step's buffers out of mmap / trim churn (measured in _malloc)
     if w.distributed and batch_size % w.size:
@@ -217,6 +225,7 @@ def train(
             snaps = [{k: torch.as_tensor(v).to(device) for k, v in sd.items()} for sd in es["best_modules"]]
             best, bad_checks = (float(es["best_loss"]), int(es["best_step"]), snaps), int(es["bad_checks"])
         if saved["done"]:
+            restore_rank_state(saved.get("extra", {}).get("ranks"), modules, rank_generator, w)
             for m in modules:
                 m.eval()
             return history
@@ -258,7 +267,9 @@ def train(
         bad_checks += 1
         return bad_checks >= early_stopping.patience
 
-    broadcast_parameters(list(modules), w)
+    forward = data_parallel(step_fn, modules, w)  # step_fn itself with one process
+    if saved is not None:  # after DDP has broadcast rank 0's state: each rank's own part
+        restore_rank_state(saved.get("extra", {}).get("ranks"), modules, rank_generator, w)
     for m in modules:
         m.train()
     t0 = time.perf_counter()
@@ -282,7 +293,7 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 ctx, _ = _amp_context(device, amp)
                 with ctx:
-                    loss = step_fn(idx)
+                    loss = forward(idx)
                 if check_each_step:
                     _check_finite(loss.detach().view(1), step, desc)
                 if scaler is not None:
@@ -290,7 +301,6 @@ def train(
                     scaler.unscale_(optimizer)
                 else:
                     loss.backward()
-                average_gradients(params, w)
                 if grad_clip_value is not None:
                     torch.nn.utils.clip_grad_value_(params, grad_clip_value)
                 if grad_clip_norm is not None:
@@ -324,13 +334,14 @@ def train(
                 history.lr.append(step_lr)
                 bar.epoch_end(len(history.loss), mean_loss)
                 epoch_losses = []
-            if (
+            due = (
                 checkpoint is not None
-                and w.is_main
                 and not stop
                 and step < n_steps
                 and len(history.loss) % max(1, checkpoint.every_epochs) == 0
-            ):
+            )
+            ranks = rank_states(modules, rank_generator, w) if due else None  # on every rank
+            if due and w.is_main:
                 history.n_steps = step
                 history.seconds = seconds0 + time.perf_counter() - t0
                 checkpoint.write(
@@ -341,7 +352,7 @@ def train(
                     optimizer=optimizer,
                     generator=generator,
                     history=history.as_dict(),
-                    extra=extra_state(),
+                    extra={**extra_state(), **({"ranks": ranks} if ranks else {})},
                 )
     finally:
         bar.close()
@@ -356,6 +367,7 @@ def train(
     sync_buffers(list(modules), w)
     history.n_steps = step
     history.seconds = seconds0 + time.perf_counter() - t0
+    ranks = rank_states(modules, rank_generator, w) if checkpoint is not None else None
     if checkpoint is not None and w.is_main:
         checkpoint.write(
             phase=phase,
@@ -365,6 +377,7 @@ def train(
             optimizer=None,
             generator=generator,
             history=record(history.as_dict()) if record is not None else history.as_dict(),
+            extra={"ranks": ranks} if ranks else None,
         )
     logg.debug(f"{desc}: {step} steps in {history.seconds:.1f}s on {device}")
     return history

@@ -195,6 +195,7 @@ class TrainingPlan:
                 phase=stage.name,
                 record=stage.record,
                 before_step=stage.before_step,
+                rank_generator=self.augment_generator,
             ).as_dict()
             if restored is not None and restored["done"] and stage.name in ckpt.histories:
                 history = ckpt.histories[stage.name]  # finished before: its record as written
