@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 
 import manifex as mx
-import manifex.models.dlme as dlme_module
+import manifex.train._plan as plan_module
 from manifex.train._distributed import init_from_env
 
 out, kill_at = Path(sys.argv[1]), int(sys.argv[2])
 attempt = int(os.environ["TORCHELASTIC_RESTART_COUNT"])
 w = init_from_env("cpu")
-trainer = dlme_module.train
+trainer = plan_module.train
 
 
 def killing_train(step_fn, **kwargs):
@@ -46,7 +46,7 @@ def killing_train(step_fn, **kwargs):
     return trainer(step_fn, **{**kwargs, "before_step": before_step})
 
 
-dlme_module.train = killing_train
+plan_module.train = killing_train
 
 
 def result(model: mx.models.DLME) -> dict[str, np.ndarray]:
