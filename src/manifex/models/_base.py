@@ -176,22 +176,18 @@ class BaseModel(TransformerMixin, BaseEstimator):
         self._fit(x, device=device, seed=seed)
         return self
 
-    def fit_transform(
-        self,
-        X: Any,
-        y: None = None,
-        *,
-        feature_names: Any = None,
-        input_spec: InputSpec | Mapping[str, Any] | None = None,
-    ) -> np.ndarray:
-        """Fit and return the embedding of the training data (``embedding_``).
+    def fit_transform(self, X: Any, y: None = None, **fit_params: Any) -> np.ndarray:
+        """Fit and return the embedding of the training data (``embedding_``), without a second
+        pass over ``X``.
 
         Parameters
         ----------
-        X, y, feature_names, input_spec
+        X, y
             As for :meth:`fit`.
+        **fit_params
+            ``feature_names`` and ``input_spec``, as for :meth:`fit`.
         """
-        return self.fit(X, feature_names=feature_names, input_spec=input_spec).embedding_
+        return self.fit(X, y, **fit_params).embedding_
 
     def _prepare_fit_input(self, X: Any) -> Any:
         """Validate and convert the training data (hook; default: a cells × features matrix, in
@@ -470,13 +466,14 @@ class BaseModel(TransformerMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | torch.device = "auto") -> BaseModel:
-        """Load a model written by :meth:`save`. Nothing in the file is executed.
+        """Load a model written by :meth:`save`, refusing a file that holds another class
+        (:func:`manifex.models.load_model` loads any); nothing in the file is executed.
 
         Parameters
         ----------
         path
-            The file.
+            The model file.
         device
-            Where to put the networks (``"auto"``, ``"cpu"``, ``"cuda"``, ...).
+            Where the networks go: ``"auto"`` (CUDA, then MPS, then CPU) or a torch device.
         """
         return load_model_file(Path(path), device=device, expected=cls)

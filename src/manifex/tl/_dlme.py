@@ -5,28 +5,15 @@ from typing import Any, Literal
 from anndata import AnnData
 
 from ..models.dlme import DLME
-from ._docs import (
-    doc_copy_adata,
-    doc_device,
-    doc_layer,
-    doc_params,
-    doc_progress,
-    doc_random_state,
-    doc_returns_fit,
-    model_params,
-)
+from ._docs import FIT_DOCS, doc_layer, doc_params, model_params
 from ._fit import fit_embedding
 
 
 @doc_params(
+    **FIT_DOCS,
+    doc_layer=doc_layer,
     doc_model_n_neighbors=model_params(DLME, "n_neighbors"),
     doc_model_batch_augment=model_params(DLME, "batch_size", "augment"),
-    doc_layer=doc_layer,
-    doc_device=doc_device,
-    doc_random_state=doc_random_state,
-    doc_progress=doc_progress,
-    doc_copy_adata=doc_copy_adata,
-    doc_returns_fit=doc_returns_fit,
 )
 def dlme(
     adata: AnnData,

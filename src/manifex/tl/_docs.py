@@ -118,6 +118,15 @@ Depending on ``copy`` and ``return_model``: ``None``, the AnnData copy, the mode
 when the genes trained on look like raw counts (run ``sc.pp.normalize_total`` and
 ``sc.pp.log1p`` first). Writes"""
 
+#: the texts every fitting function (dlme, tsimcne, n2d) shares
+FIT_DOCS = {
+    "doc_device": doc_device,
+    "doc_random_state": doc_random_state,
+    "doc_progress": doc_progress,
+    "doc_copy_adata": doc_copy_adata,
+    "doc_returns_fit": doc_returns_fit,
+}
+
 # ---- the query functions (embed, transfer_labels, fewshot_labels) -----------------------------
 doc_basis = """\
 basis

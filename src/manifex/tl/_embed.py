@@ -209,17 +209,17 @@ def embed(
 
 
 def _validate(
-    query,
-    model,
-    reference,
-    space,
-    block,
-    use_rep,
-    fill_missing,
-    scale_query,
-    max_value,
-    check_preprocessing,
-    copy,
+    query: Any,
+    model: Any,
+    reference: Any,
+    space: Any,
+    block: Any,
+    use_rep: Any,
+    fill_missing: Any,
+    scale_query: Any,
+    max_value: Any,
+    check_preprocessing: Any,
+    copy: Any,
 ) -> Any:
     """Every argument checked before any work; returns the model (loaded when given as a path)."""
     check_adata(query, min_cells=1, name="query", need_vars=False)  # image queries: obsm only

@@ -7,16 +7,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ..models.n2d import DEFAULT_K_RANGE, N2D
-from ._docs import (
-    doc_copy_adata,
-    doc_device,
-    doc_layer,
-    doc_params,
-    doc_progress,
-    doc_random_state,
-    doc_returns_fit,
-    model_params,
-)
+from ._docs import FIT_DOCS, doc_layer, doc_params, model_params
 from ._fit import fit_embedding
 
 
@@ -71,13 +62,9 @@ def _collect(m: N2D, key: str) -> tuple[dict[str, Any], dict[str, Any], dict[str
 
 
 @doc_params(
-    doc_model_k_range=model_params(N2D, "k_range", "gmm_n_init"),
+    **FIT_DOCS,
     doc_layer=doc_layer,
-    doc_device=doc_device,
-    doc_random_state=doc_random_state,
-    doc_progress=doc_progress,
-    doc_copy_adata=doc_copy_adata,
-    doc_returns_fit=doc_returns_fit,
+    doc_model_k_range=model_params(N2D, "k_range", "gmm_n_init"),
 )
 def n2d(
     adata: AnnData,

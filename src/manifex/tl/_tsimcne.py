@@ -9,15 +9,7 @@ from .._anndata import check_adata, check_flags
 from ..io import InputSpec
 from ..models._images import BackedImages, check_images, on_disk
 from ..models.tsimcne import TSimCNE
-from ._docs import (
-    doc_copy_adata,
-    doc_device,
-    doc_params,
-    doc_progress,
-    doc_random_state,
-    doc_returns_fit,
-    model_params,
-)
+from ._docs import FIT_DOCS, doc_params, model_params
 from ._fit import MIN_CELLS, check_n_cells, fit_embedding
 
 _STAGES = ("pretrain", "linear", "finetune")
@@ -102,12 +94,8 @@ def _image_input(
 
 
 @doc_params(
+    **FIT_DOCS,
     doc_model_augment=model_params(TSimCNE, "augment"),
-    doc_device=doc_device,
-    doc_random_state=doc_random_state,
-    doc_progress=doc_progress,
-    doc_copy_adata=doc_copy_adata,
-    doc_returns_fit=doc_returns_fit,
 )
 def tsimcne(
     adata: AnnData,

@@ -267,6 +267,20 @@ def train(
         bad_checks += 1
         return bad_checks >= early_stopping.patience
 
+    def write_checkpoint(done: bool, history_dict: dict, extra: dict | None) -> None:
+        """Write the checkpoint at the current step (rank 0 calls it); a finished stage keeps no
+        optimiser state."""
+        checkpoint.write(
+            phase=phase,
+            step=step,
+            done=done,
+            modules=modules,
+            optimizer=None if done else optimizer,
+            generator=generator,
+            history=history_dict,
+            extra=extra,
+        )
+
     forward = data_parallel(step_fn, modules, w)  # step_fn itself with one process
     if saved is not None:  # after DDP has broadcast rank 0's state: each rank's own part
         restore_rank_state(saved.get("extra", {}).get("ranks"), modules, rank_generator, w)
@@ -344,15 +358,8 @@ def train(
             if due and w.is_main:
                 history.n_steps = step
                 history.seconds = seconds0 + time.perf_counter() - t0
-                checkpoint.write(
-                    phase=phase,
-                    step=step,
-                    done=False,
-                    modules=modules,
-                    optimizer=optimizer,
-                    generator=generator,
-                    history=history.as_dict(),
-                    extra={**extra_state(), **({"ranks": ranks} if ranks else {})},
+                write_checkpoint(
+                    False, history.as_dict(), {**extra_state(), **({"ranks": ranks} if ranks else {})}
                 )
     finally:
         bar.close()
@@ -369,16 +376,8 @@ def train(
     history.seconds = seconds0 + time.perf_counter() - t0
     ranks = rank_states(modules, rank_generator, w) if checkpoint is not None else None
     if checkpoint is not None and w.is_main:
-        checkpoint.write(
-            phase=phase,
-            step=step,
-            done=True,
-            modules=modules,
-            optimizer=None,
-            generator=generator,
-            history=record(history.as_dict()) if record is not None else history.as_dict(),
-            extra={"ranks": ranks} if ranks else None,
-        )
+        final = record(history.as_dict()) if record is not None else history.as_dict()
+        write_checkpoint(True, final, {"ranks": ranks} if ranks else None)
     logg.debug(f"{desc}: {step} steps in {history.seconds:.1f}s on {device}")
     return history
 
