@@ -141,9 +141,12 @@ def _reread_tutorial_index(app, env, added, changed, removed) -> list[str]:
 
 def _skip_sklearn_metadata_routing(app, what, name, obj, skip, options):
     """Leave out scikit-learn's metadata-routing methods (``get_metadata_routing``,
-    ``set_<method>_request``) that every estimator inherits: their docstrings point into
-    scikit-learn's own documentation and say nothing about manifex."""
-    if name == "get_metadata_routing" or (name.startswith("set_") and name.endswith("_request")):
+    ``set_<method>_request``) that every estimator inherits, and ``set_output`` of
+    ``TransformerMixin``: their docstrings point into scikit-learn's own documentation and say
+    nothing about manifex."""
+    if name in ("get_metadata_routing", "set_output") or (
+        name.startswith("set_") and name.endswith("_request")
+    ):
         return True
     return None
 
