@@ -12,8 +12,9 @@ from __future__ import annotations
 import pytest
 from _pytest.doctest import DoctestItem
 
-# `python -m manifex` runs the command line when imported: not a module to collect doctests from
-collect_ignore = ["src/manifex/__main__.py"]
+# scripts that run when imported (`python -m manifex`, the torchrun worker of test_distributed):
+# not modules to collect doctests from
+collect_ignore = ["src/manifex/__main__.py", "tests/_torchrun_restart_worker.py"]
 
 
 @pytest.fixture(autouse=True)
