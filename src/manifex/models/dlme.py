@@ -124,6 +124,11 @@ class DLME(BaseModel):
     init_steps
         With ``init="pca"``: optimiser steps of the warm-up stage, in addition to the DLME budget;
         ``None``: a tenth of the DLME budget (at least 50).
+    init_anchor
+        With ``init="pca"``: weight of a pull of each minibatch's outputs toward their scaled
+        principal components (the warm-up's mean squared error) added to the DLME loss, decayed
+        linearly from ``init_anchor`` to 0 over the first half of the budget. 0 (default): the
+        DLME stage is free once the warm-up is done.
     preset
         ``"default"``, ``"fast"`` (100 epochs) or ``"paper"`` (the reference's 1500 epochs, step
         schedule and loss without exaggeration). Explicit ``n_epochs`` / ``n_steps``,
