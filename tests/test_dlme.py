@@ -9,6 +9,7 @@ from conftest import snapshot
 
 import manifex as mx
 from manifex.models import DLME, NotFittedError, load_model
+from manifex.train._data import principal_components
 
 FAST = {"n_steps": 30, "progress": False, "device": "cpu"}
 
@@ -277,9 +278,12 @@ def _elongated(n: int = 300, d: int = 10, seed: int = 0) -> tuple[np.ndarray, np
     x = rng.normal(size=(n, d)) * np.r_[10.0, 3.0, np.ones(d - 2)]
     q, _ = np.linalg.qr(rng.normal(size=(d, d)))
     x = (x @ q).astype(np.float32)
-    xc = x - x.mean(0)
-    u, s, _ = np.linalg.svd(xc, full_matrices=False)
-    return x, u[:, :2] * s[:2]
+    return x, _svd_pcs(x)
+
+
+def _svd_pcs(x: np.ndarray) -> np.ndarray:
+    u, s, _ = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    return u[:, :2] * s[:2]
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -379,3 +383,16 @@ def test_pca_init_on_a_backed_matrix(tmp_path, d):
     ).fit(b.X)
     for j in range(2):
         assert abs(_spearman(m.embedding_[:, j], pcs[:, j])) > 0.9
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_principal_components_match_an_svd(sparse):
+    x, _ = _elongated()
+    scale = np.linspace(0.5, 2.0, x.shape[1]).astype(np.float32)
+    ref = _svd_pcs(x * scale)
+    got = principal_components(sp.csr_matrix(x) if sparse else x, 2, scale=scale, random_state=0)
+    np.testing.assert_allclose(np.abs(got), np.abs(ref), rtol=1e-3, atol=1e-3)
+    assert principal_components(x, 5).shape == (300, 5) and principal_components(x[:, :3], 5).shape == (
+        300,
+        3,
+    )

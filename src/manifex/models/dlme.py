@@ -9,16 +9,14 @@ from functools import partial
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from scanpy import logging as logg
-from sklearn.decomposition import PCA
 
 from ..augment.expression import AugmentContext, Compose, ExpressionAugmentation, expression_preset
 from ..losses.dlme import dlme_loss
 from ..neighbors import knn_graph
 from ..nn.mlp import MLP
-from ..train._data import BackedMatrix, DeviceData, incremental_pca
+from ..train._data import BackedMatrix, DeviceData, incremental_pca, principal_components
 from ..train._distributed import gather, world
 from ..train._plan import Stage, TrainingPlan
 from ..train._schedules import cosine_schedule, step_schedule
@@ -112,12 +110,11 @@ class DLME(BaseModel):
     n_steps
         Exact number of optimiser steps; overrides ``n_epochs``.
     init
-        ``"random"`` (the network's random initialisation, the reference's) or ``"pca"``: a
-        warm-up stage (``"init"``) first fits the output to the input's leading principal
-        components (of the rows as DLME sees them, after ``standardize``) by mean squared error,
-        so the map starts from the data's large-scale geometry, as PCA initialisation does for
-        t-SNE and UMAP (Kobak & Linderman 2021); then the usual DLME stage. Measured effect on
-        the global layout scores: see the parameter guide.
+        ``"random"`` (the reference's) or ``"pca"``: a warm-up stage (``"init"``) first fits the
+        output by mean squared error to the leading principal components of the input as DLME
+        sees it (after ``standardize``), so the map starts from the data's large-scale geometry
+        as with PCA initialisation of t-SNE / UMAP (Kobak & Linderman 2021); then the DLME stage.
+        Measured effect on the global layout: see the parameter guide.
     init_scale
         With ``init="pca"``: the standard deviation of the first principal component in the
         warm-up's target (the other components keep their ratio to it).
@@ -379,19 +376,13 @@ class DLME(BaseModel):
         inputs = _Inputs(data, ctx, vctx, augment)
         if self.init == "pca":
             with plan.timed("init_pca_s"):
-                pcs = knn_rep if backed and x.shape[1] > 50 else self._pcs(x, x_in, plan.seed)
+                pcs = knn_rep  # on disk with > 50 features: the kNN graph's incremental PCA
+                if not (backed and x.shape[1] > 50):  # x_in is scaled in memory, x on disk is not
+                    pcs = principal_components(
+                        x_in, self.n_components, scale=self.scale_ if backed else None, random_state=plan.seed
+                    )
                 inputs.init_target = torch.as_tensor(self._init_target(pcs), device=device)
         return inputs
-
-    def _pcs(self, x: Any, x_in: Any, seed: int) -> np.ndarray:
-        """The leading principal components of the training rows, as the network sees them
-        (seeded randomized PCA in memory, ARPACK for sparse rows, incremental PCA on disk)."""
-        k = min(self.n_components, *x.shape)
-        if isinstance(x, BackedMatrix):
-            return incremental_pca(x, k, scale=self.scale_)
-        if sp.issparse(x_in):
-            return PCA(k, svd_solver="arpack", random_state=seed).fit_transform(x_in)
-        return PCA(k, svd_solver="randomized", random_state=seed).fit_transform(np.asarray(x_in))
 
     def _init_target(self, pcs: np.ndarray) -> np.ndarray:
         """``n_components`` leading PCs scaled so that the first has std ``init_scale``
