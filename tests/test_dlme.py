@@ -396,3 +396,26 @@ def test_principal_components_match_an_svd(sparse):
         300,
         3,
     )
+
+
+def test_pca_init_checkpoint_and_save_load(tmp_path):
+    x, _ = _elongated()
+    kw = {
+        "init": "pca",
+        "init_steps": 9,
+        "n_steps": 20,
+        "batch_size": 100,
+        "progress": False,
+        "device": "cpu",
+    }
+    ref = DLME(**kw).fit(x)
+    ck = {"checkpoint": tmp_path / "ck.mx", "checkpoint_every": 1}
+    a = DLME(**kw, **ck).fit(x)
+    b = DLME(**kw, **ck).fit(x)  # both stages finished in the file: nothing is trained again
+    np.testing.assert_array_equal(a.embedding_, ref.embedding_)
+    np.testing.assert_array_equal(b.embedding_, ref.embedding_)
+    assert b.history_["init"]["n_steps"] == 9 and b.history_["train"]["n_steps"] == 20
+    ref.save(tmp_path / "m.mx")
+    m = load_model(tmp_path / "m.mx")
+    assert m.init == "pca" and m.history_["init"]["n_steps"] == 9
+    np.testing.assert_allclose(m.transform(x), ref.transform(x), rtol=1e-5, atol=1e-6)
