@@ -1,3 +1,4 @@
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,6 +9,7 @@ from conftest import snapshot
 
 import manifex as mx
 from manifex.models import DLME, NotFittedError, load_model
+from manifex.train._data import principal_components
 
 FAST = {"n_steps": 30, "progress": False, "device": "cpu"}
 
@@ -267,3 +269,153 @@ def test_dataframe_rep_is_accepted(adata):
     adata.obsm["df"] = pd.DataFrame(adata.obsm["X_pca"][:, :5], index=adata.obs_names)
     mx.tl.dlme(adata, use_rep="df", n_steps=5, progress=False)
     assert adata.obsm["X_dlme"].shape == (700, 2)
+
+
+# ---- init="pca": a warm-up stage fits the output to the leading principal components ---------
+def _elongated(n: int = 300, d: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A cloud stretched along one random direction (a clear PC1) and the PCs computed by SVD."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)) * np.r_[10.0, 3.0, np.ones(d - 2)]
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    x = (x @ q).astype(np.float32)
+    return x, _svd_pcs(x)
+
+
+def _svd_pcs(x: np.ndarray) -> np.ndarray:
+    u, s, _ = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    return u[:, :2] * s[:2]
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"init": "spectral"}, "init"),
+        ({"init": None}, "init"),
+        ({"init": "pca", "init_scale": 0.0}, "init_scale"),
+        ({"init": "pca", "init_steps": 0}, "init_steps"),
+        ({"init": "pca", "init_anchor": -1.0}, "init_anchor"),
+        ({"init_anchor": 1.0}, "init='pca'"),
+    ],
+)
+def test_bad_init_params(blobs, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DLME(**kwargs).fit(blobs[0])
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_pca_init_warm_up_fits_the_principal_components(sparse):
+    x, pcs = _elongated()
+    # one DLME step after the warm-up: the map is the warm-up's
+    m = DLME(
+        init="pca", init_steps=300, init_scale=2.0, n_steps=1, batch_size=100, progress=False, device="cpu"
+    )
+    m.fit(sp.csr_matrix(x) if sparse else x)
+    y = m.embedding_
+    for j in range(2):
+        assert abs(_spearman(y[:, j], pcs[:, j])) > 0.9
+    # scaled so that PC1 has std init_scale, PC2 keeps its ratio to it
+    assert 1.5 < y[:, 0].std() < 2.5
+    ratio = pcs[:, 1].std() / pcs[:, 0].std()
+    assert abs(y[:, 1].std() / y[:, 0].std() - ratio) < 0.1
+    # without the warm-up, the same budget leaves a map unrelated to PC1
+    r = DLME(n_steps=1, batch_size=100, progress=False, device="cpu").fit(x).embedding_
+    assert abs(_spearman(r[:, 0], pcs[:, 0])) < 0.9
+
+
+def test_pca_init_history_records_the_warm_up():
+    x, _ = _elongated()
+    m = DLME(init="pca", init_steps=25, n_steps=40, batch_size=100, progress=False, device="cpu").fit(x)
+    h = m.history_
+    assert h["init"]["n_steps"] == 25 and h["train"]["n_steps"] == 40
+    assert h["n_steps"] == 65 and len(h["loss"]) == len(h["init"]["loss"]) + len(h["train"]["loss"])
+    assert {"init_s", "init_pca_s", "train_s"} <= set(m.timings_)
+    # the default warm-up: a tenth of the DLME budget, at least 50 steps
+    d = DLME(init="pca", n_steps=40, batch_size=100, progress=False, device="cpu").fit(x)
+    assert d.history_["init"]["n_steps"] == 50
+
+
+def test_default_init_is_random_and_unchanged(blobs):
+    x, _ = blobs
+    assert DLME().init == "random"
+    a = DLME(**FAST).fit(x)
+    # the warm-up parameters do nothing without init="pca"
+    b = DLME(init="random", init_scale=5.0, init_steps=7, **FAST).fit(x)
+    np.testing.assert_array_equal(a.embedding_, b.embedding_)
+    assert "init" not in a.history_ and "init_s" not in a.timings_
+
+
+def test_pca_anchor_keeps_the_map_on_the_principal_components():
+    x, pcs = _elongated()
+    kw = {
+        "init": "pca",
+        "init_steps": 100,
+        "n_steps": 300,
+        "batch_size": 100,
+        "progress": False,
+        "device": "cpu",
+    }
+    free = DLME(**kw).fit(x).embedding_
+    held = DLME(init_anchor=10.0, **kw).fit(x).embedding_
+    assert abs(_spearman(held[:, 0], pcs[:, 0])) > 0.9
+    assert abs(_spearman(held[:, 0], pcs[:, 0])) >= abs(_spearman(free[:, 0], pcs[:, 0]))
+
+
+def test_pca_init_through_tl(adata):
+    m = mx.tl.dlme(
+        adata, init="pca", init_steps=20, n_steps=20, progress=False, device="cpu", return_model=True
+    )
+    assert m.init == "pca" and m.history_["init"]["n_steps"] == 20
+
+
+@pytest.mark.parametrize("d", [10, 60])  # 60 features: the PCs of the kNN graph's incremental PCA
+def test_pca_init_on_a_backed_matrix(tmp_path, d):
+    x, pcs = _elongated(d=d)
+    a = AnnData(X=sp.csr_matrix(x))
+    a.write_h5ad(tmp_path / "a.h5ad")
+    b = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    m = DLME(
+        init="pca", init_steps=300, init_scale=2.0, n_steps=1, batch_size=100, progress=False, device="cpu"
+    ).fit(b.X)
+    for j in range(2):
+        assert abs(_spearman(m.embedding_[:, j], pcs[:, j])) > 0.9
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_principal_components_match_an_svd(sparse):
+    x, _ = _elongated()
+    scale = np.linspace(0.5, 2.0, x.shape[1]).astype(np.float32)
+    ref = _svd_pcs(x * scale)
+    got = principal_components(sp.csr_matrix(x) if sparse else x, 2, scale=scale, random_state=0)
+    np.testing.assert_allclose(np.abs(got), np.abs(ref), rtol=1e-3, atol=1e-3)
+    assert principal_components(x, 5).shape == (300, 5) and principal_components(x[:, :3], 5).shape == (
+        300,
+        3,
+    )
+
+
+def test_pca_init_checkpoint_and_save_load(tmp_path):
+    x, _ = _elongated()
+    kw = {
+        "init": "pca",
+        "init_steps": 9,
+        "n_steps": 20,
+        "batch_size": 100,
+        "progress": False,
+        "device": "cpu",
+    }
+    ref = DLME(**kw).fit(x)
+    ck = {"checkpoint": tmp_path / "ck.mx", "checkpoint_every": 1}
+    a = DLME(**kw, **ck).fit(x)
+    b = DLME(**kw, **ck).fit(x)  # both stages finished in the file: nothing is trained again
+    np.testing.assert_array_equal(a.embedding_, ref.embedding_)
+    np.testing.assert_array_equal(b.embedding_, ref.embedding_)
+    assert b.history_["init"]["n_steps"] == 9 and b.history_["train"]["n_steps"] == 20
+    ref.save(tmp_path / "m.mx")
+    m = load_model(tmp_path / "m.mx")
+    assert m.init == "pca" and m.history_["init"]["n_steps"] == 9
+    np.testing.assert_allclose(m.transform(x), ref.transform(x), rtol=1e-5, atol=1e-6)

@@ -22,8 +22,17 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
+from sklearn.decomposition import PCA
 
-__all__ = ["BackedMatrix", "DeviceData", "StreamData", "incremental_pca", "is_backed", "read_rows"]
+__all__ = [
+    "BackedMatrix",
+    "DeviceData",
+    "StreamData",
+    "incremental_pca",
+    "is_backed",
+    "principal_components",
+    "read_rows",
+]
 
 #: rows read at a time by the passes over the whole matrix
 CHUNK_ROWS = 10_000
@@ -245,3 +254,19 @@ def incremental_pca(
     for s, block in matrix.chunks(chunk_rows):
         out[s : s + block.shape[0]] = ipca.transform(dense(block))
     return out
+
+
+def principal_components(
+    x: Any, n_components: int, *, scale: np.ndarray | None = None, random_state: int = 0
+) -> np.ndarray:
+    """``(n, k)`` coordinates of the rows of ``x`` on their ``k = min(n_components, *x.shape)``
+    leading principal components: seeded randomized PCA of dense rows, ARPACK for sparse ones,
+    :func:`incremental_pca` of a backed matrix; ``scale`` multiplies the features first."""
+    k = min(int(n_components), *x.shape)
+    if isinstance(x, BackedMatrix):
+        return incremental_pca(x, k, scale=scale)
+    if scale is not None:
+        x = x.multiply(scale[None, :]).tocsr() if sp.issparse(x) else np.asarray(x) * scale[None, :]
+    if sp.issparse(x):
+        return PCA(k, svd_solver="arpack", random_state=random_state).fit_transform(x)
+    return PCA(k, svd_solver="randomized", random_state=random_state).fit_transform(np.asarray(x))
