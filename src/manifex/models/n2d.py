@@ -17,7 +17,6 @@ from ..nn.mlp import MLP
 from ..train._data import DeviceData
 from ..train._plan import Stage, TrainingPlan
 from ._base import BaseModel
-from ._inputs import as_matrix
 from ._n2d_checks import check_n_cells, check_params, min_cells
 from ._n2d_umap import ManifoldClustering
 
@@ -266,8 +265,8 @@ class N2D(ClusterMixin, ManifoldClustering, BaseModel):
     def _validate_params(self) -> None:
         check_params(self, PRESETS)
 
-    _min_cells = min_cells  # the fewest cells fit accepts
-    _check_n_cells = check_n_cells
+    _min_rows = min_cells  # the fewest cells fit accepts: n_neighbors + 1, and the clusters + 1
+    _check_n_rows = check_n_cells
 
     def n_steps_for(self, n: int) -> int:
         """The autoencoder's optimiser-step budget for ``n`` cells.
@@ -291,11 +290,8 @@ class N2D(ClusterMixin, ManifoldClustering, BaseModel):
 
     # -----------------------------------------------------------------------------------------
     def _prepare_fit_input(self, X: Any) -> Any:
-        self.kind_ = "expression"
         self.code_dim_ = None  # chosen in _build_modules; a loaded model keeps its own
-        x = as_matrix(X, name="X")
-        self._check_n_cells(x.shape[0])
-        return x
+        return super()._prepare_fit_input(X)
 
     def _build_modules(self) -> None:
         if getattr(self, "code_dim_", None) is None:  # a fit; a loaded model has its own

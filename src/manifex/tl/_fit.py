@@ -37,7 +37,7 @@ def check_n_cells(adata: AnnData, model: Any, *, minimum: int = MIN_CELLS, neigh
     """The one minimum-cells rule of the fitting functions: at least ``minimum`` cells, at least
     ``n_clusters`` (a model that has them), more than the model's ``n_neighbors`` (its kNN graph
     or UMAP; unless ``neighbors`` is false, as for t-SimCNE on images) and the model's own
-    ``_min_cells()`` when it has one. The message names the parameter that sets the minimum."""
+    ``_min_rows()`` (N2D's counts its clusters). The message names the parameter that sets the minimum."""
     n, method = adata.n_obs, type(model).__name__
     k = getattr(model, "n_clusters", None)
     if k is not None and n < k:
@@ -46,8 +46,8 @@ def check_n_cells(adata: AnnData, model: Any, *, minimum: int = MIN_CELLS, neigh
         )
     nn = getattr(model, "n_neighbors", None) if neighbors else None
     need = max(minimum, int(nn) + 1 if nn is not None else 0)
-    if neighbors and callable(getattr(model, "_min_cells", None)):
-        need = max(need, int(model._min_cells()))
+    if neighbors and callable(getattr(model, "_min_rows", None)):
+        need = max(need, int(model._min_rows()))
     if n >= need:
         return
     if nn is not None and n <= nn and need == nn + 1:
