@@ -17,11 +17,10 @@ import hashlib
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 from scanpy import logging as logg
-from sklearn.decomposition import PCA, IncrementalPCA
+from sklearn.decomposition import PCA
 
-from ..train._data import BackedMatrix
+from ..train._data import BackedMatrix, fit_incremental_pca
 
 __all__ = ["check_reproduces", "fit_pca", "pcs_fingerprint", "project", "reference_loadings"]
 
@@ -35,20 +34,7 @@ def fit_pca(x: Any, n_comps: int, random_state: int) -> tuple[np.ndarray, np.nda
     """PCA loadings ``(n_comps, n_genes)`` and gene means, float32; sparse input is centred
     implicitly (never densified), a backed matrix is fitted chunk by chunk (incremental PCA)."""
     if isinstance(x, BackedMatrix):
-        ipca = IncrementalPCA(n_components=n_comps)
-        pending = None
-        for _, block in x.chunks():
-            b = block.toarray() if sp.issparse(block) else block
-            if not np.isfinite(b).all():
-                raise ValueError(f"`{x.name}` contains NaN or infinite values; remove or impute them first.")
-            if pending is not None:
-                b, pending = np.vstack([pending, b]), None
-            if b.shape[0] < n_comps:
-                pending = b
-                continue
-            ipca.partial_fit(b)
-        if pending is not None and not hasattr(ipca, "components_"):
-            ipca.partial_fit(pending)
+        ipca = fit_incremental_pca(x, n_comps, check_finite=True)
         return ipca.components_.astype(np.float32), ipca.mean_.astype(np.float32)
     pca = PCA(n_components=n_comps, svd_solver="arpack", random_state=random_state).fit(x)
     return pca.components_.astype(np.float32), pca.mean_.astype(np.float32)

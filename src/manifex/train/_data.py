@@ -22,12 +22,13 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sklearn.decomposition import PCA
+from sklearn.decomposition import PCA, IncrementalPCA
 
 __all__ = [
     "BackedMatrix",
     "DeviceData",
     "StreamData",
+    "fit_incremental_pca",
     "incremental_pca",
     "is_backed",
     "principal_components",
@@ -217,6 +218,37 @@ class StreamData:
             yield self[torch.arange(start, min(n, start + batch_size))]
 
 
+def fit_incremental_pca(
+    matrix: BackedMatrix,
+    n_components: int,
+    *,
+    chunk_rows: int | None = None,
+    scale: np.ndarray | None = None,
+    check_finite: bool = False,
+) -> IncrementalPCA:
+    """:class:`sklearn.decomposition.IncrementalPCA` fitted over the rows of a backed matrix,
+    ``chunk_rows`` at a time (:data:`CHUNK_ROWS` by default; a short chunk joins the next, as
+    each step needs ``n_components`` rows); ``scale`` multiplies the features first, and
+    ``check_finite`` refuses NaN or infinite values. Memory O(chunk × features)."""
+    ipca = IncrementalPCA(n_components=n_components)
+    pending: np.ndarray | None = None
+    for _, block in matrix.chunks(chunk_rows):
+        b = block.toarray() if sp.issparse(block) else block
+        if check_finite and not np.isfinite(b).all():
+            raise ValueError(f"`{matrix.name}` contains NaN or infinite values; remove or impute them first.")
+        if scale is not None:
+            b = b * scale[None, :]
+        if pending is not None:
+            b, pending = np.vstack([pending, b]), None
+        if b.shape[0] < n_components:
+            pending = b
+            continue
+        ipca.partial_fit(b)
+    if pending is not None and not hasattr(ipca, "components_"):
+        ipca.partial_fit(pending)
+    return ipca
+
+
 def incremental_pca(
     matrix: BackedMatrix,
     n_components: int = 50,
@@ -224,35 +256,17 @@ def incremental_pca(
     scale: np.ndarray | None = None,
     chunk_rows: int | None = None,
 ) -> np.ndarray:
-    """``(n, n_components)`` PCA coordinates of a backed matrix, fitted and applied chunk by chunk
-    (:class:`sklearn.decomposition.IncrementalPCA`, :data:`PCA_CHUNK_ROWS` rows per step);
-    memory O(chunk × features)."""
-    from sklearn.decomposition import IncrementalPCA
-
+    """``(n, n_components)`` PCA coordinates of a backed matrix, fitted
+    (:func:`fit_incremental_pca`, :data:`PCA_CHUNK_ROWS` rows per step) and applied chunk by
+    chunk; memory O(chunk × features)."""
     n, d = matrix.shape
     chunk_rows = PCA_CHUNK_ROWS if chunk_rows is None else int(chunk_rows)
     k = int(min(n_components, d, chunk_rows))
-    ipca = IncrementalPCA(n_components=k)
-
-    def dense(block: np.ndarray | sp.csr_matrix) -> np.ndarray:
-        b = block.toarray() if sp.issparse(block) else block
-        return b * scale[None, :] if scale is not None else b
-
-    pending: np.ndarray | None = None
-    for _, block in matrix.chunks(chunk_rows):
-        b = dense(block)
-        if pending is not None:  # IncrementalPCA needs at least k rows per call
-            b, pending = np.vstack([pending, b]), None
-        if b.shape[0] < k:
-            pending = b
-            continue
-        ipca.partial_fit(b)
-    if pending is not None:
-        if not hasattr(ipca, "components_"):
-            ipca.partial_fit(pending)
+    ipca = fit_incremental_pca(matrix, k, chunk_rows=chunk_rows, scale=scale)
     out = np.empty((n, k), dtype=np.float32)
     for s, block in matrix.chunks(chunk_rows):
-        out[s : s + block.shape[0]] = ipca.transform(dense(block))
+        b = block.toarray() if sp.issparse(block) else block
+        out[s : s + block.shape[0]] = ipca.transform(b * scale[None, :] if scale is not None else b)
     return out
 
 
